@@ -1,0 +1,83 @@
+"""The interface every input format implements, and the unit of work it is split into."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from vlaforge.datasets.schema import Episode
+from vlaforge.pipelines.drops import DropLedger
+
+
+class SourceError(ValueError):
+    """Input that cannot be read at all; the message names the file and says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkUnit:
+    """A coarse, idempotent piece of a dataset: a group of files, or a range of episodes.
+
+    Units are planned deterministically from the dataset's own metadata, so a rerun plans the same units.
+    """
+
+    index: int
+    files: tuple[str, ...]
+    """Source files this unit reads, relative to the dataset root."""
+    episodes: tuple[int, int] | None = None
+    """[start, stop) episode indices, for formats that index episodes (LeRobot); None means every episode."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "files": list(self.files), "episodes": list(self.episodes or []) or None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "WorkUnit":
+        episodes = data.get("episodes")
+        return cls(int(data["index"]), tuple(data["files"]), tuple(episodes) if episodes else None)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SourceConfig:
+    """Base of every source's nested `Config`."""
+
+    _owner: ClassVar[type["Source"]]
+
+    root: str
+    """The dataset directory to read."""
+
+    def build(self) -> "Source":
+        return self._owner(self)
+
+
+class Source(abc.ABC):
+    """Reads one input format into canonical `Episode`s, one at a time (memory bounded by one episode)."""
+
+    Config: ClassVar[type[SourceConfig]] = SourceConfig
+    name: ClassVar[str]
+    """The registry name, used in the CLI (`vlaforge ingest <name>`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Config" in cls.__dict__:
+            cls.Config._owner = cls
+
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
+
+    @property
+    @abc.abstractmethod
+    def dataset_name(self) -> str:
+        """The dataset's own name (for DROID, the TFDS builder name), used to name shards."""
+
+    @abc.abstractmethod
+    def plan(self) -> list[WorkUnit]:
+        """Split the dataset into work units. Raises `SourceError` when the metadata is unusable."""
+
+    @abc.abstractmethod
+    def read(self, unit: WorkUnit, ledger: DropLedger) -> Iterator[Episode]:
+        """Yield the unit's episodes in a deterministic order.
+
+        A bad record is quarantined in `ledger` with a message naming the file, the record and the fix, and
+        reading goes on with the next record (or the next file, when the rest of a file is unreadable).
+        """

@@ -1,0 +1,85 @@
+"""Every item a pipeline drops is recorded here, under a named reason.
+
+A *drop* is deliberate (a filter said no: too short, a failed episode); a *quarantine* is bad input (a CRC
+mismatch, a JPEG that does not decode) and carries a message that names the file, the record and the fix. Both
+are counted by reason; quarantined items also become rows of the quarantine Parquet table.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+
+
+class DropReason(str, enum.Enum):
+    """Why an episode (or a whole file's tail) did not reach a shard."""
+
+    # Filters: deliberate, counted.
+    TOO_SHORT = "too_short"
+    FAILED_EPISODE = "failed_episode"
+    ALL_IDLE = "all_idle"
+    # Bad input: quarantined, with a message.
+    NONFINITE = "nonfinite"
+    CRC_MISMATCH = "crc_mismatch"
+    TRUNCATED_FILE = "truncated_file"
+    BAD_RECORD = "bad_record"
+    BAD_IMAGE = "bad_image"
+    VIDEO_TOO_SHORT = "video_too_short"
+    INCONSISTENT_LENGTHS = "inconsistent_lengths"
+    UNREADABLE_FILE = "unreadable_file"
+
+
+@dataclasses.dataclass(frozen=True)
+class Drop:
+    """One dropped item. `quarantined` marks bad input (a row in the quarantine table)."""
+
+    file: str
+    episode: str
+    reason: DropReason
+    message: str
+    quarantined: bool
+    steps: int = 0
+    """How many timesteps went with it, when known."""
+
+    def as_row(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "episode": self.episode,
+            "reason": self.reason.value,
+            "message": self.message,
+            "quarantined": self.quarantined,
+            "steps": self.steps,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Drop":
+        return cls(**{**row, "reason": DropReason(row["reason"])})
+
+
+class DropLedger:
+    """Collects drops for one unit of work; the runner takes them out after each unit."""
+
+    def __init__(self) -> None:
+        self._drops: list[Drop] = []
+
+    def drop(self, *, file: str, episode: str, reason: DropReason, message: str = "", steps: int = 0) -> None:
+        """Record a deliberate drop by a filter."""
+        self._drops.append(Drop(file, episode, reason, message, quarantined=False, steps=steps))
+
+    def quarantine(self, *, file: str, episode: str, reason: DropReason, message: str, steps: int = 0) -> None:
+        """Record bad input that was set aside; `message` says what is wrong and how to fix it."""
+        self._drops.append(Drop(file, episode, reason, message, quarantined=True, steps=steps))
+
+    def take(self) -> list[Drop]:
+        """Hand over everything recorded so far and start empty."""
+        drops, self._drops = self._drops, []
+        return drops
+
+    def __len__(self) -> int:
+        return len(self._drops)
+
+
+def count_by_reason(drops: list[Drop]) -> dict[str, int]:
+    """Drops counted per reason, in a stable order."""
+    return dict(sorted(collections.Counter(d.reason.value for d in drops).items()))

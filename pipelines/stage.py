@@ -1,0 +1,46 @@
+"""The one interface shared by pipeline and annotator steps.
+
+A stage is built from a frozen `Config`. `__init__` is cheap; `setup()` does the heavy work (loading a model)
+once per worker; `__call__` maps a batch (a list of items) to a batch, and may drop items, recording each under a
+named reason in `self.ledger`. The same list of configs runs in-process or on Ray Data (see `runners.py`).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar
+
+from vlaforge.pipelines.drops import DropLedger
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StageConfig:
+    """Base of every stage's nested `Config`. `build()` makes the stage, so the config type is the plugin handle."""
+
+    _owner: ClassVar[type["Stage"]]
+
+    def build(self) -> "Stage":
+        return self._owner(self)
+
+
+class Stage(abc.ABC):
+    """Maps a batch to a batch. Subclasses nest a `Config(StageConfig)` dataclass."""
+
+    Config: ClassVar[type[StageConfig]] = StageConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Config" in cls.__dict__:
+            cls.Config._owner = cls
+
+    def __init__(self, config: StageConfig) -> None:
+        self.config = config
+        self.ledger = DropLedger()
+
+    def setup(self) -> None:
+        """Heavy, once-per-worker initialisation. The default has nothing to do."""
+
+    @abc.abstractmethod
+    def __call__(self, batch: list[Any]) -> list[Any]:
+        """Map a batch to a batch, recording every dropped item in `self.ledger`."""
