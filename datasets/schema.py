@@ -113,6 +113,8 @@ class Episode:
     instructions: list[str]
     lineage: Lineage
     success: bool | None = None
+    first_step: int = 0
+    """Index of this episode's first step in the source episode (non-zero once the head was trimmed)."""
     extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     """Extra per-step arrays [n, k] kept beside the state (for example DROID's cartesian pose)."""
     flags: dict[str, object] = dataclasses.field(default_factory=dict)
@@ -144,6 +146,7 @@ class Episode:
             action=self.action[start:stop],
             extras={k: v[start:stop] for k, v in self.extras.items()},
             flags=dict(self.flags),
+            first_step=self.first_step + start,
         )
 
     @property

@@ -1,0 +1,23 @@
+"""The sources `vlaforge ingest` knows, by name. Adding a format is one line here."""
+
+from __future__ import annotations
+
+import difflib
+
+from vlaforge.datasets.droid_rlds import DroidRldsSource
+from vlaforge.datasets.lerobot import LeRobotSource
+from vlaforge.datasets.source import Source
+
+SOURCES: dict[str, type[Source]] = {
+    DroidRldsSource.name: DroidRldsSource,
+    LeRobotSource.name: LeRobotSource,
+}
+
+
+def source_class(name: str) -> type[Source]:
+    """The source registered under `name`, or a ValueError that suggests the closest name."""
+    if name in SOURCES:
+        return SOURCES[name]
+    close = difflib.get_close_matches(name, SOURCES, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown source {name!r}{hint} Known sources: {', '.join(sorted(SOURCES))}")

@@ -1,0 +1,26 @@
+"""Files that appear whole or not at all: write under a temporary name, fsync, rename."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+
+def temporary_path(path: pathlib.Path) -> pathlib.Path:
+    """The name a file is written under until it is complete (unique per process, so workers never collide)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def publish(temporary: pathlib.Path, final: pathlib.Path) -> None:
+    """Make a fully written temporary file visible under its final name, durably."""
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, final)
+
+
+def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader (or a rerun after a crash) never sees a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(path)
+    temporary.write_bytes(data)
+    publish(temporary, path)

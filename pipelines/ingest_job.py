@@ -1,0 +1,131 @@
+"""One ingest job: a source, a chain of stages and a shard layout, run unit by unit.
+
+`UnitWorker` processes one `WorkUnit` end to end in one process: read episodes, pass each through the stages,
+write the samples into shards. A finished unit leaves a marker holding its summary, so a rerun skips it; an
+unfinished one is redone, and its already-committed shards are skipped (see `ShardSink`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import pathlib
+from typing import Any
+
+from vlaforge.datasets.source import SourceConfig, WorkUnit
+from vlaforge.pipelines.atomic_files import atomic_write_bytes
+from vlaforge.pipelines.drops import Drop, DropLedger
+from vlaforge.pipelines.samples import RobotSample
+from vlaforge.pipelines.shard_sink import ShardSink
+from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.stage import StageConfig
+
+logger = logging.getLogger(__name__)
+
+UNITS_DIR = "_units"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IngestJob:
+    """Everything an ingest run needs, as configs (so it can be shipped to Ray workers and rebuilt there)."""
+
+    source: SourceConfig
+    """Which format to read, and from where."""
+    stages: tuple[StageConfig, ...]
+    """Episode stages in order; the last one turns episodes into `RobotSample`s."""
+    shards: ShardConfig
+    """When a shard is full."""
+    output: str
+    """The output directory (shards, manifest, statistics, tables)."""
+
+
+@dataclasses.dataclass
+class UnitSummary:
+    """What one unit produced; stored in its completion marker."""
+
+    unit: int
+    episodes_read: int = 0
+    episodes_written: int = 0
+    steps_written: int = 0
+    steps_by_split: dict[str, int] = dataclasses.field(default_factory=dict)
+    shards_written: int = 0
+    shards_skipped: int = 0
+    drops: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    resumed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "UnitSummary":
+        return cls(**data)
+
+    def drop_records(self) -> list[Drop]:
+        return [Drop.from_row(row) for row in self.drops]
+
+
+def unit_marker(output: pathlib.Path, unit: int) -> pathlib.Path:
+    return output / UNITS_DIR / f"{unit:05d}.json"
+
+
+class UnitWorker:
+    """Runs units of one job. Built once per worker process; `setup()` loads what the stages need."""
+
+    def __init__(self, job: IngestJob) -> None:
+        self.job = job
+        self.output = pathlib.Path(job.output)
+        self.source = job.source.build()
+        self.stages = [config.build() for config in job.stages]
+        self.dataset = self.source.dataset_name
+
+    def setup(self) -> None:
+        for stage in self.stages:
+            stage.setup()
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        """The runner's entry point: a `WorkUnit` as a dict in, its `UnitSummary` as a dict out."""
+        return self.run_unit(WorkUnit.from_dict(item)).as_dict()
+
+    def run_unit(self, unit: WorkUnit) -> UnitSummary:
+        marker = unit_marker(self.output, unit.index)
+        if marker.exists():
+            summary = UnitSummary.from_dict(json.loads(marker.read_text()))
+            summary.resumed = True
+            return summary
+        summary = self._run(unit)
+        atomic_write_bytes(marker, json.dumps(summary.as_dict(), sort_keys=True).encode())
+        return summary
+
+    def _run(self, unit: WorkUnit) -> UnitSummary:
+        summary = UnitSummary(unit=unit.index)
+        ledger = DropLedger()
+        sink = ShardSink(self.output, self.dataset, unit.index, list(unit.files), self.job.shards)
+        steps_by_split: collections.Counter[str] = collections.Counter()
+        try:
+            for episode in self.source.read(unit, ledger):
+                summary.episodes_read += 1
+                samples = self._apply_stages([episode])
+                for sample in samples:
+                    sink.add(sample)
+                    steps_by_split[sample.split.value] += 1
+                summary.episodes_written += len({s.episode_id for s in samples})
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+        summary.steps_written = sum(steps_by_split.values())
+        summary.steps_by_split = dict(sorted(steps_by_split.items()))
+        summary.shards_written, summary.shards_skipped = len(sink.records), len(sink.skipped)
+        drops = ledger.take() + [d for stage in self.stages for d in stage.ledger.take()]
+        summary.drops = [d.as_row() for d in drops]
+        logger.info("unit %d: %d episodes in, %d steps out", unit.index, summary.episodes_read, summary.steps_written)
+        return summary
+
+    def _apply_stages(self, batch: list[Any]) -> list[RobotSample]:
+        for stage in self.stages:
+            batch = stage(batch)
+            if not batch:
+                break
+        return batch

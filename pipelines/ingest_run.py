@@ -1,0 +1,149 @@
+"""An ingest run from start to end: plan units, run them, then write the manifest, tables and statistics.
+
+The flow in `flows/ingest.py` calls these three steps as Prefect tasks; the CLI and tests can call them directly.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import json
+import logging
+import pathlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vlaforge.datasets.source import WorkUnit
+from vlaforge.pipelines import norm_stats
+from vlaforge.pipelines.atomic_files import atomic_write_bytes
+from vlaforge.pipelines.drops import count_by_reason
+from vlaforge.pipelines.ingest_job import IngestJob, UnitSummary, UnitWorker, unit_marker
+from vlaforge.pipelines.manifest import load_commits, write_manifest
+from vlaforge.pipelines.runners import LocalRunner, RayRunner
+from vlaforge.pipelines.split import Split
+
+logger = logging.getLogger(__name__)
+
+QUARANTINE_NAME = "quarantine.parquet"
+SUMMARY_NAME = "summary.json"
+QUARANTINE_SCHEMA = pa.schema(
+    [("file", pa.string()), ("episode", pa.string()), ("reason", pa.string()), ("message", pa.string()),
+     ("steps", pa.int64())]
+)
+
+
+@dataclasses.dataclass
+class IngestReport:
+    """What a finished run produced, as shown in the CLI's summary table and saved as summary.json."""
+
+    dataset: str
+    output: str
+    units: int
+    episodes_read: int
+    episodes_written: int
+    steps_written: int
+    steps_by_split: dict[str, int]
+    shards: int
+    bytes: int
+    drops_by_reason: dict[str, int]
+    quarantined: int
+    units_resumed: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def plan_units(job: IngestJob) -> list[WorkUnit]:
+    """The job's units, planned from the dataset's metadata (raises SourceError on unusable metadata)."""
+    units = job.source.build().plan()
+    logger.info("%d work units planned from %s", len(units), job.source.root)
+    return units
+
+
+def run_units(
+    job: IngestJob,
+    units: list[WorkUnit],
+    runner: LocalRunner | RayRunner,
+    on_done: Callable[[UnitSummary], None] | None = None,
+) -> list[UnitSummary]:
+    """Run units (skipping finished ones) and return their summaries, in unit order."""
+    summaries = []
+    results: Iterator[dict[str, Any]] = runner.map(functools.partial(UnitWorker, job), [u.as_dict() for u in units])
+    for result in results:
+        summary = UnitSummary.from_dict(result)
+        summaries.append(summary)
+        if on_done is not None:
+            on_done(summary)
+    return sorted(summaries, key=lambda s: s.unit)
+
+
+def finalize(
+    job: IngestJob, units: list[WorkUnit], runner: LocalRunner | RayRunner, units_resumed: int = 0
+) -> IngestReport:
+    """Gather every unit's results into manifest.parquet, quarantine.parquet, stats.json and summary.json.
+
+    `units_resumed` (how many units an earlier run had already finished) is only reported."""
+    output = pathlib.Path(job.output)
+    summaries = [_load_marker(output, unit) for unit in units]
+    records = load_commits(output)
+    manifest = write_manifest(output, records)
+    drops = [drop for summary in summaries for drop in summary.drop_records()]
+    _write_quarantine(output, [d for d in drops if d.quarantined])
+    statistics_shards = [r for r in records if r.split == Split.TRAIN.value] or records
+    statistics = compute_stats([output / r.url for r in statistics_shards], runner)
+    norm_stats.write_stats(output, statistics, manifest, Split.TRAIN.value)
+    report = _report(job, summaries, records, drops)
+    report.units_resumed = units_resumed
+    atomic_write_bytes(output / SUMMARY_NAME, json.dumps(report.as_dict(), indent=1, sort_keys=True).encode())
+    return report
+
+
+def compute_stats(shards: list[pathlib.Path], runner: LocalRunner | RayRunner, bins: int = 2048) -> dict[str, Any]:
+    """Per-embodiment normalization statistics over `shards`, in two parallel passes."""
+    items = [{"path": str(path)} for path in shards]
+    moments = norm_stats.merge_moments(runner.map(norm_stats.MomentsWorker, items))
+    ranges = {
+        embodiment: {f: [entry[f].low.tolist(), entry[f].high.tolist()] for f in norm_stats.FIELDS}
+        for embodiment, entry in moments.items()
+    }
+    make_worker = functools.partial(norm_stats.HistogramWorker, ranges, bins)
+    counts = norm_stats.merge_histograms(runner.map(make_worker, items))
+    return norm_stats.finalize(moments, counts)
+
+
+def _load_marker(output: pathlib.Path, unit: WorkUnit) -> UnitSummary:
+    marker = unit_marker(output, unit.index)
+    if not marker.exists():
+        raise RuntimeError(f"unit {unit.index} ({', '.join(unit.files)}) has not finished; rerun the ingest")
+    return UnitSummary.from_dict(json.loads(marker.read_text()))
+
+
+def _write_quarantine(output: pathlib.Path, drops: list) -> None:
+    rows = [{k: v for k, v in d.as_row().items() if k in QUARANTINE_SCHEMA.names} for d in drops]
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA), sink)
+    atomic_write_bytes(output / QUARANTINE_NAME, sink.getvalue().to_pybytes())
+
+
+def _report(job: IngestJob, summaries: list[UnitSummary], records: list, drops: list) -> IngestReport:
+    steps_by_split: collections.Counter[str] = collections.Counter()
+    for summary in summaries:
+        steps_by_split.update(summary.steps_by_split)
+    return IngestReport(
+        dataset=records[0].dataset if records else job.source.build().dataset_name,
+        output=job.output,
+        units=len(summaries),
+        episodes_read=sum(s.episodes_read for s in summaries),
+        episodes_written=sum(s.episodes_written for s in summaries),
+        steps_written=sum(s.steps_written for s in summaries),
+        steps_by_split=dict(sorted(steps_by_split.items())),
+        shards=len(records),
+        bytes=sum(r.bytes for r in records),
+        drops_by_reason=count_by_reason(drops),
+        quarantined=sum(d.quarantined for d in drops),
+        units_resumed=0,
+    )

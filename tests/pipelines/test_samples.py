@@ -1,0 +1,54 @@
+import io
+import json
+
+import numpy as np
+
+from vlaforge.datasets.synth.episodes import make_episode
+from vlaforge.pipelines.samples import RobotSampleBuilder, action_chunks
+from vlaforge.pipelines.split import Split, split_of
+
+
+def _load(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def test_action_chunks_are_zero_padded_past_the_end():
+    action = np.arange(10, dtype=np.float32).reshape(5, 2)
+    chunks, valid = action_chunks(action, 4)
+    assert chunks.shape == (5, 4, 2)
+    np.testing.assert_array_equal(chunks[0], action[:4])
+    np.testing.assert_array_equal(chunks[3], [[6, 7], [8, 9], [0, 0], [0, 0]])
+    assert valid.tolist() == [4, 4, 3, 2, 1]
+
+
+def test_one_sample_per_step_with_the_documented_members():
+    episode = make_episode(n_steps=12)
+    episode.first_step = 3
+    samples = RobotSampleBuilder.Config(chunk_len=8, validation_fraction=0.0).build()([episode])
+    assert len(samples) == 12
+    first, last = samples[0], samples[-1]
+    assert first.key == "synth-0001_000003" and "." not in first.key
+    assert sorted(first.members) == [
+        "action.npy", "cartesian_position.npy", "exterior_1.jpg", "meta.json", "state.npy", "wrist.jpg"
+    ]
+    assert first.members["wrist.jpg"] == episode.frames["wrist"][0]
+    np.testing.assert_array_equal(_load(first.members["state.npy"]), episode.state[0])
+    assert _load(first.members["action.npy"]).shape == (8, 8)
+    np.testing.assert_array_equal(_load(last.members["action.npy"])[0], episode.action[-1])
+    assert not _load(last.members["action.npy"])[1:].any()
+    meta = json.loads(last.members["meta.json"])
+    assert meta["valid_len"] == 1 and meta["step"] == 14 and meta["split"] == "train"
+    assert meta["instruction"] == "put the red mug on the shelf"
+    assert meta["state_names"][0] == "joint_0" and meta["flags"] == {"success": True}
+    assert meta["lineage"] == {"file": "synth.tfrecord", "index": "record 0", "source_version": "0.0.1"}
+
+
+def test_split_is_per_episode_deterministic_and_near_the_fraction():
+    ids = [f"droid-{i:05d}" for i in range(4000)]
+    splits = [split_of(i, 0.1) for i in ids]
+    assert splits == [split_of(i, 0.1) for i in ids]
+    assert abs(splits.count(Split.VALIDATION) / len(ids) - 0.1) < 0.015
+    assert all(split_of(i, 0.0) is Split.TRAIN for i in ids[:100])
+    episode = make_episode("held-out-candidate")
+    builder = RobotSampleBuilder.Config(validation_fraction=0.5).build()
+    assert len({s.split for s in builder([episode])}) == 1
