@@ -98,7 +98,14 @@ class UnitWorker:
         atomic_write_bytes(marker, json.dumps(summary.as_dict(), sort_keys=True).encode())
         return summary
 
+    def _remove_stale_temporaries(self, unit: WorkUnit) -> None:
+        """Shards a killed run left half-written for this unit (units never run twice at the same time)."""
+        for stale in self.output.glob(f"*/.{self.dataset}-{unit.index:05d}-*.tar.tmp-*"):
+            logger.info("removing %s, left by an interrupted run", stale)
+            stale.unlink(missing_ok=True)
+
     def _run(self, unit: WorkUnit) -> UnitSummary:
+        self._remove_stale_temporaries(unit)
         summary = UnitSummary(unit=unit.index)
         ledger = DropLedger()
         sink = ShardSink(self.output, self.dataset, unit.index, list(unit.files), self.job.shards)

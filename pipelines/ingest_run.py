@@ -21,8 +21,8 @@ from vlaforge.datasets.source import WorkUnit
 from vlaforge.pipelines import norm_stats
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
 from vlaforge.pipelines.drops import count_by_reason
-from vlaforge.pipelines.ingest_job import IngestJob, UnitSummary, UnitWorker, unit_marker
-from vlaforge.pipelines.manifest import load_commits, write_manifest
+from vlaforge.pipelines.ingest_job import UNITS_DIR, IngestJob, UnitSummary, UnitWorker, unit_marker
+from vlaforge.pipelines.manifest import COMMITS_DIR, load_commits, write_manifest
 from vlaforge.pipelines.runners import LocalRunner, RayRunner
 from vlaforge.pipelines.split import Split
 
@@ -89,6 +89,7 @@ def finalize(
     `units_resumed` (how many units an earlier run had already finished) is only reported."""
     output = pathlib.Path(job.output)
     summaries = [_load_marker(output, unit) for unit in units]
+    _remove_stale_records(output)
     records = load_commits(output)
     manifest = write_manifest(output, records)
     drops = [drop for summary in summaries for drop in summary.drop_records()]
@@ -113,6 +114,13 @@ def compute_stats(shards: list[pathlib.Path], runner: LocalRunner | RayRunner, b
     make_worker = functools.partial(norm_stats.HistogramWorker, ranges, bins)
     counts = norm_stats.merge_histograms(runner.map(make_worker, items))
     return norm_stats.finalize(moments, counts)
+
+
+def _remove_stale_records(output: pathlib.Path) -> None:
+    """Half-written commit records or markers of a killed run; every unit is finished when this runs."""
+    for directory in (COMMITS_DIR, UNITS_DIR):
+        for stale in (output / directory).glob(".*.tmp-*"):
+            stale.unlink(missing_ok=True)
 
 
 def _load_marker(output: pathlib.Path, unit: WorkUnit) -> UnitSummary:
