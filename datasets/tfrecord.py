@@ -1,0 +1,188 @@
+"""TFRecord framing, read and written without TensorFlow.
+
+A TFRecord file is a sequence of records, each framed as:
+
+    uint64 length (little endian) | uint32 masked CRC32C of those 8 bytes | data | uint32 masked CRC32C of data
+
+The reader streams: it holds one record at a time (`file.read(length)`), so memory is bounded by the largest
+record. It checks both checksums and tells three failures apart, because they call for different recovery:
+
+- `TruncatedRecordError`: the file ends inside a record. Nothing after it exists.
+- `LengthCrcError`: the length field is corrupt, so the next record's position is unknown: stop reading the file.
+- `DataCrcError`: this record's data is corrupt but its length was trustworthy, so the reader has already moved
+  past it and the next record can still be read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO, NoReturn
+
+import crc32c
+
+_HEADER = struct.Struct("<QI")
+_FOOTER = struct.Struct("<I")
+_MASK_DELTA = 0xA282EAD8
+
+
+def masked_crc32c(data: bytes | memoryview) -> int:
+    """TFRecord's masked CRC32C: the CRC rotated right by 15 bits plus a constant, modulo 2**32."""
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+class TFRecordError(ValueError):
+    """A record that cannot be read. Carries the file name, the record index and its byte offset."""
+
+    def __init__(self, name: str, index: int, offset: int, detail: str) -> None:
+        super().__init__(f"{name}: record {index} at byte offset {offset}: {detail}")
+        self.name, self.index, self.offset, self.detail = name, index, offset, detail
+
+
+class TruncatedRecordError(TFRecordError):
+    """The file ends inside a record (a partial download or an interrupted copy)."""
+
+
+class LengthCrcError(TFRecordError):
+    """The length field fails its checksum: the rest of the file cannot be trusted."""
+
+
+class DataCrcError(TFRecordError):
+    """The record's data fails its checksum. The reader has moved past it; the next record is readable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One record's payload and where it was found."""
+
+    index: int
+    offset: int
+    """Byte offset of the record's length field in the file."""
+    data: bytes | memoryview
+    """The payload; a memoryview into the reader's buffer when it reuses one (valid until the next read)."""
+
+
+class TFRecordReader:
+    """Reads records one at a time from a binary file object.
+
+    `read()` returns the next `Record`, or None at the end of the file. After a `DataCrcError` the reader is
+    positioned at the next record; after a `TruncatedRecordError` or `LengthCrcError` it is finished and
+    `read()` returns None.
+
+    With `reuse_buffer=True` every record is read into one growing buffer and `Record.data` is a memoryview
+    that the next `read()` overwrites: use it when each record is fully decoded before the next is read. That
+    saves allocating (and page-faulting) a fresh multi-megabyte bytes object per record, which can cost more
+    than the read itself.
+    """
+
+    def __init__(self, file: BinaryIO, name: str = "", *, verify_data: bool = True, reuse_buffer: bool = False) -> None:
+        self._file = file
+        self.name = name or str(getattr(file, "name", "<stream>"))
+        self.verify_data = verify_data
+        self._buffer = bytearray() if reuse_buffer else None
+        self.index = 0
+        self.offset = 0
+        self.finished = False
+        self._size = _file_size(file)
+
+    def __iter__(self) -> Iterator[Record]:
+        """Every record, raising on the first error (use `read()` to recover from a `DataCrcError`)."""
+        while (record := self.read()) is not None:
+            yield record
+
+    def read(self) -> Record | None:
+        """The next record, or None at a clean end of file."""
+        if self.finished:
+            return None
+        index, offset = self.index, self.offset
+        length = self._read_length(index, offset)
+        if length is None:
+            self.finished = True
+            return None
+        data = self._read_exact(length, index, offset, "data")
+        (data_crc,) = _FOOTER.unpack(self._read_exact(_FOOTER.size, index, offset, "data checksum"))
+        self.index, self.offset = index + 1, offset + _HEADER.size + length + _FOOTER.size
+        if self.verify_data and masked_crc32c(data) != data_crc:
+            raise DataCrcError(self.name, index, offset, f"data checksum mismatch over {length} bytes")
+        return Record(index, offset, data)
+
+    def _read_length(self, index: int, offset: int) -> int | None:
+        header = self._file.read(_HEADER.size)
+        if not header:
+            return None
+        if len(header) < _HEADER.size:
+            self._fail(TruncatedRecordError, index, offset, f"file ends inside the length field ({len(header)} bytes)")
+        length, length_crc = _HEADER.unpack(header)
+        if masked_crc32c(header[:8]) != length_crc:
+            self._fail(LengthCrcError, index, offset, "length checksum mismatch; the rest of the file is unreadable")
+        remaining = None if self._size is None else self._size - offset - _HEADER.size
+        if remaining is not None and length + _FOOTER.size > remaining:
+            self._fail(
+                TruncatedRecordError, index, offset, f"record declares {length} bytes but only {remaining} remain"
+            )
+        return length
+
+    def _read_exact(self, size: int, index: int, offset: int, what: str) -> bytes | memoryview:
+        if self._buffer is None or size <= _FOOTER.size:
+            data = self._file.read(size)
+            got = len(data)
+        else:
+            if size > len(self._buffer):  # a new buffer, so views handed out earlier stay intact
+                self._buffer = bytearray(max(size, 2 * len(self._buffer)))
+            data = memoryview(self._buffer)[:size]
+            got = self._file.readinto(data) or 0
+        if got < size:
+            self._fail(TruncatedRecordError, index, offset, f"file ends inside the {what} ({got} of {size} bytes)")
+        return data
+
+    def _fail(self, error: type[TFRecordError], index: int, offset: int, detail: str) -> NoReturn:
+        self.finished = True
+        raise error(self.name, index, offset, detail)
+
+
+def _file_size(file: BinaryIO) -> int | None:
+    """The file's size when it is a real file, so a huge bogus length is caught before allocating it."""
+    try:
+        return os.fstat(file.fileno()).st_size - file.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[bytes]:
+    """Every record's data in a file, raising `TFRecordError` on the first bad one."""
+    with open(path, "rb") as file:
+        for record in TFRecordReader(file, os.fspath(path)):
+            yield record.data
+
+
+def frame_record(data: bytes) -> bytes:
+    """One record's bytes on disk: the length, its checksum, the data, its checksum."""
+    length = struct.pack("<Q", len(data))
+    return length + struct.pack("<I", masked_crc32c(length)) + data + struct.pack("<I", masked_crc32c(data))
+
+
+class TFRecordWriter:
+    """Appends framed records to a binary file object."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.records = 0
+        self.bytes_written = 0
+
+    def write(self, data: bytes) -> None:
+        framed = frame_record(data)
+        self._file.write(framed)
+        self.records += 1
+        self.bytes_written += len(framed)
+
+
+def write_records(path: str | os.PathLike[str], records: Iterable[bytes]) -> int:
+    """Write `records` to a new TFRecord file at `path`; returns the file's size in bytes."""
+    with open(path, "wb") as file:
+        writer = TFRecordWriter(file)
+        for data in records:
+            writer.write(data)
+    return writer.bytes_written
