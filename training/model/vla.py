@@ -1,0 +1,187 @@
+"""The whole model: Qwen3-VL + DiT, its training stages, the flow-matching loss and the sampler."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Qwen3VLConfig
+
+from vlaforge.training.model import action_prefix, flow_matching, masks
+from vlaforge.training.model.action_prefix import ActionPrefixConfig
+from vlaforge.training.model.dit import DiT, DiTConfig
+from vlaforge.training.model.flow_matching import FlowMatchingConfig
+from vlaforge.training.model.masks import AttentionKind
+from vlaforge.training.model.vlm import VLMBackbone, VLMContext
+
+
+class Stage(str, enum.Enum):
+    """The report's training stages that use the DiT (step 1 trains the VLM with `ChoicePoliciesHead`)."""
+
+    PRETRAIN_DIT = "pretrain_dit"  # step 2: VLM frozen, DiT from scratch, causal mask
+    POSTTRAIN_SYNC = "posttrain_sync"  # everything trainable, causal mask
+    POSTTRAIN_ASYNC = "posttrain_async"  # everything trainable, Λ mask, clean prefixes, error-weighted loss
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VLAConfig:
+    """Everything about the model that is not the VLM's own Hugging Face config."""
+
+    dit: DiTConfig = dataclasses.field(default_factory=DiTConfig)
+    """The DiT's sizes; `dit.num_layers` is also how many of the VLM's last layers it reads."""
+    flow: FlowMatchingConfig = dataclasses.field(default_factory=FlowMatchingConfig)
+    """τ distribution and the number of sampling steps."""
+    prefix: ActionPrefixConfig = dataclasses.field(default_factory=ActionPrefixConfig)
+    """Clean-prefix draws and loss weights of asynchronous post-training."""
+    attention: AttentionKind = AttentionKind.CAUSAL
+    """DiT-to-DiT mask used for training and sampling; asynchronous post-training switches it to Λ."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attention", AttentionKind(self.attention))
+        if max(self.prefix.prefix_lengths) >= self.dit.chunk_length:
+            raise ValueError(
+                f"VLAConfig.prefix.prefix_lengths reach {max(self.prefix.prefix_lengths)}, "
+                f"which leaves no noisy action in a chunk of {self.dit.chunk_length}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (enums as their values, tuples as lists)."""
+        data = dataclasses.asdict(self)
+        data["attention"] = self.attention.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "VLAConfig":
+        prefix = dict(data["prefix"], prefix_lengths=tuple(data["prefix"]["prefix_lengths"]))
+        return cls(
+            dit=DiTConfig(**data["dit"]),
+            flow=FlowMatchingConfig(**data["flow"]),
+            prefix=ActionPrefixConfig(**prefix),
+            attention=AttentionKind(data["attention"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RobotBatch:
+    """One batch of robot samples, already normalized and padded to the model's widths."""
+
+    vlm_inputs: Mapping[str, torch.Tensor]
+    """The processor's output for images + instruction (input_ids, attention_mask, pixel_values, ...)."""
+    state: torch.Tensor
+    """[B, D_s] normalized, zero-padded state."""
+    actions: torch.Tensor
+    """[B, T, A] normalized, zero-padded action chunk."""
+    action_mask: torch.Tensor
+    """[B, A] true on the embodiment's real action dimensions."""
+    valid_length: torch.Tensor
+    """[B] how many leading timesteps of the chunk are real (the rest is padding past the episode end)."""
+
+    def element_mask(self) -> torch.Tensor:
+        """[B, T, A] true where both the timestep and the dimension are real."""
+        steps = torch.arange(self.actions.shape[1], device=self.actions.device)
+        valid_steps = steps[None, :] < self.valid_length[:, None]
+        return valid_steps[:, :, None] & self.action_mask.bool()[:, None, :]
+
+
+class VLAModel(nn.Module):
+    """Qwen3-VL and the DiT that reads its last `config.dit.num_layers` layers' KV cache."""
+
+    def __init__(self, vlm: VLMBackbone, config: VLAConfig) -> None:
+        super().__init__()
+        if vlm.num_kv_layers != config.dit.num_layers:
+            raise ValueError(f"the VLM exposes {vlm.num_kv_layers} KV layers but the DiT has {config.dit.num_layers}")
+        self.vlm = vlm
+        self.dit = DiT(config.dit, vlm.geometry)
+        self.config = config
+        self.stage = Stage.POSTTRAIN_SYNC if config.attention is AttentionKind.CAUSAL else Stage.POSTTRAIN_ASYNC
+
+    @classmethod
+    def from_vlm_config(cls, vlm_config: Qwen3VLConfig, config: VLAConfig) -> "VLAModel":
+        """Random weights everywhere (tests, benchmarks, and parameter counts on the meta device)."""
+        return cls(VLMBackbone.from_config(vlm_config, num_kv_layers=config.dit.num_layers), config)
+
+    @classmethod
+    def from_vlm_pretrained(cls, name_or_path: str, config: VLAConfig, **vlm_options: Any) -> "VLAModel":
+        """A pretrained Qwen3-VL (local directory or hub id) and a fresh DiT: the start of pre-training step 2."""
+        vlm = VLMBackbone.from_pretrained(name_or_path, num_kv_layers=config.dit.num_layers, **vlm_options)
+        return cls(vlm, config)
+
+    def set_stage(self, stage: Stage) -> None:
+        """Freeze or unfreeze the VLM and pick the DiT mask that `stage` trains with."""
+        self.stage = Stage(stage)
+        frozen = self.stage is Stage.PRETRAIN_DIT
+        self.vlm.requires_grad_(not frozen)
+        # A frozen conditioner also stays in eval mode, so no dropout or norm statistics move under it.
+        self.vlm.train(self.training and not frozen)
+        kind = AttentionKind.LAMBDA if self.stage is Stage.POSTTRAIN_ASYNC else AttentionKind.CAUSAL
+        self.config = dataclasses.replace(self.config, attention=kind)
+
+    def train(self, mode: bool = True) -> "VLAModel":
+        super().train(mode)
+        if self.stage is Stage.PRETRAIN_DIT:
+            self.vlm.eval()
+        return self
+
+    def encode(self, vlm_inputs: Mapping[str, torch.Tensor]) -> VLMContext:
+        """The VLM's KV context; no autograd graph is kept through a frozen VLM."""
+        frozen = not any(p.requires_grad for p in self.vlm.parameters())
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            return self.vlm.encode(vlm_inputs)
+
+    def velocity(self, x, tau, state, context, prefix_lengths, action_mask) -> torch.Tensor:
+        """The DiT's velocity [B, T, A] for chunk x [B, T, A]; padded action dimensions are zeroed on the way in."""
+        mask = masks.dit_mask(self.config.attention, self.config.dit.chunk_length, self.config.dit.attention_window)
+        dtype = self.dit.sink.dtype
+        x = (x * action_mask[:, None, :].to(x.dtype)).to(dtype)
+        return self.dit(x, tau.to(dtype), state.to(dtype), context, prefix_lengths, mask).float()
+
+    def flow_matching_loss(self, batch: RobotBatch) -> dict[str, torch.Tensor]:
+        """The loss of the current stage: masked ‖v − (a − ε)‖², error-weighted on async samples with a prefix."""
+        actions = batch.actions.float()
+        size, length = actions.shape[:2]
+        context = self.encode(batch.vlm_inputs)
+        noise = torch.randn_like(actions)
+        tau = flow_matching.sample_tau(size, self.config.flow, actions.device)
+        prefix_lengths = self._training_prefix_lengths(size, length).to(actions.device)
+        x_tau = flow_matching.interpolate(actions, noise, tau)
+        is_prefix = ~action_prefix.noisy_timesteps(prefix_lengths, length)
+        x_in = torch.where(is_prefix[..., None], actions, x_tau)
+        velocity = self.velocity(x_in, tau, batch.state, context, prefix_lengths, batch.action_mask)
+        loss_mask = batch.element_mask() & ~is_prefix[..., None]
+        weights = None
+        if self.stage is Stage.POSTTRAIN_ASYNC:
+            predicted = flow_matching.one_step_actions(x_tau, velocity, tau)
+            weights = action_prefix.error_weights(predicted, actions, loss_mask, prefix_lengths, self.config.prefix)
+        target = flow_matching.velocity_target(actions, noise)
+        loss = flow_matching.masked_mse(velocity, target, loss_mask, weights)
+        return {"loss": loss, "tau": tau, "prefix_lengths": prefix_lengths}
+
+    def _training_prefix_lengths(self, size: int, length: int) -> torch.Tensor:
+        if self.stage is Stage.POSTTRAIN_ASYNC:
+            return action_prefix.sample_prefix_lengths(size, length, self.config.prefix)
+        return torch.zeros(size, dtype=torch.long)
+
+    @torch.no_grad()
+    def sample_actions(
+        self,
+        vlm_inputs: Mapping[str, torch.Tensor],
+        state: torch.Tensor,
+        action_mask: torch.Tensor,
+        noise: torch.Tensor,
+        prefix: torch.Tensor | None = None,
+        prefix_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """A chunk [B, T, A] from noise [B, T, A] in `config.flow.num_steps` Euler steps, keeping a clean prefix."""
+        context = self.vlm.encode(vlm_inputs)
+        lengths = torch.zeros(noise.shape[0], dtype=torch.long, device=noise.device)
+        lengths = lengths if prefix_lengths is None else prefix_lengths.to(noise.device)
+
+        def velocity_fn(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+            return self.velocity(x, tau, state, context, lengths, action_mask)
+
+        return flow_matching.euler_sample(velocity_fn, noise.float(), self.config.flow.num_steps, prefix, lengths)

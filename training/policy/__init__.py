@@ -1,0 +1,1 @@
+"""Deployment: normalization by embodiment, the inference policy, and synchronous/asynchronous execution."""
