@@ -36,6 +36,12 @@ def activate_modulation(module: torch.nn.Module, seed: int = 0, std: float = 0.3
 
 
 @pytest.fixture(scope="session")
+def camera():
+    """Factory: camera_frame(name) -> a real 64x64 photograph."""
+    return camera_frame
+
+
+@pytest.fixture(scope="session")
 def processor():
     return presets.tiny_processor()
 

@@ -1,7 +1,8 @@
 """Synchronous and asynchronous chunk execution on a simulated robot clock.
 
-Time advances in control ticks (30 Hz by default). An inference started at tick t uses the observation of tick t
-and its chunk is ready `latency_ticks` later. Step k of a chunk inferred at tick t is meant for tick t + k.
+Time advances in control ticks (30 Hz by default). The simulated robot is position-controlled: its state is the
+last action it executed. An inference started at tick t sees that state (and whatever else the caller observes at
+tick t) and its chunk is ready `latency_ticks` later.
 
 - Synchronous: execute the first T_e actions, then infer; the robot idles for the whole inference.
 - Asynchronous (report section 2.3, figure 5): when step T_e of the current chunk is due, start the next inference
@@ -18,8 +19,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-# infer(tick, prefix [Δtc, D_a] or None) -> chunk [T, D_a]: a policy reading the observation of `tick`.
-InferFn = Callable[[int, np.ndarray | None], np.ndarray]
+# infer(tick, robot_state, prefix) -> chunk [T, D_a]. robot_state is the last executed action (None before the
+# first), prefix [Δtc, D_a] the committed actions the chunk must start with (None in synchronous mode).
+InferFn = Callable[[int, np.ndarray | None, np.ndarray | None], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,6 +83,10 @@ class ExecutionLog:
         self.actions.append(action)
         self.chunk_ids.append(chunk_id if action is not None else -1)
 
+    def robot_state(self) -> np.ndarray | None:
+        """The last executed action: where the position-controlled robot now is."""
+        return next((a for a in reversed(self.actions) if a is not None), None)
+
     @property
     def idle_ticks(self) -> int:
         """Ticks without an action, the start-up inference included."""
@@ -116,7 +122,7 @@ def _run_synchronous(infer: InferFn, config: ExecutionConfig, num_ticks: int) ->
     log = ExecutionLog()
     while len(log.actions) < num_ticks:
         log.inference_ticks.append(len(log.actions))
-        chunk = infer(len(log.actions), None)
+        chunk = infer(len(log.actions), log.robot_state(), None)
         chunk_id = len(log.inference_ticks) - 1
         for _ in range(config.latency_ticks):
             log.record(None, chunk_id)
@@ -131,7 +137,7 @@ def _run_asynchronous(infer: InferFn, config: ExecutionConfig, num_ticks: int) -
     log = ExecutionLog()
     latency = config.latency_ticks
     log.inference_ticks.append(0)
-    current, current_id, step = infer(0, None), 0, 0
+    current, current_id, step = infer(0, None, None), 0, 0
     # Start-up: nothing exists to execute before the first chunk; from then on step k of a chunk runs at its
     # base tick + k, and the next inference starts exactly when step T_e is due.
     for _ in range(min(latency, num_ticks)):
@@ -143,7 +149,7 @@ def _run_asynchronous(infer: InferFn, config: ExecutionConfig, num_ticks: int) -
         if pending is None and step == config.execute_steps:
             log.inference_ticks.append(tick)
             prefix = current[step : step + config.prefix_steps]
-            pending = (tick + latency, len(log.inference_ticks) - 1, infer(tick, prefix))
+            pending = (tick + latency, len(log.inference_ticks) - 1, infer(tick, log.robot_state(), prefix))
             if latency == 0:
                 (_, current_id, current), step, pending = pending, 0, None
         log.record(current[step], current_id)
