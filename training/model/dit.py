@@ -149,7 +149,6 @@ class DiT(nn.Module):
         for layer in (self.time_modulation, self.final_modulation):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self.register_buffer("inv_freq", rope.inverse_frequencies(geometry.head_dim, geometry.rope_theta), False)
 
     def token_taus(self, tau: torch.Tensor, prefix_lengths: torch.Tensor) -> torch.Tensor:
         """τ per token [B, S]: the sample's τ, except 1 (clean) on the committed prefix actions."""
@@ -186,7 +185,9 @@ class DiT(nn.Module):
         positions = rope.dit_positions(
             context.next_position, prefix_lengths, self.config.chunk_length, self.config.noisy_position_offset
         )
-        cos, sin = rope.rotary_cos_sin(positions, self.inv_freq)
+        # Built here in float32 rather than kept as a buffer, so casting the DiT to bf16 cannot round the frequencies.
+        inv_freq = rope.inverse_frequencies(self.geometry.head_dim, self.geometry.rope_theta).to(positions.device)
+        cos, sin = rope.rotary_cos_sin(positions, inv_freq)
         mask = joint_mask(context.valid, dit_to_dit)
         for block, cache_k, cache_v in zip(self.blocks, context.keys, context.values, strict=True):
             tokens = block(tokens, shared, cache_k, cache_v, cos, sin, mask)
