@@ -24,7 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vlaforge.training.model import presets
-from vlaforge.training.model.vla import RobotBatch, Stage, VLAConfig, VLAModel
+from vlaforge.training.model.vla import RobotBatch, Stage, VLAModel
 
 # Dense bf16 tensor-core peaks (no sparsity), by a substring of torch.cuda.get_device_name().
 PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),

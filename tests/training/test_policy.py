@@ -57,7 +57,8 @@ def test_same_seed_same_chunk_and_a_committed_prefix_is_kept(policy, observation
 
 
 def test_unknown_embodiment_lists_the_known_ones(policy, observation):
-    with pytest.raises(KeyError, match=r"no normalization statistics for embodiment 'ur5'; known: \['aloha', 'franka'\]"):
+    expected = r"no normalization statistics for embodiment 'ur5'; known: \['aloha', 'franka'\]"
+    with pytest.raises(KeyError, match=expected):
         policy.infer(observation("ur5"))
 
 

@@ -141,7 +141,7 @@ class VLAModel(nn.Module):
         return self.dit(x, tau.to(dtype), state.to(dtype), context, prefix_lengths, mask).float()
 
     def flow_matching_loss(self, batch: RobotBatch) -> dict[str, torch.Tensor]:
-        """The loss of the current stage: masked ‖v − (a − ε)‖², error-weighted on async samples with a prefix."""
+        """The current stage's loss: masked ‖v − (a − ε)‖², error-weighted on async samples with a prefix."""
         actions = batch.actions.float()
         size, length = actions.shape[:2]
         context = self.encode(batch.vlm_inputs)

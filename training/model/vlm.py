@@ -51,16 +51,6 @@ class VLMContext:
     next_position: torch.Tensor
     """[B] the first RoPE position after each sample's last valid token: where the DiT sequence starts."""
 
-    def repeat(self, times: int) -> "VLMContext":
-        """The same context for each sample `times` times in a row (several noise draws per observation)."""
-        rep = lambda t: t.repeat_interleave(times, dim=0)  # noqa: E731 - local one-liner
-        return VLMContext(
-            keys=tuple(map(rep, self.keys)),
-            values=tuple(map(rep, self.values)),
-            valid=rep(self.valid),
-            next_position=rep(self.next_position),
-        )
-
 
 class VLMBackbone(nn.Module):
     """Qwen3-VL plus the bookkeeping the DiT and the Choice Policies head need.

@@ -46,7 +46,9 @@ class ExecutionConfig:
             raise ValueError(f"ExecutionConfig needs control_hz > 0 and inference_latency_s >= 0, got "
                              f"{self.control_hz}, {self.inference_latency_s}")
         if not 1 <= self.execute_steps <= self.chunk_length:
-            raise ValueError(f"ExecutionConfig.execute_steps must be in [1, {self.chunk_length}], got {self.execute_steps}")
+            raise ValueError(
+                f"ExecutionConfig.execute_steps must be in [1, {self.chunk_length}], got {self.execute_steps}"
+            )
         if self.asynchronous:
             self._check_asynchronous()
 
@@ -59,8 +61,9 @@ class ExecutionConfig:
             raise ValueError(f"ExecutionConfig.execute_steps={self.execute_steps} must be >= the latency of {latency} "
                              "ticks: a new chunk starts at step Δt_inf and must still reach step T_e")
         if self.execute_steps + self.prefix_steps > self.chunk_length:
-            raise ValueError(f"ExecutionConfig: execute_steps + prefix_steps = {self.execute_steps + self.prefix_steps} "
-                             f"exceeds the chunk length {self.chunk_length}")
+            total = self.execute_steps + self.prefix_steps
+            raise ValueError(f"ExecutionConfig: execute_steps + prefix_steps = {total} exceeds the chunk length "
+                             f"{self.chunk_length}")
 
     @property
     def latency_ticks(self) -> int:
