@@ -103,6 +103,13 @@ def finalize(
     return report
 
 
+def run_ingest(job: IngestJob, runner: LocalRunner | RayRunner) -> IngestReport:
+    """Plan, run and finalize in one call, without Prefect (the flow runs the same three steps as tasks)."""
+    units = plan_units(job)
+    summaries = run_units(job, units, runner)
+    return finalize(job, units, runner, units_resumed=sum(s.resumed for s in summaries))
+
+
 def compute_stats(shards: list[pathlib.Path], runner: LocalRunner | RayRunner, bins: int = 2048) -> dict[str, Any]:
     """Per-embodiment normalization statistics over `shards`, in two parallel passes."""
     items = [{"path": str(path)} for path in shards]
