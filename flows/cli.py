@@ -125,6 +125,9 @@ def run_ingest(args: argparse.Namespace, console: Console) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # Ray Data narrates every dataset execution at INFO; the progress bar and the summary table say enough.
+        logging.getLogger("ray").setLevel(logging.WARNING)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     console = Console(stderr=False)
     from vlaforge.datasets.source import SourceError
@@ -136,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(args, console)
     except (SourceError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        print(f"error: {error}", file=sys.stderr)  # plain text: long paths must not be wrapped
+        if args.verbose:
+            raise
         return 2
 
 

@@ -76,7 +76,7 @@ class RayRunner:
             fn_constructor_kwargs={"make_worker": make_worker},
             batch_size=1,
             batch_format="numpy",
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=self.num_cpus_per_worker,
         )
         logger.info("running %d items on Ray with %d workers", len(items), workers)
