@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -24,17 +26,44 @@ class RobotSample:
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
-    """The `.npy` encoding of a numeric array (never an object array, so never pickled)."""
+    """The `.npy` encoding of a numeric array (never an object array, so never pickled): the same bytes as
+    `np.save`, with the header built once per dtype and shape instead of once per step."""
     if array.dtype == object:
         raise TypeError("object arrays cannot be stored: they would need pickle")
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"  # as np.save decides
+    return _npy_header(array.dtype, array.shape, order) + array.tobytes(order=order)
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...], order: str) -> bytes:
+    """What `np.save` writes before the data of an array of this dtype, shape and memory order."""
+    template = np.zeros(shape, dtype, order=order)
     buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
+    np.save(buffer, template, allow_pickle=False)
+    encoded = buffer.getvalue()
+    return encoded[: len(encoded) - template.nbytes]
 
 
 def json_bytes(value: object) -> bytes:
     """Compact, key-sorted JSON, so the same meta always encodes to the same bytes."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class _MetaEncoder:
+    """`json_bytes` of each step's meta of one episode, with the fields every step shares encoded only once.
+
+    The shared fields (name lists, instructions, lineage) are most of the bytes and most of the encoding time.
+    """
+
+    def __init__(self, shared: dict[str, object], step_fields: Iterable[str]) -> None:
+        # In the order sort_keys writes them: a per-step field by name, a shared one as its encoded '"key":value'.
+        per_step = set(step_fields)
+        keys = sorted({*shared, *per_step})
+        self._parts = [key if key in per_step else json_bytes({key: shared[key]})[1:-1] for key in keys]
+
+    def encode(self, step_values: dict[str, object]) -> bytes:
+        parts = [p if isinstance(p, bytes) else json_bytes({p: step_values[p]})[1:-1] for p in self._parts]
+        return b"{" + b",".join(parts) + b"}"
 
 
 def action_chunks(action: np.ndarray, chunk_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +74,10 @@ def action_chunks(action: np.ndarray, chunk_len: int) -> tuple[np.ndarray, np.nd
     windows = np.lib.stride_tricks.sliding_window_view(padded, chunk_len, axis=0)  # [n, Da, T]
     valid = np.minimum(chunk_len, n - np.arange(n))
     return np.ascontiguousarray(windows.transpose(0, 2, 1)), valid
+
+
+_STEP_FIELDS = (MetaField.STEP.value, MetaField.TIMESTAMP.value, MetaField.VALID_LEN.value)
+"""Meta fields that differ from step to step; the rest are the same for the whole episode."""
 
 
 class RobotSampleBuilder(Stage):
@@ -72,22 +105,22 @@ class RobotSampleBuilder(Stage):
         split = split_of(episode.episode_id, self.config.validation_fraction)
         chunks, valid = action_chunks(episode.action.astype(np.float32), self.config.chunk_len)
         state = episode.state.astype(np.float32)
-        shared_meta = self._shared_meta(episode, split)
+        extras = {SampleKey.extra(name): values.astype(np.float32) for name, values in episode.extras.items()}
+        cameras = {SampleKey.camera(camera): frames for camera, frames in episode.frames.items()}
+        meta = _MetaEncoder(self._shared_meta(episode, split), _STEP_FIELDS)
         samples = []
         for i in range(len(episode)):
             step = episode.first_step + i
-            members = {SampleKey.camera(cam): frames[i] for cam, frames in episode.frames.items()}
+            members = {member: frames[i] for member, frames in cameras.items()}
             members[SampleKey.STATE.value] = npy_bytes(state[i])
             members[SampleKey.ACTION.value] = npy_bytes(chunks[i])
-            for name, values in episode.extras.items():
-                members[SampleKey.extra(name)] = npy_bytes(values[i].astype(np.float32))
-            meta = {
-                **shared_meta,
+            for member, values in extras.items():
+                members[member] = npy_bytes(values[i])
+            members[SampleKey.META.value] = meta.encode({
                 MetaField.STEP.value: step,
                 MetaField.TIMESTAMP.value: round(float(episode.timestamps[i]), 6),
                 MetaField.VALID_LEN.value: int(valid[i]),
-            }
-            members[SampleKey.META.value] = json_bytes(meta)
+            })
             samples.append(RobotSample(sample_key(episode.episode_id, step), split, members, episode.episode_id))
         return samples
 
