@@ -87,7 +87,9 @@ def _bytes_list(buf: bytes, pos: int, end: int) -> list[bytes]:
         if buf[pos] != 0x0A:  # not field 1 / LEN: let the general parser handle (or skip) the rest
             rest = _fields(buf, pos, end)
             return out + [bytes(buf[a:b]) for field, wire, a, b in rest if field == 1 and wire == _LEN]
-        if pos + 2 < end and buf[pos + 1] >= 0x80 and buf[pos + 2] < 0x80:  # 128 B..16 KiB: most JPEG frames
+        if pos + 1 < end and buf[pos + 1] < 0x80:  # under 128 B: per-step text such as instructions
+            size, pos = buf[pos + 1], pos + 2
+        elif pos + 2 < end and buf[pos + 1] >= 0x80 and buf[pos + 2] < 0x80:  # 128 B..16 KiB: many JPEG frames
             size, pos = (buf[pos + 1] & 0x7F) | (buf[pos + 2] << 7), pos + 3
         else:
             size, pos = _varint(buf, pos + 1, end)
