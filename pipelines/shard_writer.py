@@ -26,8 +26,8 @@ _MAX_SIZE = 8**11 - 1
 _TAIL = b"0" + bytes(100) + b"ustar\x0000" + bytes(64) + bytes(16) + bytes(155 + 12)
 _MODE_UID_GID = b"0000444\x00" + b"0000000\x00" * 2
 _MTIME = b"00000000000\x00"
-_TAIL_SUM = sum(_TAIL) + 8 * ord(" ")
-"""The checksum's share from the tail, plus the checksum field itself, which counts as eight spaces."""
+_FIXED_SUM = sum(_MODE_UID_GID) + sum(_MTIME) + sum(_TAIL) + 8 * ord(" ")
+"""The checksum's share from the fixed fields, and from the checksum field itself, which counts as eight spaces."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,9 +66,10 @@ def member_header(name: str, size: int) -> bytes:
     encoded = name.encode("ascii")
     if len(encoded) > 100 or size > _MAX_SIZE:
         raise ValueError(f"tar member {name!r} of {size} bytes does not fit a USTAR header (name <= 100, < 8 GiB)")
-    head = encoded.ljust(100, b"\x00") + _MODE_UID_GID + b"%011o\x00" % size + _MTIME
-    checksum = sum(head) + _TAIL_SUM
-    return head + b"%06o\x00 " % checksum + _TAIL
+    size_field = b"%011o\x00" % size
+    checksum = sum(encoded) + sum(size_field) + _FIXED_SUM
+    fields = (encoded.ljust(100, b"\x00"), _MODE_UID_GID, size_field, _MTIME, b"%06o\x00 " % checksum, _TAIL)
+    return b"".join(fields)
 
 
 def _padding(size: int) -> bytes:
