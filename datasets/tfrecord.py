@@ -131,7 +131,9 @@ class TFRecordReader:
             got = len(data)
         else:
             if size > len(self._buffer):  # a new buffer, so views handed out earlier stay intact
-                self._buffer = bytearray(max(size, 2 * len(self._buffer)))
+                # A quarter more than before at least: few reallocations while records grow, and at most 1.25x
+                # the largest record held (doubling could hold twice it, all of it resident: bytearray zero-fills).
+                self._buffer = bytearray(max(size, len(self._buffer) * 5 // 4))
             data = memoryview(self._buffer)[:size]
             got = self._file.readinto(data) or 0
         if got < size:
