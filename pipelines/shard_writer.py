@@ -1,8 +1,9 @@
 """Deterministic WebDataset shards: the same samples always give byte-identical tar files.
 
 The tar is written by hand rather than through `tarfile`: every member has the same fixed metadata, so its 512-byte
-USTAR header is a constant template with only the name, size and checksum filled in. That is the same bytes
-`tarfile.addfile` writes (USTAR format, Python 3.11), at a fraction of its per-member cost, which dominated ingest.
+USTAR header is a constant template with only the name, size and checksum filled in. The bytes are those that
+`tarfile.addfile` wrote in USTAR format (Python 3.11.7), at a fraction of its per-member cost, which dominated
+ingest; and they no longer depend on which Python's tarfile runs.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ class TarShardWriter:
             if not _MEMBER_NAME.match(name) or len(name) > 100:
                 raise ValueError(f"member name {name!r} is not a safe WebDataset name (letters, digits, _ - .)")
             pieces += (member_header(name, len(data)), data, _padding(len(data)))
-            self.data_bytes += len(data)
         self._append(b"".join(pieces))  # one write and one hash update per sample, not three per member
+        self.data_bytes += sum(len(data) for data in members.values())
         self.samples += 1
 
     def finish(self) -> WrittenShard:
