@@ -1,125 +1,32 @@
-"""`vlaforge <verb>`: the command line. The only place that reads the environment and sets up logging."""
+"""`vlaforge <verb>`: the command line. The only place that reads the environment and sets up logging.
+
+Each verb is one module with `add_parser(verbs)` and `run(args, console) -> exit code`, listed in `VERBS`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import logging
 import os
 import sys
-from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from vlaforge.datasets.registry import SOURCES
-
-
-def _frame_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--frame-size takes HEIGHTxWIDTH, e.g. 180x320; got {text!r}") from None
-    return height, width
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE (VALUE as JSON, or a plain string); got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
-
-
-def add_ingest_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `ingest` and `demo`."""
-    parser.add_argument("--runner", choices=("ray", "local"), default="ray",
-                        help="ray: Ray Data actor pool (default); local: this process only")
-    parser.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
-                        help="join this Ray cluster (default: $RAY_ADDRESS, else start a local one)")
-    parser.add_argument("--workers", type=int, help="parallel workers (default: one per CPU)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+VERBS = {
+    "ingest": "vlaforge.flows.ingest_cli",
+    "demo": "vlaforge.flows.demo",
+}
+"""Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlaforge", description="Robot data into training shards.")
+    parser = argparse.ArgumentParser(prog="vlaforge", description="Robot logs into training shards and checkpoints.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     verbs = parser.add_subparsers(dest="verb", required=True)
-
-    ingest = verbs.add_parser("ingest", help="ingest a robot dataset into WebDataset shards")
-    ingest.add_argument("source", choices=sorted(SOURCES), help="input format")
-    ingest.add_argument("--input", required=True, help="dataset directory (DROID: the version dir, e.g. droid/1.0.1)")
-    ingest.add_argument("--output", required=True, help="output directory for shards, manifest and tables")
-    ingest.add_argument("--chunk-len", type=int, default=32, help="actions per step's chunk, T_max (default 32)")
-    ingest.add_argument("--validation-fraction", type=float, default=0.05, help="episodes held out (default 0.05)")
-    ingest.add_argument("--min-steps", type=int, default=10, help="drop shorter episodes (default 10)")
-    ingest.add_argument("--keep-failed", action="store_true", help="keep episodes marked as failed")
-    ingest.add_argument("--no-trim-idle", action="store_true", help="keep still stretches at start and end")
-    ingest.add_argument("--idle-threshold", type=float, default=1e-3, help="state change that counts as motion")
-    ingest.add_argument("--shard-samples", type=int, help="samples per shard")
-    ingest.add_argument("--shard-bytes", type=int, default=256 * 2**20, help="bytes per shard (default 256 MiB)")
-    ingest.add_argument("--frame-size", type=_frame_size, help="HEIGHTxWIDTH of stored frames (default: native)")
-    ingest.add_argument("--jpeg-quality", type=int, default=90, help="quality of re-encoded frames (default 90)")
-    ingest.add_argument("--verify-jpeg", choices=("header", "full"), default="header",
-                        help="header: check markers and header (fast); full: decode every frame")
-    ingest.add_argument("--set", dest="source_options", type=_key_value, action="append", default=[],
-                        metavar="KEY=VALUE", help="a source option, e.g. --set files_per_unit=4")
-    add_ingest_options(ingest)
-
-    demo = verbs.add_parser("demo", help="write sample datasets of every format and ingest them")
-    demo.add_argument("--output", default="demo-output", help="where to write (default ./demo-output)")
-    add_ingest_options(demo)
+    for module in VERBS.values():
+        importlib.import_module(module).add_parser(verbs)
     return parser
-
-
-def ingest_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "chunk_len": args.chunk_len,
-        "validation_fraction": args.validation_fraction,
-        "min_steps": args.min_steps,
-        "keep_failed": args.keep_failed,
-        "trim_idle": not args.no_trim_idle,
-        "idle_threshold": args.idle_threshold,
-        "shard_max_samples": args.shard_samples,
-        "shard_max_bytes": args.shard_bytes,
-        "frame_size": args.frame_size,
-        "jpeg_quality": args.jpeg_quality,
-        "verify_jpeg": args.verify_jpeg,
-    }
-
-
-def print_report(report: dict[str, Any], console: Console) -> None:
-    """The final summary table of one ingest run."""
-    table = Table(title=f"ingest: {report['dataset']} -> {report['output']}")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    rows = [
-        ("units (finished earlier)", f"{report['units']} ({report['units_resumed']})"),
-        ("episodes read", report["episodes_read"]),
-        ("episodes written", report["episodes_written"]),
-        *((f"steps: {split}", n) for split, n in report["steps_by_split"].items()),
-        ("shards", report["shards"]),
-        ("shard bytes", f"{report['bytes']:,}"),
-        *((f"dropped: {reason}", n) for reason, n in report["drops_by_reason"].items()),
-        ("quarantined episodes", report["quarantined"]),
-    ]
-    for what, count in rows:
-        table.add_row(what, str(count))
-    console.print(table)
-
-
-def run_ingest(args: argparse.Namespace, console: Console) -> int:
-    from vlaforge.flows.ingest import ingest
-
-    report = ingest(
-        source=args.source, input_path=args.input, output=args.output, options=ingest_options(args),
-        source_options=dict(args.source_options), runner=args.runner, ray_address=args.ray_address,
-        workers=args.workers, progress=not args.no_progress,
-    )
-    print_report(report, console)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,11 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from vlaforge.datasets.source import SourceError
 
     try:
-        if args.verb == "ingest":
-            return run_ingest(args, console)
-        from vlaforge.flows.demo import run_demo
-
-        return run_demo(args, console)
+        return importlib.import_module(VERBS[args.verb]).run(args, console)
     except (SourceError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)  # plain text: long paths must not be wrapped
         if args.verbose:

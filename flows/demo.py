@@ -9,6 +9,7 @@ from rich.console import Console
 
 from vlaforge.datasets.synth.droid import write_droid_dataset
 from vlaforge.datasets.synth.lerobot import write_lerobot_dataset
+from vlaforge.flows.ingest_cli import add_runner_options, print_report
 
 
 def write_samples(raw: pathlib.Path) -> dict[str, tuple[str, pathlib.Path]]:
@@ -20,8 +21,13 @@ def write_samples(raw: pathlib.Path) -> dict[str, tuple[str, pathlib.Path]]:
     }
 
 
-def run_demo(args: argparse.Namespace, console: Console) -> int:
-    from vlaforge.flows.cli import print_report
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    demo = verbs.add_parser("demo", help="write sample datasets of every format and run the pipeline on them")
+    demo.add_argument("--output", default="demo-output", help="where to write (default ./demo-output)")
+    add_runner_options(demo)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
     from vlaforge.flows.ingest import ingest
 
     output = pathlib.Path(args.output)
