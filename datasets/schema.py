@@ -153,3 +153,52 @@ class Episode:
     def instruction(self) -> str:
         """The primary instruction: the first non-empty one."""
         return next((text for text in self.instructions if text), "")
+
+
+class VlTask(str, enum.Enum):
+    """What a vision-language sample teaches; the corpus weights datasets, and a dataset holds one task."""
+
+    GROUNDING = "grounding"
+    CAPTION = "caption"
+    VQA = "vqa"
+    EQA = "eqa"
+    PLANNING = "planning"
+    TRAJECTORY = "trajectory"
+    GENERAL = "general"
+
+
+class VlSampleKey(str, enum.Enum):
+    """Members of a VL sample in a shard: images `0.jpg`, `1.jpg`, ... in the order the conversation shows them."""
+
+    KEY = "__key__"
+    CONVERSATION = "conversation.json"
+    META = "meta.json"
+
+    @staticmethod
+    def image(index: int) -> str:
+        return f"{index}.jpg"
+
+
+class VlMetaField(str, enum.Enum):
+    """Fields of a VL sample's `meta.json`."""
+
+    TASK = "task"
+    DATASET = "dataset"
+    SOURCE_KEY = "source_key"
+    """The robot sample key (or general dataset row id) the sample was made from."""
+    SOURCE_GROUP = "source_group"
+    """The episode (or source image) it belongs to: the split is decided per group, so no episode straddles splits."""
+    IMAGE_SIZES = "image_sizes"
+    """[[height, width], ...] of the images, in order: what box and point coordinates were scaled by."""
+    PROVENANCE = "provenance"
+    """[{"model": id, "revision": ..., "prompt_version": ..., "settings": {...}}, ...]: every model that made it."""
+    CONSENSUS_ID = "consensus_id"
+    SPLIT = "split"
+    EXTRA = "extra"
+    """Task-specific details (boxes in pixels, segment times, ...) for audits; never read by training."""
+
+
+class ChatRole(str, enum.Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"

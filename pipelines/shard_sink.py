@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from typing import Protocol
 
 from vlaforge.pipelines.manifest import ShardRecord, code_version, commit_shard, is_committed
-from vlaforge.pipelines.samples import RobotSample
 from vlaforge.pipelines.shard_writer import ShardConfig, TarShardWriter
+
+
+class ShardSample(Protocol):
+    """What the sink writes: a robot sample (`RobotSample`) or a VL sample (`VlSample`)."""
+
+    key: str
+    split: object
+    members: dict[str, bytes]
+    episode_id: str
 
 
 @dataclasses.dataclass
@@ -38,7 +47,7 @@ class ShardSink:
         self._open: dict[str, _OpenShard] = {}
         self._parts: dict[str, int] = {}
 
-    def add(self, sample: RobotSample) -> None:
+    def add(self, sample: ShardSample) -> None:
         shard = self._open.get(sample.split.value) or self._start(sample.split.value)
         if shard.writer is not None:
             shard.writer.write(sample.key, sample.members)
