@@ -14,7 +14,7 @@ from vlaforge.pipelines.ingest_recipe import IngestOptions, build_ingest_job
 from vlaforge.pipelines.runners import make_runner
 
 
-def _retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
+def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry a task only when it failed on I/O (a flaky disk or network mount), not on bad data or a bug."""
     try:
         state.result()
@@ -25,16 +25,16 @@ def _retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(name="plan-units", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_on_io_error)
+@task(name="plan-units", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io_error)
 def plan_units(job: IngestJob) -> list[dict[str, Any]]:
     return [unit.as_dict() for unit in ingest_run.plan_units(job)]
 
 
-@task(name="run-units", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_on_io_error)
+@task(name="run-units", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io_error)
 def run_units(job: IngestJob, units: list[dict[str, Any]], runner: str, ray_address: str | None,
               workers: int | None, progress: bool) -> list[dict[str, Any]]:
     logger = get_run_logger()
-    bar = _progress_bar(len(units)) if progress else None
+    bar = progress_bar(len(units)) if progress else None
 
     def on_done(summary: UnitSummary) -> None:
         if bar is not None:
@@ -51,7 +51,7 @@ def run_units(job: IngestJob, units: list[dict[str, Any]], runner: str, ray_addr
     return [s.as_dict() for s in summaries]
 
 
-@task(name="finalize", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=_retry_on_io_error)
+@task(name="finalize", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_on_io_error)
 def finalize(job: IngestJob, units: list[dict[str, Any]], runner: str, ray_address: str | None,
              workers: int | None, units_resumed: int) -> dict[str, Any]:
     report = ingest_run.finalize(
@@ -90,7 +90,7 @@ def ingest(
     return report
 
 
-def _progress_bar(total: int) -> Any:
+def progress_bar(total: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc="units", unit="unit")

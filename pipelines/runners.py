@@ -50,10 +50,12 @@ class _RayBatchWorker:
 class RayRunner:
     """Runs items on Ray Data with an actor pool: `ray.init()` starts a local cluster unless `address` is given."""
 
-    def __init__(self, *, address: str | None = None, num_workers: int | None = None, num_cpus_per_worker: float = 1):
+    def __init__(self, *, address: str | None = None, num_workers: int | None = None, num_cpus_per_worker: float = 1,
+                 num_gpus_per_worker: float = 0):
         self.address = address
         self.num_workers = num_workers
         self.num_cpus_per_worker = num_cpus_per_worker
+        self.num_gpus_per_worker = num_gpus_per_worker  # for model stages; a fraction shares one GPU between workers
 
     def _ensure_ray(self) -> None:
         import ray
@@ -78,16 +80,18 @@ class RayRunner:
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=self.num_cpus_per_worker,
+            num_gpus=self.num_gpus_per_worker or None,
         )
         logger.info("running %d items on Ray with %d workers", len(items), workers)
         for row in results.iter_rows():
             yield json.loads(row["result"])
 
 
-def make_runner(kind: str, *, address: str | None = None, num_workers: int | None = None) -> LocalRunner | RayRunner:
+def make_runner(kind: str, *, address: str | None = None, num_workers: int | None = None,
+                num_gpus_per_worker: float = 0) -> LocalRunner | RayRunner:
     """A runner by name: "local" or "ray"."""
     if kind == "local":
         return LocalRunner()
     if kind == "ray":
-        return RayRunner(address=address, num_workers=num_workers)
+        return RayRunner(address=address, num_workers=num_workers, num_gpus_per_worker=num_gpus_per_worker)
     raise ValueError(f"unknown runner {kind!r}; use 'local' or 'ray'")
