@@ -1,0 +1,156 @@
+"""The consensus audit, in Parquet: why each label was kept or rejected.
+
+Two tables, gathered by the VL job into `<output>/audit.parquet` and `<output>/audit_frames.parquet`:
+
+- **audit** (`CANDIDATE_SCHEMA`): one row per candidate object: the image key, camera, phrase, every configured
+  detector's box and score (or its failure), the pairwise IoUs, the fused box and mask, the decision and its
+  reason, the model ids and versions, and the hash of the consensus thresholds (with the thresholds themselves).
+- **audit_frames** (`FRAME_SCHEMA`): one row per annotated image: the phrases asked, each detector's status and
+  error, decision counts, and the JPEG itself for images the report's gallery shows.
+
+Masks are COCO uncompressed RLE: run lengths over the mask in column-major order, starting with a run of zeros.
+"""
+
+from __future__ import annotations
+
+import enum
+import pathlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vlaforge.annotators.grounding_frame import GroundingFrame, RunStatus
+from vlaforge.annotators.qwen_coordinates import to_qwen_box
+
+if TYPE_CHECKING:
+    from vlaforge.annotators.consensus import Candidate
+
+
+class AuditTable(str, enum.Enum):
+    """The tables' names (the VL job writes `<name>.parquet`)."""
+
+    CANDIDATES = "audit"
+    FRAMES = "audit_frames"
+
+
+_DETECTION = pa.struct([
+    ("detector", pa.string()), ("model", pa.string()), ("revision", pa.string()), ("status", pa.string()),
+    ("error", pa.string()), ("voted", pa.bool_()), ("box", pa.list_(pa.float64())), ("score", pa.float64()),
+])
+_PAIR = pa.struct([("a", pa.string()), ("b", pa.string()), ("box_iou", pa.float64()), ("mask_iou", pa.float64())])
+_RUN = pa.struct([
+    ("detector", pa.string()), ("model", pa.string()), ("revision", pa.string()), ("status", pa.string()),
+    ("error", pa.string()), ("boxes", pa.int64()),
+])
+_IMAGE = [
+    ("image_key", pa.string()), ("dataset", pa.string()), ("episode_id", pa.string()), ("step", pa.int64()),
+    ("source_key", pa.string()), ("camera", pa.string()), ("selected_by", pa.string()),
+    ("image_height", pa.int64()), ("image_width", pa.int64()),
+]
+CANDIDATE_SCHEMA = pa.schema([
+    ("candidate_id", pa.string()), *_IMAGE, ("phrase", pa.string()), ("negative", pa.bool_()),
+    ("decision", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+    ("votes", pa.int64()), ("agreeing", pa.list_(pa.string())), ("detectors_total", pa.int64()),
+    ("detectors_ran", pa.int64()), ("detectors_failed", pa.list_(pa.string())),
+    ("detections", pa.list_(_DETECTION)), ("pairs", pa.list_(_PAIR)),
+    ("box_iou", pa.float64()), ("mask_iou", pa.float64()),
+    ("fused_box", pa.list_(pa.float64())), ("fused_box_qwen", pa.list_(pa.int64())), ("fused_score", pa.float64()),
+    ("fused_mask_rle", pa.list_(pa.int64())), ("config_hash", pa.string()), ("config", pa.string()),
+])
+FRAME_SCHEMA = pa.schema([
+    *_IMAGE, ("phrases", pa.list_(pa.string())), ("negatives", pa.list_(pa.string())),
+    ("detectors", pa.list_(_RUN)), ("candidates", pa.int64()), ("accepted", pa.int64()), ("rejected", pa.int64()),
+    ("needs_review", pa.int64()), ("image_jpeg", pa.binary()), ("config_hash", pa.string()),
+])
+SCHEMAS = {AuditTable.CANDIDATES: CANDIDATE_SCHEMA, AuditTable.FRAMES: FRAME_SCHEMA}
+
+
+def encode_rle(mask: np.ndarray) -> list[int]:
+    """[H, W] bool -> COCO uncompressed RLE counts (column-major, first run is zeros, possibly 0 long)."""
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    return [0, *counts] if flat.size and flat[0] else counts
+
+
+def decode_rle(counts: list[int], height: int, width: int) -> np.ndarray:
+    """The inverse of `encode_rle` -> [H, W] bool."""
+    if sum(counts) != height * width:
+        raise ValueError(f"RLE counts sum to {sum(counts)}, not {height} x {width} = {height * width} pixels")
+    values = np.arange(len(counts)) % 2 == 1
+    return np.repeat(values, counts).reshape((height, width), order="F")
+
+
+def _image_columns(frame: GroundingFrame) -> dict[str, Any]:
+    return {
+        "image_key": frame.image_key, "dataset": frame.dataset, "episode_id": frame.episode_id,
+        "step": int(frame.step), "source_key": frame.source_key, "camera": frame.camera,
+        "selected_by": frame.selected_by, "image_height": frame.height, "image_width": frame.width,
+    }
+
+
+def candidate_row(frame: GroundingFrame, candidate: "Candidate", config_hash: str, config: str) -> dict[str, Any]:
+    """One audit row; column order and types as in `CANDIDATE_SCHEMA`."""
+    voted = {v.detector: v.detection for v in candidate.votes}
+    detections = []
+    for run in frame.runs:
+        detection = voted.get(run.detector)
+        detections.append({
+            "detector": run.detector, "model": run.model, "revision": run.revision, "status": run.status.value,
+            "error": run.error, "voted": detection is not None,
+            "box": [float(x) for x in detection.box] if detection else None,
+            "score": float(detection.score) if detection else None,
+        })
+    fused = [float(x) for x in candidate.fused_box]
+    return {
+        "candidate_id": candidate.candidate_id, **_image_columns(frame), "phrase": candidate.phrase,
+        "negative": candidate.negative, "decision": candidate.decision.value, "reason": candidate.reason.value,
+        "detail": candidate.detail, "votes": len(candidate.votes), "agreeing": list(candidate.agreeing),
+        "detectors_total": candidate.detectors_total, "detectors_ran": candidate.detectors_ran,
+        "detectors_failed": sorted(candidate.failed), "detections": detections,
+        "pairs": [{"a": p.a, "b": p.b, "box_iou": p.box_iou, "mask_iou": p.mask_iou} for p in candidate.pairs],
+        "box_iou": candidate.box_iou, "mask_iou": candidate.mask_iou, "fused_box": fused,
+        "fused_box_qwen": to_qwen_box(_clip(fused, frame.height, frame.width), frame.height, frame.width),
+        "fused_score": float(candidate.fused_score),
+        "fused_mask_rle": encode_rle(candidate.fused_mask) if candidate.fused_mask is not None else None,
+        "config_hash": config_hash, "config": config,
+    }
+
+
+def frame_row(frame: GroundingFrame, config_hash: str, *, keep_image: bool) -> dict[str, Any]:
+    """One frames-table row; the JPEG only when `keep_image`."""
+    decisions = [c.decision.value for c in frame.candidates]
+    return {
+        **_image_columns(frame), "phrases": list(frame.phrases), "negatives": list(frame.negatives),
+        "detectors": [
+            {"detector": r.detector, "model": r.model, "revision": r.revision, "status": r.status.value,
+             "error": r.error, "boxes": len(r.detections) if r.status == RunStatus.OK else 0}
+            for r in frame.runs
+        ],
+        "candidates": len(decisions), "accepted": decisions.count("accepted"),
+        "rejected": decisions.count("rejected"), "needs_review": decisions.count("needs_review"),
+        "image_jpeg": frame.jpeg if keep_image else None, "config_hash": config_hash,
+    }
+
+
+def _clip(box: list[float], height: int, width: int) -> list[float]:
+    x1, y1, x2, y2 = box
+    x1, x2 = sorted((min(max(x1, 0.0), width), min(max(x2, 0.0), width)))
+    y1, y2 = sorted((min(max(y1, 0.0), height), min(max(y2, 0.0), height)))
+    return [x1, y1, x2, y2]
+
+
+def read_audit(directory: str | pathlib.Path, table: AuditTable) -> pa.Table:
+    """`<directory>/<table>.parquet` in its schema; an empty table when the run produced no rows of it."""
+    path = pathlib.Path(directory) / f"{table.value}.parquet"
+    schema = SCHEMAS[table]
+    if not path.exists():
+        return schema.empty_table()
+    read = pq.read_table(path)
+    missing = [name for name in schema.names if name not in read.column_names]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing}: it was not written by `vlaforge annotate` of this version")
+    return read.select(schema.names).cast(schema)

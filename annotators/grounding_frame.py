@@ -1,0 +1,104 @@
+"""The record that flows between the grounding stages: one camera image of one robot step, and what each stage
+learned about it.
+
+`FrameSelector` makes it from an episode, `PhraseStage` fills `phrases` and `negatives`, each detector appends a
+`DetectorRun`, `SamMasker` sets each detection's mask, `ConsensusStage` sets `candidates`, and
+`GroundingSampleBuilder` turns the accepted ones into VL samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vlaforge.datasets.schema import safe_key_part, sample_key
+
+if TYPE_CHECKING:
+    from vlaforge.annotators.consensus import Candidate
+
+
+class RunStatus(str, enum.Enum):
+    """Whether a detector produced an answer for an image (an empty answer is still OK)."""
+
+    OK = "ok"
+    FAILED = "failed"
+
+
+@dataclasses.dataclass
+class Detection:
+    """One box a detector found for one phrase."""
+
+    phrase: str
+    box: tuple[float, float, float, float]
+    """[x1, y1, x2, y2] in pixels of the original image (continuous: 0 is the left edge of the first pixel)."""
+    score: float
+    mask: np.ndarray | None = None
+    """[H, W] bool: the SAM mask prompted by `box`, once the SAM stage ran."""
+
+
+@dataclasses.dataclass
+class DetectorRun:
+    """One detector's answer for one image, or why it has none."""
+
+    detector: str
+    """The detector's name in this recipe (e.g. "grounding_dino", "llmdet", "gdino_1_5")."""
+    model: str
+    """Model id or local path (for a hosted API: the API's model name)."""
+    revision: str
+    """What pins the weights: a digest of the local weights, a hub revision, or the API's model version."""
+    status: RunStatus
+    detections: list[Detection] = dataclasses.field(default_factory=list)
+    error: str = ""
+    """Why it failed (timeout, HTTP status, bad answer); empty when OK."""
+
+
+@dataclasses.dataclass
+class GroundingFrame:
+    """One image to ground: a camera frame of one robot step."""
+
+    dataset: str
+    """The robot dataset it came from (the report filters by it)."""
+    episode_id: str
+    source_file: str
+    """The episode's lineage file, for drop records."""
+    step: int
+    """The step in the source episode (`first_step` already added)."""
+    camera: str
+    jpeg: bytes
+    pixels: np.ndarray
+    """[H, W, 3] uint8 RGB, decoded once for every model."""
+    selected_by: str
+    """Which frame policy chose it ("first", "every_k", "gripper_close", ...)."""
+    instructions: list[str]
+    phrases: list[str] = dataclasses.field(default_factory=list)
+    """Objects to ground, lower case, in a stable order."""
+    negatives: list[str] = dataclasses.field(default_factory=list)
+    """Phrases asked on purpose for objects that should not be there: any box for one is a hallucination."""
+    runs: list[DetectorRun] = dataclasses.field(default_factory=list)
+    candidates: list["Candidate"] = dataclasses.field(default_factory=list)
+
+    @property
+    def source_key(self) -> str:
+        """The robot sample key of this step."""
+        return sample_key(self.episode_id, self.step)
+
+    @property
+    def image_key(self) -> str:
+        """The robot sample key plus the camera: unique per image."""
+        return f"{self.source_key}_{safe_key_part(self.camera)}"
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def queried(self) -> list[str]:
+        """Every phrase the detectors are asked about: the objects, then the negatives."""
+        return [*self.phrases, *(p for p in self.negatives if p not in self.phrases)]
