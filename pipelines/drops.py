@@ -28,6 +28,9 @@ class DropReason(str, enum.Enum):
     VIDEO_TOO_SHORT = "video_too_short"
     INCONSISTENT_LENGTHS = "inconsistent_lengths"
     UNREADABLE_FILE = "unreadable_file"
+    # Grounding annotators: deliberate drops of images or episodes with nothing to ground or nothing agreed.
+    NO_PHRASES = "no_phrases"
+    NO_GROUNDED_OBJECT = "no_grounded_object"
 
 
 @dataclasses.dataclass(frozen=True)
