@@ -7,10 +7,14 @@ import difflib
 from vlaforge.datasets.droid_rlds import DroidRldsSource
 from vlaforge.datasets.lerobot import LeRobotSource
 from vlaforge.datasets.source import Source
+from vlaforge.datasets.teleop_hdf5 import TeleopHdf5Source
+from vlaforge.datasets.teleop_mcap import TeleopMcapSource
 
 SOURCES: dict[str, type[Source]] = {
     DroidRldsSource.name: DroidRldsSource,
     LeRobotSource.name: LeRobotSource,
+    TeleopMcapSource.name: TeleopMcapSource,
+    TeleopHdf5Source.name: TeleopHdf5Source,
 }
 
 

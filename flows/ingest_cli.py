@@ -93,10 +93,29 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         ("shard bytes", f"{report['bytes']:,}"),
         *((f"dropped: {reason}", n) for reason, n in report["drops_by_reason"].items()),
         ("quarantined episodes", report["quarantined"]),
+        *_resampling_rows(report.get("resampling") or {}),
     ]
     for what, count in rows:
         table.add_row(what, str(count))
     console.print(table)
+
+
+def _resampling_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows of the timeline summary (teleop sources): outcomes, gaps, and per role how far ticks are from the
+    measurements they took."""
+    if not summary:
+        return []
+    outcomes = ", ".join(f"{n} {outcome}" for outcome, n in summary["outcomes"].items())
+    rows = [
+        ("resampled episodes", f"{summary['episodes']} ({outcomes})"),
+        ("timeline ticks", f"{summary['ticks']:,}"),
+        (f"gaps > {summary['gap_threshold_s'] * 1e3:g} ms", str(summary["gaps"])),
+    ]
+    for role, stats in summary["roles"].items():
+        rows.append((f"{role}: |tick - sample| max / mean, duplicated, skipped",
+                     f"{stats['max_offset_ms']:.1f} / {stats['mean_offset_ms']:.1f} ms, {stats['duplicated']:,}, "
+                     f"{stats['skipped']:,}"))
+    return rows
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

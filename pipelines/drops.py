@@ -28,9 +28,34 @@ class DropReason(str, enum.Enum):
     VIDEO_TOO_SHORT = "video_too_short"
     INCONSISTENT_LENGTHS = "inconsistent_lengths"
     UNREADABLE_FILE = "unreadable_file"
+    # The timeline (teleop sources): bad input is quarantined, or dropped where the source's policy says so.
+    MISSING_STREAM = "missing_stream"
+    NONMONOTONIC_TIMESTAMPS = "nonmonotonic_timestamps"
+    DUPLICATE_TIMESTAMPS = "duplicate_timestamps"
+    NO_OVERLAP = "no_overlap"
+    TIMELINE_GAP = "timeline_gap"
     # Grounding annotators: deliberate drops of images or episodes with nothing to ground or nothing agreed.
     NO_PHRASES = "no_phrases"
     NO_GROUNDED_OBJECT = "no_grounded_object"
+    # VL data (relabeling, embodied reasoning, general VL datasets): rejected answers are drops, bad rows quarantined.
+    VLM_REFUSED_REQUEST = "vlm_refused_request"
+    ANSWER_EMPTY = "answer_empty"
+    ANSWER_TRUNCATED = "answer_truncated"
+    ANSWER_TOO_SHORT = "answer_too_short"
+    ANSWER_TOO_LONG = "answer_too_long"
+    ANSWER_WRONG_LANGUAGE = "answer_wrong_language"
+    ANSWER_ECHOES_PROMPT = "answer_echoes_prompt"
+    ANSWER_NOT_JSON = "answer_not_json"
+    ANSWER_JSON_SHAPE = "answer_json_shape"
+    MISSING_CAMERA = "missing_camera"
+    NO_INSTRUCTION = "no_instruction"
+    TOO_FEW_SEGMENTS = "too_few_segments"
+    NO_CALIBRATION = "no_calibration"
+    TRAJECTORY_OUT_OF_VIEW = "trajectory_out_of_view"
+    MISSING_IMAGE = "missing_image"
+    NO_ASSISTANT_TURN = "no_assistant_turn"
+    BAD_CONVERSATION = "bad_conversation"
+    DUPLICATE_IMAGE = "duplicate_image"
 
 
 @dataclasses.dataclass(frozen=True)

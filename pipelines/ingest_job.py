@@ -15,6 +15,7 @@ import pathlib
 from typing import Any
 
 from vlaforge.datasets.source import SourceConfig, WorkUnit
+from vlaforge.datasets.teleop import ReportsResampling
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
 from vlaforge.pipelines.drops import Drop, DropLedger
 from vlaforge.pipelines.samples import RobotSample
@@ -54,6 +55,8 @@ class UnitSummary:
     shards_skipped: int = 0
     drops: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     resumed: bool = False
+    resampling: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Timeline report rows (one per stream per recording) from sources that resample; empty for the others."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -127,6 +130,8 @@ class UnitWorker:
         summary.shards_written, summary.shards_skipped = len(sink.records), len(sink.skipped)
         drops = ledger.take() + [d for stage in self.stages for d in stage.ledger.take()]
         summary.drops = [d.as_row() for d in drops]
+        if isinstance(self.source, ReportsResampling):
+            summary.resampling = self.source.take_resampling_rows()
         logger.info("unit %d: %d episodes in, %d steps out", unit.index, summary.episodes_read, summary.steps_written)
         return summary
 

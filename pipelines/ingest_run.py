@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlaforge.datasets.source import WorkUnit
+from vlaforge.datasets.teleop import ReportsResampling
+from vlaforge.datasets.timeline import summarize
 from vlaforge.pipelines import norm_stats
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
 from vlaforge.pipelines.drops import count_by_reason
@@ -34,6 +36,15 @@ QUARANTINE_SCHEMA = pa.schema(
     [("file", pa.string()), ("episode", pa.string()), ("reason", pa.string()), ("message", pa.string()),
      ("steps", pa.int64())]
 )
+RESAMPLING_NAME = "resampling.parquet"
+RESAMPLING_SCHEMA = pa.schema(
+    [("episode_id", pa.string()), ("file", pa.string()), ("outcome", pa.string()), ("segments", pa.int64()),
+     ("role", pa.string()), ("stream", pa.string()), ("grid_hz", pa.float64()), ("ticks", pa.int64()),
+     ("duration_s", pa.float64()), ("gap_threshold_s", pa.float64()), ("measurements", pa.int64()),
+     ("measured_hz", pa.float64()), ("max_offset_ms", pa.float64()), ("mean_offset_ms", pa.float64()),
+     ("duplicated", pa.int64()), ("skipped", pa.int64()), ("gaps", pa.int64()), ("max_gap_ms", pa.float64())]
+)
+"""One row per stream per resampled recording (teleop sources): see `datasets/timeline.py`."""
 
 
 @dataclasses.dataclass
@@ -52,6 +63,8 @@ class IngestReport:
     drops_by_reason: dict[str, int]
     quarantined: int
     units_resumed: int
+    resampling: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The timeline summary (`timeline.summarize`) for sources that resample; empty for the others."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,11 +107,15 @@ def finalize(
     manifest = write_manifest(output, records)
     drops = [drop for summary in summaries for drop in summary.drop_records()]
     _write_quarantine(output, [d for d in drops if d.quarantined])
+    resampling = [row for summary in summaries for row in summary.resampling]
+    if isinstance(job.source.build(), ReportsResampling):
+        _write_table(output / RESAMPLING_NAME, resampling, RESAMPLING_SCHEMA)
     statistics_shards = [r for r in records if r.split == Split.TRAIN.value] or records
     statistics = compute_stats([output / r.url for r in statistics_shards], runner)
     norm_stats.write_stats(output, statistics, manifest, Split.TRAIN.value)
     report = _report(job, summaries, records, drops)
     report.units_resumed = units_resumed
+    report.resampling = summarize(resampling)
     atomic_write_bytes(output / SUMMARY_NAME, json.dumps(report.as_dict(), indent=1, sort_keys=True).encode())
     return report
 
@@ -139,9 +156,15 @@ def _load_marker(output: pathlib.Path, unit: WorkUnit) -> UnitSummary:
 
 def _write_quarantine(output: pathlib.Path, drops: list) -> None:
     rows = [{k: v for k, v in d.as_row().items() if k in QUARANTINE_SCHEMA.names} for d in drops]
+    _write_table(output / QUARANTINE_NAME, rows, QUARANTINE_SCHEMA)
+
+
+def _write_table(path: pathlib.Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    """`rows` (extra keys ignored) as a Parquet file, written atomically."""
+    columns = [{name: row.get(name) for name in schema.names} for row in rows]
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA), sink)
-    atomic_write_bytes(output / QUARANTINE_NAME, sink.getvalue().to_pybytes())
+    pq.write_table(pa.Table.from_pylist(columns, schema=schema), sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def _report(job: IngestJob, summaries: list[UnitSummary], records: list, drops: list) -> IngestReport:

@@ -1,0 +1,285 @@
+"""In-house teleop recordings in the ALOHA / ACT HDF5 layout, resampled onto the 30 Hz timeline.
+
+One `*.hdf5` (or `*.h5`) file under the root is one episode (recursively, in sorted path order). The layout is
+ALOHA's (see `datasets/synth/teleop_hdf5.py` for every dataset): `/observations/qpos` is the state [T, 14],
+`/action` the action [T, 14], `/observations/qvel` (when present) is kept as the `qvel` extra, and
+`/observations/images/<camera>` holds each camera's frames, raw (T, H, W, 3) uint8 or JPEG bytes zero-padded to
+(T, L) with the true lengths in `/compress_len` (cameras, T). The rows of `/compress_len` follow the recorder's
+camera list, which the file does not store: `compress_len_cameras` names it, and by default it is ALOHA's order
+(cam_high, cam_low, cam_left_wrist, cam_right_wrist, those present) followed by any others alphabetically. Without
+`/compress_len` a frame ends at its JPEG end marker (the padding is zeros).
+
+Timing comes in one of two forms, per file:
+- **Fixed rate** (ALOHA itself): every stream has the same length T and stream row k is at k / rate seconds; the
+  rate is the root attribute `fps` when the file has one, else `recording_rate_hz` (ALOHA's 50 Hz).
+- **Per-stream timestamps** (our addition): `/timestamps/<stream path>`, e.g. `/timestamps/observations/qpos`,
+  `/timestamps/action`, `/timestamps/observations/images/cam_high`, one value per row of the stream, int64
+  nanoseconds or float seconds. qvel shares qpos's timestamps. Either every stream has one, or none does.
+
+The root attribute `instruction` (our addition) holds the task text; `sim` is kept as a flag. Images are read in
+blocks of rows, only those the grid chose; the small joint arrays are read whole. Arrays that disagree in length,
+a missing camera or array, an unreadable file and a frame that is not a JPEG are quarantined with a message that
+names the file, the dataset and the fix; the timeline's checks (order, gaps) follow `teleop.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import h5py
+import numpy as np
+
+from vlaforge.datasets.bimanual import DIMENSION_NAMES, hdf5_cameras
+from vlaforge.datasets.frames import conform_jpeg, encode_jpeg
+from vlaforge.datasets.schema import safe_key_part
+from vlaforge.datasets.source import Source, SourceError, WorkUnit
+from vlaforge.datasets.teleop import (
+    FrameError,
+    FrameStream,
+    Recording,
+    TeleopConfig,
+    TimelineAssembler,
+    VectorStream,
+    check_cameras,
+)
+from vlaforge.datasets.timeline import NS_PER_S, MissingStreamError, seconds_to_ns
+from vlaforge.pipelines.drops import DropLedger, DropReason
+
+logger = logging.getLogger(__name__)
+
+QPOS = "observations/qpos"
+QVEL = "observations/qvel"
+ACTION = "action"
+IMAGES = "observations/images"
+COMPRESS_LEN = "compress_len"
+TIMESTAMPS = "timestamps"
+INSTRUCTION_ATTR = "instruction"
+FPS_ATTR = "fps"
+ALOHA_CAMERA_ORDER = ("cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist")
+SUFFIXES = (".hdf5", ".h5")
+_BLOCK_ROWS = 16
+"""Image rows read per h5py call: large enough to amortize the call, small enough to bound memory (raw frames)."""
+
+
+class _FileProblem(Exception):
+    def __init__(self, reason: DropReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TeleopHdf5Source(Source):
+    """Bimanual teleop episodes from ALOHA-style HDF5 files, one file per episode."""
+
+    name = "teleop-hdf5"
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Config(TeleopConfig):
+        cameras: Mapping[str, str] = dataclasses.field(default_factory=hdf5_cameras, hash=False)
+        """ALOHA camera name (`/observations/images/<name>`) -> canonical camera name."""
+        recording_rate_hz: float = 50.0
+        """The rate of files without timestamps and without an `fps` attribute (ALOHA records at 50 Hz)."""
+        compress_len_cameras: tuple[str, ...] | None = None
+        """The camera names in the order of `/compress_len`'s rows; None: ALOHA's order (see the module doc)."""
+        keep_velocity: bool = True
+        """Keep `/observations/qvel`, when a file has it, as the `qvel` extra [n, 14]."""
+
+        def __post_init__(self) -> None:
+            if self.compress_len_cameras is not None:
+                object.__setattr__(self, "compress_len_cameras", tuple(self.compress_len_cameras))
+            object.__setattr__(self, "cameras", check_cameras(type(self).__qualname__, self.cameras))
+            super().__post_init__()
+            rate = self.recording_rate_hz
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf"):
+                raise ValueError(f"TeleopHdf5Source.Config.recording_rate_hz must be a positive number, got {rate!r}")
+
+    config: Config
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.assembler = TimelineAssembler(config, self.name)
+
+    @property
+    def root(self) -> pathlib.Path:
+        return pathlib.Path(self.config.root)
+
+    @property
+    def dataset_name(self) -> str:
+        return self.config.dataset_name or safe_key_part(self.root.resolve().name)
+
+    def plan(self) -> list[WorkUnit]:
+        """Units of `files_per_unit` HDF5 files in sorted path order."""
+        if not self.root.is_dir():
+            raise SourceError(f"{self.root} is not a directory; point --input at a directory of .hdf5 files")
+        files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.suffix in SUFFIXES)
+        if not files:
+            raise SourceError(f"{self.root} holds no .hdf5 or .h5 files; point --input at the episodes' directory")
+        step = self.config.files_per_unit
+        return [WorkUnit(i, tuple(files[start : start + step])) for i, start in enumerate(range(0, len(files), step))]
+
+    def read(self, unit: WorkUnit, ledger: DropLedger) -> Iterator:
+        for file in unit.files:
+            yield from self._file_episodes(file, ledger)
+
+    def take_resampling_rows(self) -> list[dict[str, Any]]:
+        """Report rows (one per stream per file) of what was read since the last call."""
+        return self.assembler.take_rows()
+
+    def _file_episodes(self, file: str, ledger: DropLedger) -> list:
+        """The file's episodes, built while it is open (frames are read from it on demand)."""
+        episode_id = f"{self.dataset_name}-{safe_key_part(pathlib.PurePosixPath(file).with_suffix('').as_posix())}"
+        try:
+            with h5py.File(self.root / file, "r") as handle:
+                return self.assembler.episodes(_Reader(self.config, file, handle).recording(episode_id), ledger)
+        except _FileProblem as problem:
+            ledger.quarantine(file=file, episode=episode_id, reason=problem.reason, message=str(problem))
+        except MissingStreamError as error:
+            self.assembler.reject(error, file, episode_id, ledger)
+        except OSError as error:  # not HDF5, truncated, or unreadable: h5py raises OSError
+            ledger.quarantine(file=file, episode=episode_id, reason=DropReason.UNREADABLE_FILE,
+                              message=f"{file}: cannot be read as HDF5 ({error}). Fix: re-copy the file")
+        return []
+
+
+class _Reader:
+    """Reads one open file into a `Recording`."""
+
+    def __init__(self, config: TeleopHdf5Source.Config, file: str, handle: h5py.File) -> None:
+        self.config, self.file, self.handle = config, file, handle
+
+    def recording(self, episode_id: str) -> Recording:
+        streams = [QPOS, ACTION, *(f"{IMAGES}/{camera}" for camera in self.config.cameras)]
+        for path in streams:
+            if path not in self.handle:
+                raise MissingStreamError(f"{self.file}: has no dataset /{path}", origin=self.file, stream=f"/{path}")
+        lengths = {path: self._dataset(path).shape[0] for path in streams}
+        stamps = self._stamps(lengths)
+        state = self._vectors(QPOS, "state", stamps[QPOS])
+        extras = []
+        if self.config.keep_velocity and QVEL in self.handle:
+            extras.append(self._vectors(QVEL, "extra.qvel", stamps[QPOS], name=f"/{QPOS}"))
+        attrs = self.handle.attrs
+        return Recording(
+            file=self.file,
+            episode_id=episode_id,
+            source_version=f"aloha-hdf5 (compress={bool(attrs.get('compress', False))})",
+            cameras={canonical: self._frames(camera, stamps[f"{IMAGES}/{camera}"])
+                     for camera, canonical in self.config.cameras.items()},
+            state=[state],
+            action=[self._vectors(ACTION, "action", stamps[ACTION])],
+            extras=extras,
+            instructions=[text] if (text := _text(attrs.get(INSTRUCTION_ATTR))) else [],
+            flags={"sim": True} if bool(attrs.get("sim", False)) else {},
+        )
+
+    def _dataset(self, path: str) -> h5py.Dataset:
+        node = self.handle[path]
+        if not isinstance(node, h5py.Dataset):
+            raise _FileProblem(DropReason.BAD_RECORD, f"{self.file}: /{path} is a group, not a dataset")
+        return node
+
+    def _stamps(self, lengths: dict[str, int]) -> dict[str, np.ndarray]:
+        """Each stream's [T] int64 ns timestamps: its own `/timestamps/...` dataset, or row k at k / rate."""
+        timed = [path for path in lengths if f"{TIMESTAMPS}/{path}" in self.handle]
+        if timed and len(timed) != len(lengths):
+            untimed = [f"/{path}" for path in lengths if path not in timed]
+            raise _FileProblem(DropReason.BAD_RECORD, f"{self.file}: has /{TIMESTAMPS}/... for some streams but not "
+                               f"for {untimed}. Fix: write a timestamp dataset for every stream, or none")
+        if not timed:
+            if len(set(lengths.values())) > 1:
+                raise _FileProblem(DropReason.INCONSISTENT_LENGTHS, f"{self.file}: arrays disagree in length "
+                                   f"({_listing(lengths)}) but the file has no per-stream timestamps, so each row "
+                                   f"must be one time step. Fix: re-export the episode")
+            rate = float(self.handle.attrs.get(FPS_ATTR, self.config.recording_rate_hz))
+            ticks = np.rint(np.arange(next(iter(lengths.values()))) * (NS_PER_S / rate)).astype(np.int64)
+            return {path: ticks for path in lengths}
+        return {path: self._timestamp_values(path, length) for path, length in lengths.items()}
+
+    def _timestamp_values(self, path: str, length: int) -> np.ndarray:
+        values = self._dataset(f"{TIMESTAMPS}/{path}")[()]
+        if values.ndim != 1 or len(values) != length:
+            raise _FileProblem(DropReason.INCONSISTENT_LENGTHS, f"{self.file}: /{TIMESTAMPS}/{path} has shape "
+                               f"{values.shape} for {length} rows of /{path}. Fix: one timestamp per row")
+        if np.issubdtype(values.dtype, np.integer):
+            return values.astype(np.int64)
+        return seconds_to_ns(values)
+
+    def _vectors(self, path: str, role: str, stamps: np.ndarray, name: str | None = None) -> VectorStream:
+        dataset = self._dataset(path)
+        width = len(DIMENSION_NAMES)
+        if dataset.ndim != 2 or dataset.shape[1] != width:
+            raise _FileProblem(DropReason.BAD_RECORD, f"{self.file}: /{path} has shape {dataset.shape}, expected "
+                               f"(T, {width}): per arm 6 joints and a gripper, left arm first")
+        if dataset.shape[0] != len(stamps):
+            raise _FileProblem(DropReason.INCONSISTENT_LENGTHS, f"{self.file}: /{path} has {dataset.shape[0]} rows "
+                               f"but its timestamps (those of /{QPOS}) number {len(stamps)}. Fix: re-export the "
+                               f"episode")
+        return VectorStream(name or f"/{path}", role, stamps, dataset[()].astype(np.float64))
+
+    def _frames(self, camera: str, stamps: np.ndarray) -> FrameStream:
+        dataset = self._dataset(f"{IMAGES}/{camera}")
+        if dataset.dtype != np.uint8 or dataset.ndim not in (2, 4) or (dataset.ndim == 4 and dataset.shape[3] != 3):
+            raise _FileProblem(DropReason.BAD_RECORD, f"{self.file}: /{IMAGES}/{camera} is {dataset.dtype} "
+                               f"{dataset.shape}; expected uint8 (T, H, W, 3) frames or (T, L) JPEG bytes")
+        lengths = self._jpeg_lengths(camera, dataset.shape[0]) if dataset.ndim == 2 else None
+        frames = self.config.frames
+
+        def to_jpeg(index: int, row: np.ndarray) -> bytes:
+            if row.ndim == 3:
+                return encode_jpeg(row, frames)
+            data = row[: lengths[index]].tobytes() if lengths is not None else row.tobytes().rstrip(b"\x00")
+            return conform_jpeg(data, frames)
+
+        def read(indices: np.ndarray) -> list[bytes]:
+            out = []
+            for start, stop in _blocks(indices):  # the blocks cover exactly the indices, in order
+                for index, row in enumerate(dataset[start:stop], start):
+                    try:
+                        out.append(to_jpeg(index, row))
+                    except ValueError as error:  # BadImageError, or a decoder error while resizing
+                        raise FrameError(index, error) from error
+            return out
+
+        return FrameStream(f"/{IMAGES}/{camera}", stamps, read)
+
+    def _jpeg_lengths(self, camera: str, rows: int) -> np.ndarray | None:
+        """The true JPEG length of each row of a compressed camera, from `/compress_len`, or None without it."""
+        if COMPRESS_LEN not in self.handle:
+            return None
+        table = self._dataset(COMPRESS_LEN)
+        order = self._compress_len_order()
+        if table.ndim != 2 or table.shape[0] != len(order) or camera not in order or table.shape[1] < rows:
+            raise _FileProblem(DropReason.INCONSISTENT_LENGTHS, f"{self.file}: /{COMPRESS_LEN} has shape "
+                               f"{table.shape}, which does not fit {len(order)} cameras {list(order)} of up to "
+                               f"{rows} frames. Fix: set compress_len_cameras to the recorder's camera order")
+        return np.rint(table[order.index(camera), :rows]).astype(np.int64)
+
+    def _compress_len_order(self) -> tuple[str, ...]:
+        present = sorted(self.handle[IMAGES].keys())
+        if self.config.compress_len_cameras is not None:
+            return self.config.compress_len_cameras
+        known = [camera for camera in ALOHA_CAMERA_ORDER if camera in present]
+        return (*known, *(camera for camera in present if camera not in known))
+
+
+def _blocks(indices: np.ndarray) -> Iterator[tuple[int, int]]:
+    """[start, stop) row ranges covering sorted `indices`: runs of consecutive rows, at most `_BLOCK_ROWS` each."""
+    if not len(indices):
+        return
+    breaks = np.flatnonzero(np.diff(indices) > 1) + 1
+    for run in np.split(indices, breaks):
+        for start in range(int(run[0]), int(run[-1]) + 1, _BLOCK_ROWS):
+            yield start, min(start + _BLOCK_ROWS, int(run[-1]) + 1)
+
+
+def _listing(lengths: dict[str, int]) -> str:
+    return ", ".join(f"/{path}: {length}" for path, length in lengths.items())
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace").strip()
+    return str(value).strip() if value is not None else ""

@@ -1,0 +1,330 @@
+"""In-house teleop recordings as ROS 2 MCAP logs, decoded without ROS, resampled onto the 30 Hz timeline.
+
+**One MCAP file is one episode.** Every `*.mcap` under the root (recursively, in sorted path order) is read; the
+episode id is the dataset name plus the file's path without its suffix. A file is streamed record by record with
+`mcap`'s `StreamReader` (one decompressed chunk in memory at a time, in file order, never re-sorted), and messages
+of the configured topics are decoded from CDR with `mcap-ros2-support`'s schema-driven decoder:
+
+- `sensor_msgs/msg/CompressedImage` per camera topic (`cameras` maps topics to canonical cameras); JPEGs already
+  at the target size pass through byte for byte;
+- `sensor_msgs/msg/JointState` for the follower arms (`state_topics`, the state) and the leader arms
+  (`action_topics`, the action); joints are picked by name (`joint_names`, per arm), so the order a driver
+  publishes them in does not matter; a message without names is read positionally;
+- `std_msgs/msg/String` on `instruction_topic`: each distinct text, in order, is an instruction.
+
+Timestamps come from each message's `header.stamp` (the sensor's own time) and fall back to the MCAP log time for a
+message whose stamp is zero (unset); `timestamps="log_time"` uses log times throughout. The defaults are the
+bimanual robot's (`datasets/bimanual.py`). A truncated or corrupt file, a message that does not decode, a topic
+with the wrong message type and a frame that is not a JPEG are quarantined with a message naming the file, the
+topic and the message index; the timeline's own checks (order, missing streams, gaps) follow `teleop.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import struct
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import zstandard
+from mcap.exceptions import EndOfFile, McapError
+from mcap.records import Channel, Header, Message, Schema
+from mcap.stream_reader import CRCValidationError, StreamReader
+from mcap_ros2.decoder import DecoderFactory
+
+from vlaforge.datasets.bimanual import ACTION_TOPICS, ARM_JOINTS, ARMS, INSTRUCTION_TOPIC, STATE_TOPICS, mcap_cameras
+from vlaforge.datasets.frames import conform_jpeg
+from vlaforge.datasets.schema import safe_key_part
+from vlaforge.datasets.source import Source, SourceError, WorkUnit
+from vlaforge.datasets.teleop import (
+    FrameError,
+    FrameStream,
+    Recording,
+    TeleopConfig,
+    TimelineAssembler,
+    VectorStream,
+    check_cameras,
+)
+from vlaforge.datasets.timeline import MissingStreamError
+from vlaforge.pipelines.drops import DropLedger, DropReason
+
+logger = logging.getLogger(__name__)
+
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+JOINT_STATE = "sensor_msgs/msg/JointState"
+STRING = "std_msgs/msg/String"
+TIMESTAMP_SOURCES = ("header", "log_time")
+_REPAIR = "re-copy the file from the robot, or rebuild its index and summary with `mcap recover`"
+
+
+class _FileProblem(Exception):
+    """The file (or one message in it) cannot be used; becomes a quarantine row."""
+
+    def __init__(self, reason: DropReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclasses.dataclass
+class _Joints:
+    """One JointState topic as read: stamps [m], positions and velocities [m, len(joint_names)]."""
+
+    stamps: list[int] = dataclasses.field(default_factory=list)
+    position: list[list[float]] = dataclasses.field(default_factory=list)
+    velocity: list[list[float]] = dataclasses.field(default_factory=list)
+    columns: dict[tuple[str, ...], list[int]] = dataclasses.field(default_factory=dict)
+    """Message joint names -> the index of each configured joint in them (cached: drivers repeat one order)."""
+
+
+@dataclasses.dataclass
+class _Images:
+    stamps: list[int] = dataclasses.field(default_factory=list)
+    data: list[bytes] = dataclasses.field(default_factory=list)
+
+
+class TeleopMcapSource(Source):
+    """Bimanual teleop episodes from ROS 2 MCAP logs, one file per episode."""
+
+    name = "teleop-mcap"
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Config(TeleopConfig):
+        cameras: Mapping[str, str] = dataclasses.field(default_factory=mcap_cameras, hash=False)
+        """CompressedImage topic -> canonical camera name (exterior_1, left_wrist, right_wrist, ...)."""
+        state_topics: tuple[str, ...] = STATE_TOPICS
+        """JointState topics of the follower arms, concatenated in this order into the state (left, then right)."""
+        action_topics: tuple[str, ...] = ACTION_TOPICS
+        """JointState topics of the leader arms, concatenated in this order into the action."""
+        joint_names: tuple[str, ...] = ARM_JOINTS
+        """The joints taken from each JointState message, by name, in this order (6 joints, then the gripper)."""
+        instruction_topic: str | None = INSTRUCTION_TOPIC
+        """A std_msgs/msg/String topic whose texts are the instructions; None: no instructions."""
+        timestamps: str = "header"
+        """"header": header.stamp, falling back to the log time where the stamp is zero; "log_time": log times."""
+        keep_velocity: bool = True
+        """Keep the followers' joint velocities as the `qvel` extra [n, 14] (every follower message must carry
+        them; pass false for drivers that leave `velocity` empty)."""
+
+        def __post_init__(self) -> None:
+            for field in ("state_topics", "action_topics", "joint_names"):
+                object.__setattr__(self, field, tuple(getattr(self, field)))
+            object.__setattr__(self, "cameras", check_cameras(type(self).__qualname__, self.cameras))
+            super().__post_init__()
+            _validate(self)
+
+    config: Config
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.assembler = TimelineAssembler(config, self.name)
+        self._decoders = DecoderFactory()
+
+    @property
+    def root(self) -> pathlib.Path:
+        return pathlib.Path(self.config.root)
+
+    @property
+    def dataset_name(self) -> str:
+        return self.config.dataset_name or safe_key_part(self.root.resolve().name)
+
+    def plan(self) -> list[WorkUnit]:
+        """Units of `files_per_unit` MCAP files in sorted path order."""
+        if not self.root.is_dir():
+            raise SourceError(f"{self.root} is not a directory; point --input at a directory of .mcap files")
+        files = sorted(path.relative_to(self.root).as_posix() for path in self.root.rglob("*.mcap"))
+        if not files:
+            raise SourceError(f"{self.root} holds no .mcap files; point --input at the recordings' directory")
+        step = self.config.files_per_unit
+        return [WorkUnit(i, tuple(files[start : start + step])) for i, start in enumerate(range(0, len(files), step))]
+
+    def read(self, unit: WorkUnit, ledger: DropLedger) -> Iterator:
+        """Each file's episodes (one, or one per segment when split at gaps), in file order."""
+        for file in unit.files:
+            episode_id = f"{self.dataset_name}-{safe_key_part(file.removesuffix('.mcap'))}"
+            try:
+                recording = self._recording(file, episode_id)
+            except _FileProblem as problem:
+                ledger.quarantine(file=file, episode=episode_id, reason=problem.reason, message=str(problem))
+                continue
+            except MissingStreamError as error:
+                self.assembler.reject(error, file, episode_id, ledger)
+                continue
+            yield from self.assembler.episodes(recording, ledger)
+
+    def take_resampling_rows(self) -> list[dict[str, Any]]:
+        """Report rows (one per stream per file) of what was read since the last call."""
+        return self.assembler.take_rows()
+
+    # Reading --------------------------------------------------------------------------------------------------
+
+    def _recording(self, file: str, episode_id: str) -> Recording:
+        config = self.config
+        images = {topic: _Images() for topic in config.cameras}
+        joints = {topic: _Joints() for topic in (*config.state_topics, *config.action_topics)}
+        texts: list[str] = []
+        header = self._stream(file, images, joints, texts)
+        for topic, stream in [*images.items(), *joints.items()]:
+            if not stream.stamps:
+                raise MissingStreamError(f"{file}: topic {topic} has no messages (the file has none of it, or the "
+                                         f"recorder did not subscribe to it)", origin=file, stream=topic)
+        return Recording(
+            file=file,
+            episode_id=episode_id,
+            source_version=f"mcap {header.profile or '-'} ({header.library})",
+            cameras={camera: self._frame_stream(topic, images[topic]) for topic, camera in config.cameras.items()},
+            state=[_vectors(topic, f"state.{arm}", joints[topic]) for topic, arm in zip(config.state_topics, ARMS)],
+            action=[_vectors(topic, f"action.{arm}", joints[topic]) for topic, arm in zip(config.action_topics, ARMS)],
+            extras=self._velocities(joints) if config.keep_velocity else [],
+            instructions=list(dict.fromkeys(text for text in texts if text)),
+        )
+
+    def _stream(self, file: str, images: dict[str, _Images], joints: dict[str, _Joints], texts: list[str]) -> Header:
+        """Read the file once, front to back, filling the per-topic buffers; returns its Header record."""
+        header, schemas, channels, index = None, {}, {}, 0
+        try:
+            with open(self.root / file, "rb") as handle:
+                for record in StreamReader(handle, validate_crcs=True).records:
+                    if isinstance(record, Header):
+                        header = record
+                    elif isinstance(record, Schema):
+                        schemas[record.id] = record
+                    elif isinstance(record, Channel):
+                        channels[record.id] = record
+                    elif isinstance(record, Message):
+                        channel = channels.get(record.channel_id)
+                        if channel is not None and self._wanted(channel.topic):
+                            self._take(file, index, record, channel, schemas, images, joints, texts)
+                        index += 1
+        except (EndOfFile, struct.error) as error:
+            raise _FileProblem(DropReason.TRUNCATED_FILE, f"{file}: ends abruptly after {index} messages "
+                               f"({type(error).__name__}); the recording was cut off. Fix: {_REPAIR}") from error
+        except CRCValidationError as error:
+            raise _FileProblem(DropReason.CRC_MISMATCH, f"{file}: a checksum does not match after {index} messages "
+                               f"({error}); the file is damaged. Fix: {_REPAIR}") from error
+        except (McapError, zstandard.ZstdError, ValueError, OSError) as error:
+            raise _FileProblem(DropReason.UNREADABLE_FILE, f"{file}: unreadable after {index} messages ({error}). "
+                               f"Fix: {_REPAIR}") from error
+        if header is None:
+            raise _FileProblem(DropReason.UNREADABLE_FILE, f"{file}: no MCAP header record. Fix: {_REPAIR}")
+        return header
+
+    def _wanted(self, topic: str) -> bool:
+        config = self.config
+        return topic in config.cameras or topic in config.state_topics or topic in config.action_topics or (
+            topic == config.instruction_topic)
+
+    def _take(self, file: str, index: int, record: Message, channel: Channel, schemas: dict[int, Schema],
+              images: dict[str, _Images], joints: dict[str, _Joints], texts: list[str]) -> None:
+        """Decode one message of a wanted topic into its buffer."""
+        topic = channel.topic
+        expected = COMPRESSED_IMAGE if topic in images else JOINT_STATE if topic in joints else STRING
+        schema = schemas.get(channel.schema_id)
+        if schema is None or schema.name != expected or channel.message_encoding != "cdr":
+            found = f"{schema.name if schema else 'no schema'} in {channel.message_encoding!r} encoding"
+            raise _FileProblem(DropReason.BAD_RECORD, f"{file}: topic {topic} carries {found}, but vlaforge reads "
+                               f"{expected} (cdr) from it. Fix: map the topic that carries {expected}")
+        try:
+            message = self._decoders.decoder_for(channel.message_encoding, schema)(record.data)
+        except (McapError, ValueError, IndexError, struct.error, UnicodeDecodeError) as error:
+            raise _FileProblem(DropReason.BAD_RECORD, f"{file}: message {index} on {topic} does not decode as "
+                               f"{expected} ({type(error).__name__}: {error}). Fix: {_REPAIR}") from error
+        if expected == STRING:
+            texts.append(str(message.data).strip())
+            return
+        stamp = self._stamp(message, record)
+        if expected == COMPRESSED_IMAGE:
+            images[topic].stamps.append(stamp)
+            images[topic].data.append(bytes(message.data))
+        else:
+            self._joint_values(file, index, topic, message, stamp, joints[topic])
+
+    def _stamp(self, message: Any, record: Message) -> int:
+        if self.config.timestamps == "header":
+            stamp = message.header.stamp
+            nanoseconds = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+            if nanoseconds:
+                return nanoseconds
+        return int(record.log_time)
+
+    def _joint_values(self, file: str, index: int, topic: str, message: Any, stamp: int, joints: _Joints) -> None:
+        names = tuple(message.name)
+        columns = joints.columns.get(names)
+        if columns is None:
+            columns = joints.columns[names] = self._columns(file, index, topic, names, len(message.position))
+        position = list(message.position)
+        velocity = list(message.velocity)
+        width = max(columns) + 1
+        if len(position) < width:
+            raise _FileProblem(DropReason.BAD_RECORD, f"{file}: message {index} on {topic} has {len(position)} "
+                               f"positions for {len(names) or width} joints. Fix: {_REPAIR}")
+        joints.stamps.append(stamp)
+        joints.position.append([position[c] for c in columns])
+        if self.config.keep_velocity and topic in self.config.state_topics:
+            if len(velocity) < width:
+                raise _FileProblem(DropReason.BAD_RECORD, f"{file}: message {index} on {topic} carries no velocity "
+                                   f"for its joints. Fix: pass --set keep_velocity=false")
+            joints.velocity.append([velocity[c] for c in columns])
+
+    def _columns(self, file: str, index: int, topic: str, names: tuple[str, ...], positions: int) -> list[int]:
+        """Where each configured joint sits in a message with these names (positionally when it has none)."""
+        wanted = self.config.joint_names
+        if not names:
+            if positions < len(wanted):
+                raise _FileProblem(DropReason.BAD_RECORD, f"{file}: message {index} on {topic} has no joint names "
+                                   f"and {positions} positions, fewer than joint_names ({len(wanted)})")
+            return list(range(len(wanted)))
+        missing = [name for name in wanted if name not in names]
+        if missing:
+            raise _FileProblem(DropReason.BAD_RECORD, f"{file}: message {index} on {topic} names joints "
+                               f"{list(names)}, without {missing}. Fix: set joint_names to the names this robot "
+                               f"publishes (--set 'joint_names=[...]')")
+        return [names.index(name) for name in wanted]
+
+    def _frame_stream(self, topic: str, images: _Images) -> FrameStream:
+        frames, config = images.data, self.config.frames
+
+        def read(indices: np.ndarray) -> list[bytes]:
+            out = []
+            for i in indices.tolist():
+                try:
+                    out.append(conform_jpeg(frames[i], config))
+                except ValueError as error:  # BadImageError, or a decoder error while resizing
+                    raise FrameError(i, error) from error
+            return out
+
+        return FrameStream(topic, np.asarray(images.stamps, dtype=np.int64), read)
+
+    def _velocities(self, joints: dict[str, _Joints]) -> list[VectorStream]:
+        """The followers' velocities as one extra per arm; `_concat` joins them into qvel [n, 14]."""
+        return [VectorStream(topic, "extra.qvel", np.asarray(joints[topic].stamps, dtype=np.int64),
+                             np.asarray(joints[topic].velocity, dtype=np.float64).reshape(-1, len(self.config.joint_names)))
+                for topic in self.config.state_topics]
+
+
+def _vectors(topic: str, role: str, joints: _Joints) -> VectorStream:
+    return VectorStream(topic, role, np.asarray(joints.stamps, dtype=np.int64),
+                        np.asarray(joints.position, dtype=np.float64))
+
+
+def _validate(config: TeleopMcapSource.Config) -> None:
+    name = "TeleopMcapSource.Config"
+    for field in ("state_topics", "action_topics"):
+        topics = getattr(config, field)
+        if len(topics) != len(ARMS) or not all(isinstance(t, str) and t.startswith("/") for t in topics):
+            raise ValueError(f"{name}.{field} must be {len(ARMS)} topics (left arm, then right arm) starting with "
+                             f"'/', got {topics!r}")
+    topics = [*config.cameras, *config.state_topics, *config.action_topics]
+    if len(set(topics)) != len(topics):
+        raise ValueError(f"{name}: a topic is used twice among cameras, state_topics and action_topics: {topics}")
+    if len(config.joint_names) != len(ARM_JOINTS) or len(set(config.joint_names)) != len(config.joint_names):
+        raise ValueError(f"{name}.joint_names must be {len(ARM_JOINTS)} distinct names (6 joints, then the gripper), "
+                         f"got {config.joint_names!r}")
+    if config.timestamps not in TIMESTAMP_SOURCES:
+        raise ValueError(f"{name}.timestamps must be one of {list(TIMESTAMP_SOURCES)}, got {config.timestamps!r}")
+    if config.instruction_topic is not None and not isinstance(config.instruction_topic, str):
+        raise ValueError(f"{name}.instruction_topic must be a topic or None, got {config.instruction_topic!r}")
+    if not isinstance(config.keep_velocity, bool):
+        raise ValueError(f"{name}.keep_velocity must be true or false, got {config.keep_velocity!r}")
