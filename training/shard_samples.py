@@ -8,9 +8,8 @@ outside `extensions` (`.pyd`, `.pkl` and friends are never allowed), or when it 
 
 A local (or spooled) shard is checked whole before its first sample is handed out. A remote shard read without
 verification is checked as it streams: a bad member stops it at that member, and the samples before it (complete,
-with safe names) will have been used. A sample is handed out only once the next member header (or the end of the
-archive, with the byte count the manifest promised) shows it is complete, because `tarfile` in stream mode ends
-silently at a header boundary when an archive is cut there.
+with safe names) will have been used. A sample is handed out only once the next member header (or the
+end-of-archive block) shows it is complete: a sample cut short by a truncated archive is never handed out.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import dataclasses
 import enum
 import hashlib
 import os
-import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
@@ -28,6 +26,7 @@ from typing import IO, Any
 from vlaforge.pipelines.shard_reader import UnsafeShardError, check_member
 from vlaforge.training.shard_urls import ShardNotFoundError, ShardOpener, ShardSource
 from vlaforge.training.slot_sequence import Interval
+from vlaforge.training.tar_members import TarFormatError, TarMember, TarReader
 
 _CHUNK = 2**20
 _PICKLING = frozenset({".pyd", ".pkl", ".pickle", ".pth", ".pt", ".joblib", ".npz"})
@@ -106,7 +105,7 @@ class ShardReader:
             if source.seekable():
                 self._prescan(source, shard)
                 source.seek(0)
-            yield from self._stream(_Counting(source), shard, wanted)
+            yield from self._stream(source, shard, wanted)
 
     @contextlib.contextmanager
     def _verified(self, source: IO[bytes], shard: ShardEntry) -> Iterator[IO[bytes]]:
@@ -133,20 +132,19 @@ class ShardReader:
         keys = 0
         last = None
         try:
-            with tarfile.open(fileobj=source, mode="r:") as tar:
-                for member in tar:
-                    key = self._checked_key(shard, member)
-                    keys += key != last
-                    last = key
-        except tarfile.TarError as error:
+            for member in TarReader(source, seekable=True).members():
+                key = self._checked_key(shard, member)
+                keys += key != last
+                last = key
+        except TarFormatError as error:
             raise BadShardError(shard.url, BadShardReason.CORRUPT, f"is not a readable tar ({error})") from None
         if keys != shard.samples:
             raise BadShardError(shard.url, BadShardReason.SAMPLE_COUNT_MISMATCH,
                                 f"holds {keys} samples, the manifest says {shard.samples}; rebuild the corpus manifest")
 
-    def _checked_key(self, shard: ShardEntry, member: tarfile.TarInfo) -> str:
+    def _checked_key(self, shard: ShardEntry, member: TarMember) -> str:
         try:
-            check_member(shard.url, member)
+            check_member(shard.url, member.tarinfo())
         except UnsafeShardError as error:
             raise BadShardError(shard.url, BadShardReason.UNSAFE_MEMBER, f"refused: {error}") from None
         if os.path.splitext(member.name)[1].lower() not in self.config.extensions:
@@ -154,33 +152,27 @@ class ShardReader:
                                 f"refused: member {member.name!r} is not one of {list(self.config.extensions)}")
         return member.name.split(".", 1)[0]
 
-    def _stream(self, source: _Counting, shard: ShardEntry, wanted: Sequence[Interval]) -> Iterator[dict[str, Any]]:
+    def _stream(self, source: IO[bytes], shard: ShardEntry, wanted: Sequence[Interval]) -> Iterator[dict[str, Any]]:
         targets = (index for start, stop in wanted for index in range(start, stop))
         target = next(targets, None)
         index, current = -1, None
         try:
-            with tarfile.open(fileobj=source, mode="r|", bufsize=_CHUNK) as tar:
-                for member in tar:
-                    key, extension = self._checked_key(shard, member), member.name.split(".", 1)[1]
-                    if current is None or current["__key__"] != key:
-                        if current is not None and index == target:  # complete: the next sample has begun
-                            yield current
-                            target = next(targets, None)
-                        if target is None:
-                            return
-                        index += 1
-                        current = {"__key__": key, "__url__": shard.url}
-                    if index == target:
-                        current[extension] = tar.extractfile(member).read()  # type: ignore[union-attr]
-        except (tarfile.ReadError, EOFError) as error:
-            raise BadShardError(shard.url, BadShardReason.TRUNCATED, f"ends early ({error}) at sample {index}; "
-                                "restore the shard") from None
-        except tarfile.TarError as error:
-            raise BadShardError(shard.url, BadShardReason.CORRUPT, f"is not a readable tar ({error})") from None
-        source.drain()
-        if source.count != shard.bytes:
-            raise BadShardError(shard.url, BadShardReason.TRUNCATED,
-                                f"ends after {source.count} bytes at sample {index}, the manifest says {shard.bytes}")
+            for member in TarReader(source, seekable=source.seekable()).members():
+                key = self._checked_key(shard, member)
+                if current is None or current["__key__"] != key:
+                    if current is not None and index == target:  # complete: the next sample has begun
+                        yield current
+                        target = next(targets, None)
+                    if target is None:
+                        return
+                    index += 1
+                    current = {"__key__": key, "__url__": shard.url}
+                if index == target:
+                    current[member.name.split(".", 1)[1]] = member.read()
+        except TarFormatError as error:
+            raise BadShardError(shard.url, BadShardReason.TRUNCATED if "ends" in str(error) else
+                                BadShardReason.CORRUPT, f"is not a whole tar: {error} (at sample {index}); restore "
+                                "the shard") from None
         if current is not None and index == target:
             yield current
             target = next(targets, None)
@@ -210,20 +202,3 @@ def _check_size(shard: ShardEntry, size: int | None) -> None:
         raise BadShardError(shard.url, BadShardReason.SIZE_MISMATCH,
                             f"is {size} bytes, the manifest says {shard.bytes}; the shard was truncated or replaced: "
                             "restore it, or rebuild the corpus manifest")
-
-
-class _Counting:
-    """A read-only wrapper that counts the bytes read through it."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        self._source = source
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        self.count += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
