@@ -88,6 +88,8 @@ class Candidate:
     detectors_ran: int
     failed: dict[str, str]
     """Detector -> error, for every detector that failed on this image."""
+    config_hash: str = ""
+    """The digest of the thresholds that decided it."""
 
     @property
     def box_iou(self) -> float | None:
@@ -171,6 +173,7 @@ def decide_frame(frame: GroundingFrame, config: ConsensusStage.Config) -> list[C
     ran = [run for run in frame.runs if run.status == RunStatus.OK]
     failed = {run.detector: run.error for run in frame.runs if run.status == RunStatus.FAILED}
     weights = dict(config.detector_weights)
+    digest = config.digest()
     candidates = []
     for phrase in frame.queried:
         per_run = [[d for d in run.detections if d.phrase == phrase] for run in ran]
@@ -182,12 +185,12 @@ def decide_frame(frame: GroundingFrame, config: ConsensusStage.Config) -> list[C
         ) if ran else []
         for cluster in clusters:
             votes = [Vote(ran[m].detector, per_run[m][i]) for m, i in cluster.members]
-            candidates.append(_candidate(frame, phrase, votes, ran, failed, config))
+            candidates.append(_candidate(frame, phrase, votes, ran, failed, config, digest))
     return candidates
 
 
 def _candidate(frame: GroundingFrame, phrase: str, votes: list[Vote], ran: list[DetectorRun],
-               failed: dict[str, str], config: ConsensusStage.Config) -> Candidate:
+               failed: dict[str, str], config: ConsensusStage.Config, digest: str) -> Candidate:
     votes = sorted(votes, key=lambda v: v.detector)
     pairs = _pairs(votes)
     agreeing = _largest_group(votes, pairs, config.box_iou, config.mask_iou)
@@ -198,11 +201,11 @@ def _candidate(frame: GroundingFrame, phrase: str, votes: list[Vote], ran: list[
         candidate_id="", phrase=phrase, negative=phrase in frame.negatives and phrase not in frame.phrases,
         votes=votes, pairs=pairs, agreeing=[v.detector for v in agreeing], fused_box=box, fused_score=score,
         fused_mask=mask, decision=Decision.REJECTED, reason=DecisionReason.SINGLE_DETECTOR, detail="",
-        detectors_total=len(frame.runs), detectors_ran=len(ran), failed=failed,
+        detectors_total=len(frame.runs), detectors_ran=len(ran), failed=failed, config_hash=digest,
     )
     candidate.decision, candidate.reason = _decide(candidate, votes, pairs, config)
     candidate.detail = _detail(candidate)
-    key = f"{frame.image_key}|{phrase}|{[round(v, 1) for v in box]}|{config.digest()}"
+    key = f"{frame.image_key}|{phrase}|{[round(v, 1) for v in box]}|{candidate.config_hash}"
     candidate.candidate_id = hashlib.sha256(key.encode()).hexdigest()[:16]
     return candidate
 
