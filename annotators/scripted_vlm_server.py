@@ -107,7 +107,10 @@ class ScriptedVlmServer:
                 return 404, _error(404, f"The model `{body.get('model')}` does not exist."), {}
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 return 400, _error(400, "messages must be a non-empty list"), {}
-            return 200, self._reply(body), {}
+            try:
+                return 200, self._reply(body), {}
+            except Exception as error:  # noqa: BLE001 - a responder bug is the server's 500, as a real server's would be
+                return 500, _error(500, f"responder failed: {type(error).__name__}: {error}"), {}
         finally:
             self._leave()
 
