@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import pathlib
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -47,6 +48,10 @@ class CorpusShard:
     bytes: int
     sha256: str
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "split": self.split, "samples": self.samples, "bytes": self.bytes,
+                "sha256": self.sha256}
+
 
 @dataclasses.dataclass(frozen=True)
 class CorpusComponent:
@@ -68,8 +73,8 @@ class CorpusComponent:
         return sum(shard.samples for shard in self.shards if shard.split == split)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "kind": self.kind.value,
-                "shards": [dataclasses.asdict(shard) for shard in self.shards]}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "shards"}
+        return {**fields, "kind": self.kind.value, "shards": [shard.as_dict() for shard in self.shards]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,8 +259,9 @@ def _load_input(item: CorpusInput, base: pathlib.Path) -> tuple[dict[str, Any], 
                               "ingest to the end, which writes it")
         stats_url = _relative(stats, base)
         lineage.append({"component": name, "file": stats_url, "sha256": _sha256(stats)})
-    shards = tuple(CorpusShard(url=_relative(root / r.url, base), split=r.split, samples=r.samples, bytes=r.bytes,
-                               sha256=r.sha256) for r in records)
+    prefix = _relative(root, base)
+    shards = tuple(CorpusShard(url=posixpath.normpath(posixpath.join(prefix, r.url)), split=r.split,
+                               samples=r.samples, bytes=r.bytes, sha256=r.sha256) for r in records)
     fields = {"name": name, "kind": item.kind, "dataset": ",".join(datasets), "stats_url": stats_url,
               "shards": shards, "task": summary.get("task")}
     return fields, lineage

@@ -107,3 +107,51 @@ def small_corpus(tmp_path_factory, write_robot_dataset):
     corpus = root / "corpus.json"
     write_corpus(build_corpus(inputs, corpus, CorpusConfig(seed=3)), corpus)
     return corpus
+
+
+# The recipe's corpus at full scale, as metadata only: about 200M robot steps and 80M VL samples in ~256 MiB shards.
+SCALE_ROBOT = {"droid": 27_000_000, "molmoact": 2_000_000, "teleop_lego": 338 * 3600 * 30,
+               "teleop_towel": 400 * 3600 * 30, "open_mix": 91_296_000}
+SCALE_VL = {"grounding": 20_000_000, "vqa": 20_000_000, "caption": 15_000_000, "embodied": 10_000_000,
+            "general": 15_000_000}
+
+
+@pytest.fixture(scope="session")
+def scale_corpus(tmp_path_factory):
+    """`corpus.json` over dataset manifests that list 200M robot steps (3,700 a shard) and 80M VL samples (2,000 a
+    shard) with no shard written: a test of the metadata at the scale of the real run."""
+    import json
+
+    from vlaforge.pipelines.corpus_manifest import (
+        ComponentKind,
+        CorpusConfig,
+        CorpusInput,
+        build_corpus,
+        write_corpus,
+    )
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlaforge.pipelines.manifest import MANIFEST_SCHEMA, code_version
+
+    root = tmp_path_factory.mktemp("scale")
+    version = code_version()
+    inputs = []
+    for kind, datasets, per_shard in ((ComponentKind.ROBOT, SCALE_ROBOT, 3700), (ComponentKind.VL, SCALE_VL, 2000)):
+        for name, samples in datasets.items():
+            counts = [per_shard] * (samples // per_shard) + ([samples % per_shard] if samples % per_shard else [])
+            n = len(counts)
+            columns = {"url": [f"train/{name}-{i:06d}.tar" for i in range(n)], "split": ["train"] * n,
+                       "samples": counts, "bytes": [c * 72_000 for c in counts],
+                       "sha256": [f"{i:064x}" for i in range(n)], "episodes": [[]] * n, "source_files": [[]] * n,
+                       "dataset": [name] * n, "unit": [i // 100 for i in range(n)], "code_version": [version] * n}
+            (root / name).mkdir()
+            pq.write_table(pa.Table.from_pydict(columns, schema=MANIFEST_SCHEMA), root / name / "manifest.parquet")
+            if kind is ComponentKind.ROBOT:
+                (root / name / "stats.json").write_text(json.dumps({"embodiments": {}, "lineage": {}}))
+            else:
+                (root / name / "summary.json").write_text(json.dumps({"kind": "vl", "task": name}))
+            inputs.append(CorpusInput(path=root / name, kind=kind))
+    corpus = root / "corpus.json"
+    write_corpus(build_corpus(inputs, corpus, CorpusConfig()), corpus)
+    return corpus
