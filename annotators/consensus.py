@@ -164,8 +164,9 @@ class ConsensusStage(Stage):
         return batch
 
     def take_rows(self) -> dict[str, list[dict[str, Any]]]:
+        """The audit rows gathered since the last call (empty tables left out: the job writes no part for them)."""
         rows, self.rows = self.rows, {}
-        return rows
+        return {name: table for name, table in rows.items() if table}
 
 
 def decide_frame(frame: GroundingFrame, config: ConsensusStage.Config) -> list[Candidate]:

@@ -26,11 +26,12 @@ VERBS = frozenset("""
 put place pick move take open close push pull turn grab grasp lift set drop insert remove stack unstack wipe pour
 fold unfold slide rotate flip hang press get bring hand give throw clean sweep cover uncover empty fill arrange
 sort shift hold release plug unplug switch tilt knock use find go reach touch point leave keep return transfer
-store lay position align stir scoop cut pack unpack load unload toss twist screw unscrew water wash dry
+store lay position align stir scoop cut pack unpack load unload toss twist screw unscrew water wash dry shut
+carry spread hang squeeze peel shake knock tap drag stand lean raise lower
 """.split())
 PREPOSITIONS = frozenset("""
 on onto in into to from under underneath below beneath above over inside outside out off behind beside near next
-at by with between toward towards across through up down around along against within upon atop
+at by with using between toward towards across through up down around along against within upon atop
 """.split())
 CONJUNCTIONS = frozenset("and then or but while after before so".split())
 DETERMINERS = frozenset("""

@@ -131,7 +131,7 @@ class ScriptedDetectionServer:
 
 def _decode(data_uri: str) -> np.ndarray:
     payload = data_uri.split(",", 1)[1]
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(payload))).convert("RGB"))
+    return np.array(Image.open(io.BytesIO(base64.b64decode(payload))).convert("RGB"))
 
 
 def _json(value: Any) -> bytes:

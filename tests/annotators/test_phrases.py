@@ -20,6 +20,8 @@ from vlaforge.annotators.vlm_http import HttpVlm
     ("take the bag of chips out of the basket", ["bag of chips", "basket"]),
     ("turn the faucet to the right", ["faucet"]),
     ("wipe the table with the green sponge", ["table", "green sponge"]),
+    ("wipe the table using the blue cloth", ["table", "blue cloth"]),
+    ("shut the laptop", ["laptop"]),
     ("", []),
 ])
 def test_rule_phrases_on_robot_instructions(instruction, phrases):
