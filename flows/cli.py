@@ -16,6 +16,7 @@ from rich.console import Console
 VERBS = {
     "ingest": "vlaforge.flows.ingest_cli",
     "demo": "vlaforge.flows.demo",
+    "corpus": "vlaforge.flows.corpus_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 
