@@ -1,0 +1,175 @@
+"""Ingest a general VL dataset into VL shards: an index pass, a selection, then a `VlJob`.
+
+Deduplication by image hash and the per-dataset limit need the whole dataset in view, while units run in parallel.
+So the ingest runs in three steps, each resumable:
+1. index: per unit (in parallel), every row's status and image hash -> `_index/units/<unit>.parquet`;
+2. select: in dataset order, the first row of each image hash is kept, later ones are duplicates, and kept rows
+   past `limit` are left out -> `_index/selection.parquet` (with the settings it was made with);
+3. the `VlJob` over the same units reads only the kept rows (quarantining bad ones) and writes shards, manifest,
+   quarantine table and summary.
+A rerun skips indexed units, reuses the selection (refusing one made with other settings) and skips finished units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vlaforge.datasets.schema import VlTask
+from vlaforge.datasets.source import WorkUnit
+from vlaforge.datasets.vl_parquet import DUPLICATE, KEEP, OVER_LIMIT, REJECTED, VlParquetSource
+from vlaforge.datasets.vl_rows import RowReject, where
+from vlaforge.pipelines.atomic_files import atomic_write_bytes
+from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.vl_dataset import DEFAULT_SHARDS, SUMMARY_NAME
+from vlaforge.pipelines.vl_job import VlJob
+from vlaforge.pipelines.vl_row_samples import VlRowSamples
+
+INDEX_DIR = "_index"
+SELECTION_NAME = "selection.parquet"
+_INDEX_COLUMNS = pa.schema([("file", pa.string()), ("row", pa.int64()), ("status", pa.string()),
+                            ("image_hash", pa.string()), ("where", pa.string())])
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VlIngestJob:
+    """One general VL dataset into one VL dataset of shards."""
+
+    source: VlParquetSource.Config
+    """Where the rows are (and how to read them)."""
+    samples: VlRowSamples.Config
+    """How rows become samples (dataset name, task, JPEG settings)."""
+    output: str
+    """The VL dataset directory."""
+    limit: int | None = None
+    """At most this many rows (after deduplication, in dataset order); None for all."""
+    dedup: bool = True
+    """Keep only the first row showing each set of images."""
+    shards: ShardConfig = DEFAULT_SHARDS
+    """When a shard is full."""
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"VlIngestJob.limit must be >= 1 or None, got {self.limit}")
+
+    @property
+    def selection_path(self) -> pathlib.Path:
+        return pathlib.Path(self.output) / INDEX_DIR / SELECTION_NAME
+
+    def vl_job(self) -> VlJob:
+        """The generation job of step 3: the same source, reading only the selected rows."""
+        source = dataclasses.replace(self.source, selection=str(self.selection_path))
+        return VlJob(source=source, stages=(self.samples,), shards=self.shards, output=self.output,
+                     dataset=self.samples.dataset, task=self.samples.task)
+
+
+def unit_index_path(output: str | pathlib.Path, unit: int) -> pathlib.Path:
+    return pathlib.Path(output) / INDEX_DIR / "units" / f"{unit:05d}.parquet"
+
+
+class IndexWorker:
+    """Step 1 for one unit: each row's status (kept or rejected) and image hash, written once."""
+
+    def __init__(self, job: VlIngestJob) -> None:
+        self.job = job
+        self.source = dataclasses.replace(job.source, selection=None).build()
+
+    def setup(self) -> None:
+        """Nothing heavy: rows and images are read per unit."""
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        unit = WorkUnit.from_dict(item)
+        path = unit_index_path(self.job.output, unit.index)
+        if not path.exists():
+            rows = [self._indexed(unit.files[0], row, record) for row, record in self.source.records(unit)]
+            sink = pa.BufferOutputStream()
+            pq.write_table(pa.Table.from_pylist(rows, schema=_INDEX_COLUMNS), sink)
+            atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        return {"unit": unit.index}
+
+    def _indexed(self, file: str, row: int, record: Any) -> dict[str, Any]:
+        try:
+            parsed = self.source.row(file, row, record)
+        except RowReject:
+            return {"file": file, "row": row, "status": REJECTED, "image_hash": "", "where": f"{file} row {row}"}
+        return {"file": file, "row": row, "status": KEEP, "image_hash": parsed.image_hash,
+                "where": where(file, row, parsed.row_id)}
+
+
+def index_units(job: VlIngestJob, units: list[WorkUnit], runner: Any) -> None:
+    """Step 1 over all units (finished ones are skipped)."""
+    for _ in runner.map(functools.partial(IndexWorker, job), [u.as_dict() for u in units]):
+        pass
+
+
+def select_rows(job: VlIngestJob, units: list[WorkUnit]) -> dict[str, int]:
+    """Step 2: write (or check) the selection; returns row counts by status."""
+    settings = {"limit": job.limit, "dedup": job.dedup, "units": len(units)}
+    settings_path = job.selection_path.with_suffix(".json")
+    if job.selection_path.exists() and settings_path.exists():
+        made_with = json.loads(settings_path.read_text())
+        if made_with != settings:
+            raise ValueError(f"{job.output} was selected with {made_with}, not {settings}; write to a new output "
+                             "directory (or delete it) to change the limit or deduplication")
+        return _counts(pq.read_table(job.selection_path).column("status").to_pylist())
+    rows = pa.concat_tables([pq.read_table(unit_index_path(job.output, u.index)) for u in units]).to_pylist()
+    first_seen: dict[str, str] = {}
+    kept = 0
+    selection = []
+    for row in rows:
+        status, duplicate_of = row["status"], ""
+        if status == KEEP and job.dedup and row["image_hash"]:
+            duplicate_of = first_seen.setdefault(row["image_hash"], row["where"])
+            status = DUPLICATE if duplicate_of != row["where"] else KEEP
+            duplicate_of = duplicate_of if status == DUPLICATE else ""
+        if status == KEEP:
+            kept += 1
+            status = OVER_LIMIT if job.limit is not None and kept > job.limit else KEEP
+        selection.append({"file": row["file"], "row": row["row"], "status": status, "duplicate_of": duplicate_of})
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(selection), sink)
+    atomic_write_bytes(job.selection_path, sink.getvalue().to_pybytes())
+    atomic_write_bytes(settings_path, json.dumps(settings).encode())
+    return _counts([row["status"] for row in selection])
+
+
+def _counts(statuses: list[str]) -> dict[str, int]:
+    return {status: statuses.count(status) for status in (KEEP, DUPLICATE, OVER_LIMIT, REJECTED)}
+
+
+def record_selection(output: str | pathlib.Path, counts: dict[str, int]) -> dict[str, Any]:
+    """Add the selection's counts to `summary.json` (rows read, duplicates, rows past the limit); returns it."""
+    path = pathlib.Path(output) / SUMMARY_NAME
+    summary = json.loads(path.read_text())
+    summary["rows"] = {"total": sum(counts.values()), **counts}
+    atomic_write_bytes(path, json.dumps(summary, indent=1, sort_keys=True).encode())
+    return summary
+
+
+def run_vl_ingest(job: VlIngestJob, runner: Any) -> dict[str, Any]:
+    """All three steps in this process's runner, without Prefect (the flow runs the same steps as tasks)."""
+    from vlaforge.pipelines.vl_job import finalize_vl_job, run_vl_units
+
+    units = job.source.build().plan()
+    index_units(job, units, runner)
+    counts = select_rows(job, units)
+    vl_job = job.vl_job()
+    run_vl_units(vl_job, units, runner)
+    finalize_vl_job(vl_job, units)
+    return record_selection(job.output, counts)
+
+
+def new_job(source: str, output: str, *, dataset: str | None = None, task: VlTask = VlTask.GENERAL,
+            limit: int | None = None, dedup: bool = True, source_options: dict[str, Any] | None = None,
+            sample_options: dict[str, Any] | None = None, shards: ShardConfig = DEFAULT_SHARDS) -> VlIngestJob:
+    """A job from plain values (what the CLI and the flow pass); the dataset name defaults to the source's."""
+    config = VlParquetSource.Config(root=source, **(source_options or {}))
+    name = dataset or config.build().dataset_name
+    samples = VlRowSamples.Config(dataset=name, task=task, **(sample_options or {}))
+    return VlIngestJob(source=config, samples=samples, output=output, limit=limit, dedup=dedup, shards=shards)
