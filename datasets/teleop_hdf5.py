@@ -230,7 +230,7 @@ class _Reader:
         def to_jpeg(index: int, row: np.ndarray) -> bytes:
             if row.ndim == 3:
                 return encode_jpeg(row, frames)
-            data = row[: lengths[index]].tobytes() if lengths is not None else row.tobytes().rstrip(b"\x00")
+            data = (row[: lengths[index]] if lengths is not None else row).tobytes().rstrip(b"\x00")
             return conform_jpeg(data, frames)
 
         def read(indices: np.ndarray) -> list[bytes]:
