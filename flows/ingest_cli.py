@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vlaforge.datasets.registry import SOURCES
+from vlaforge.flows.vl_ingest_cli import VL_PARQUET, add_vl_options, run_vl_parquet
 
 
 def _frame_size(text: str) -> tuple[int, int]:
@@ -43,7 +44,7 @@ def add_runner_options(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     ingest = verbs.add_parser("ingest", help="ingest a robot dataset into WebDataset shards")
-    ingest.add_argument("source", choices=sorted(SOURCES), help="input format")
+    ingest.add_argument("source", choices=[*sorted(SOURCES), VL_PARQUET], help="input format")
     ingest.add_argument("--input", required=True, help="dataset directory (DROID: the version dir, e.g. droid/1.0.1)")
     ingest.add_argument("--output", required=True, help="output directory for shards, manifest and tables")
     ingest.add_argument("--chunk-len", type=int, default=32, help="actions per step's chunk, T_max (default 32)")
@@ -61,6 +62,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     ingest.add_argument("--set", dest="source_options", type=_key_value, action="append", default=[],
                         metavar="KEY=VALUE", help="a source option, e.g. --set files_per_unit=4")
     add_runner_options(ingest)
+    add_vl_options(ingest)
 
 
 def ingest_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,6 +121,8 @@ def _resampling_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    if args.source == VL_PARQUET:
+        return run_vl_parquet(args, console)
     from vlaforge.flows.ingest import ingest
 
     report = ingest(

@@ -1,0 +1,53 @@
+"""The `relabel` Prefect flow: one generator over robot shards (or a VL dataset) into a VL dataset. Thin wiring only.
+
+The API key never becomes a plain flow parameter: it arrives as a `SecretStr` (stored masked in the flow run) or is
+read from a Prefect Secret block on each worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from prefect import flow, get_run_logger
+from pydantic import SecretStr
+
+from vlaforge.annotators.relabel_recipe import relabel_job
+from vlaforge.annotators.vlm_client import backend_config
+from vlaforge.annotators.vlm_http import HttpVlm
+from vlaforge.flows.vl_job_tasks import run_vl_job_tasks
+from vlaforge.pipelines.shard_writer import ShardConfig
+
+
+@flow(name="relabel")
+def relabel(
+    shards: str,
+    output: str,
+    generator: str,
+    vlm: str | None = None,
+    vlm_options: dict[str, Any] | None = None,
+    api_key: SecretStr | None = None,
+    dataset: str | None = None,
+    options: dict[str, Any] | None = None,
+    split: str | None = "train",
+    shards_per_unit: int = 4,
+    shard_samples: int = 2000,
+    runner: str = "ray",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    num_gpus_per_worker: float = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run `generator` (caption, vqa, eqa, plan, trajectory) over `shards` with the VLM `vlm` (`local:DIR` or
+    `http:URL`, options such as `model`, `concurrency`, `api_key_block`) into the VL dataset `output`."""
+    backend = backend_config(vlm, **(vlm_options or {})) if vlm else None
+    if api_key is not None and isinstance(backend, HttpVlm.Config):
+        backend = dataclasses.replace(backend, api_key=api_key.get_secret_value())
+    job = relabel_job(shards=shards, output=output, generator=generator, vlm=backend, dataset=dataset,
+                      options=options, split=split, shards_per_unit=shards_per_unit,
+                      shard_config=ShardConfig(max_samples=shard_samples, max_bytes=256 * 2**20))
+    summary = run_vl_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
+                               num_gpus_per_worker=num_gpus_per_worker, progress=progress)
+    get_run_logger().info("relabel %s of %s finished: %d samples, drops %s", generator, shards, summary["samples"],
+                          summary["drops_by_reason"])
+    return summary

@@ -1,0 +1,88 @@
+"""`vlaforge relabel`: a VLM generator over robot shards (or a VL dataset) into a VL dataset, via the `relabel` flow.
+
+The HTTP backend's API key is read from $VLAFORGE_VLM_API_KEY (or a Prefect Secret block named by --vlm-key-block)
+and never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from vlaforge.annotators.relabel_recipe import GENERATORS
+from vlaforge.flows.ingest_cli import _key_value, add_runner_options
+
+API_KEY_ENV = "VLAFORGE_VLM_API_KEY"
+
+
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    relabel = verbs.add_parser("relabel", help="generate VL data (captions, VQA, EQA, plans, trajectories) from shards")
+    relabel.add_argument("--shards", required=True, help="robot dataset dir (vlaforge ingest output) or a VL dataset")
+    relabel.add_argument("--output", required=True, help="the VL dataset directory to write")
+    relabel.add_argument("--generator", required=True, choices=list(GENERATORS), help="what to generate")
+    relabel.add_argument("--vlm", help="local:DIR_OR_HUB_ID or http:URL (e.g. http:http://127.0.0.1:8000/v1); "
+                                       "not needed for trajectory")
+    relabel.add_argument("--vlm-model", help="http: the served model name (default: the first of /v1/models)")
+    relabel.add_argument("--vlm-revision", help="the model revision recorded in provenance")
+    relabel.add_argument("--vlm-concurrency", type=int, help="http: requests in flight per worker (default 8)")
+    relabel.add_argument("--vlm-timeout", type=float, help="http: seconds per request (default 120)")
+    relabel.add_argument("--vlm-retries", type=int, help="http: retries of a failed request (default 4)")
+    relabel.add_argument("--vlm-key-block", help=f"http: Prefect Secret block holding the key (else ${API_KEY_ENV})")
+    relabel.add_argument("--vlm-batch-size", type=int, help="local: requests per generate call (default 8)")
+    relabel.add_argument("--vlm-dtype", choices=("auto", "float32", "bfloat16", "float16"), help="local: dtype")
+    relabel.add_argument("--vlm-device", help="local: auto, cpu, cuda or cuda:N")
+    relabel.add_argument("--dataset", help="the VL dataset name (default: <input name>-<generator>)")
+    relabel.add_argument("--split", default="train", help="robot shards: only this split ('all' for every split)")
+    relabel.add_argument("--shards-per-unit", type=int, default=4, help="input shards per work unit (default 4)")
+    relabel.add_argument("--shard-samples", type=int, default=2000, help="samples per output shard (default 2000)")
+    relabel.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray worker (local models)")
+    relabel.add_argument("--set", dest="options", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                         help="a generator option, e.g. --set frames_per_episode=2 --set calibration=cal.json")
+    add_runner_options(relabel)
+
+
+def vlm_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The backend options given on the command line (only those of the chosen backend)."""
+    http = {"model": args.vlm_model, "revision": args.vlm_revision, "concurrency": args.vlm_concurrency,
+            "timeout_s": args.vlm_timeout, "max_retries": args.vlm_retries, "api_key_block": args.vlm_key_block}
+    local = {"revision": args.vlm_revision, "batch_size": args.vlm_batch_size, "dtype": args.vlm_dtype,
+             "device": args.vlm_device}
+    chosen = http if (args.vlm or "").startswith("http:") else local
+    return {key: value for key, value in chosen.items() if value is not None}
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from pydantic import SecretStr
+
+    from vlaforge.flows.relabel import relabel
+
+    key = os.environ.get(API_KEY_ENV)
+    summary = relabel(
+        shards=args.shards, output=args.output, generator=args.generator, vlm=args.vlm, vlm_options=vlm_options(args),
+        api_key=SecretStr(key) if key else None, dataset=args.dataset, options=dict(args.options),
+        split=None if args.split == "all" else args.split, shards_per_unit=args.shards_per_unit,
+        shard_samples=args.shard_samples, runner=args.runner, ray_address=args.ray_address, workers=args.workers,
+        num_gpus_per_worker=args.num_gpus_per_worker, progress=not args.no_progress,
+    )
+    print_summary(summary, console, f"relabel {args.generator}")
+    return 0
+
+
+def print_summary(summary: dict[str, Any], console: Console, title: str) -> None:
+    """The counts of one VL run (relabel or VL ingest)."""
+    table = Table(title=f"{title}: {summary['dataset']} ({summary['task']}) -> {summary['shards']} shards")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    rows = [("units", summary.get("units")), ("inputs read", summary.get("episodes_read")),
+            *((f"samples: {split}", n) for split, n in summary["samples_by_split"].items()),
+            ("shard bytes", f"{summary['bytes']:,}"),
+            *((f"dropped: {reason}", n) for reason, n in summary.get("drops_by_reason", {}).items()),
+            ("quarantined", summary.get("quarantined")),
+            *((f"rows: {status}", n) for status, n in summary.get("rows", {}).items())]
+    for what, count in rows:
+        table.add_row(what, str(count))
+    console.print(table)

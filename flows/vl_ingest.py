@@ -1,0 +1,61 @@
+"""The `ingest-vl` Prefect flow: a general VL dataset (LLaVA JSON, hub Parquet) into VL shards. Thin wiring only:
+index the rows, select (dedup by image hash, the per-dataset limit), then the VL job's plan / run / finalize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from vlaforge.datasets.schema import VlTask
+from vlaforge.datasets.source import WorkUnit
+from vlaforge.flows.ingest import retry_on_io_error
+from vlaforge.flows.vl_job_tasks import run_vl_job_tasks
+from vlaforge.pipelines import vl_ingest
+from vlaforge.pipelines.runners import make_runner
+from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.vl_ingest import VlIngestJob
+
+
+@task(name="index-vl-rows", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_on_io_error)
+def index_rows(job: VlIngestJob, runner: str, ray_address: str | None, workers: int | None) -> list[dict[str, Any]]:
+    units = job.source.build().plan()
+    vl_ingest.index_units(job, units, make_runner(runner, address=ray_address, num_workers=workers))
+    return [unit.as_dict() for unit in units]
+
+
+@task(name="select-vl-rows", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_on_io_error)
+def select_rows(job: VlIngestJob, units: list[dict[str, Any]]) -> dict[str, int]:
+    return vl_ingest.select_rows(job, [WorkUnit.from_dict(u) for u in units])
+
+
+@flow(name="ingest-vl")
+def ingest_vl(
+    input_path: str,
+    output: str,
+    dataset: str | None = None,
+    task: str = VlTask.GENERAL.value,
+    limit: int | None = None,
+    dedup: bool = True,
+    source_options: dict[str, Any] | None = None,
+    sample_options: dict[str, Any] | None = None,
+    shard_samples: int | None = 2000,
+    shard_bytes: int | None = 256 * 2**20,
+    runner: str = "ray",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Ingest one general VL dataset; returns its summary (with row counts: kept, duplicates, past the limit)."""
+    job = vl_ingest.new_job(input_path, output, dataset=dataset, task=VlTask(task), limit=limit, dedup=dedup,
+                            source_options=source_options, sample_options=sample_options,
+                            shards=ShardConfig(max_samples=shard_samples, max_bytes=shard_bytes))
+    units = index_rows(job, runner, ray_address, workers)
+    counts = select_rows(job, units)
+    run_vl_job_tasks(job.vl_job(), runner=runner, ray_address=ray_address, workers=workers, progress=progress)
+    summary = vl_ingest.record_selection(output, counts)
+    get_run_logger().info("ingest of %s finished: %d samples, rows %s", input_path, summary["samples"], counts)
+    return summary

@@ -1,0 +1,67 @@
+"""`vlaforge relabel` and `vlaforge ingest vl-parquet` from the command line (in-process runner, Prefect's API)."""
+
+import json
+
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from vlaforge.annotators.scripted_vlm_server import ScriptedVlmServer, request_text
+from vlaforge.datasets.synth.llava import write_llava_json
+from vlaforge.datasets.synth.pick_place import write_calibration
+from vlaforge.flows.cli import main
+
+KEY = "sk-cli-77e2b1"
+
+
+@pytest.fixture()
+def prefect_api(prefect_server):
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        yield
+
+
+def test_relabel_plan_with_the_key_from_the_environment(prefect_api, droid_shards, tmp_path, monkeypatch, capsys):
+    robot, _ = droid_shards
+    monkeypatch.setenv("VLAFORGE_VLM_API_KEY", KEY)
+    with ScriptedVlmServer(lambda body: "move the gripper to the object", api_key=KEY) as server:
+        code = main(["relabel", "--shards", str(robot), "--output", str(tmp_path / "plans"), "--generator", "plan",
+                     "--vlm", f"http:{server.url}", "--runner", "local", "--no-progress",
+                     "--set", 'segmentation={"pause_speed": 0.001}'])
+    out = capsys.readouterr().out
+    assert code == 0 and "relabel plan" in out and "samples: train" in out
+    summary = json.loads((tmp_path / "plans" / "summary.json").read_text())
+    assert summary["task"] == "planning" and summary["samples"] >= 1
+    assert all("which ends when" in request_text(body) for body in server.requests)
+    assert KEY not in out
+
+
+def test_trajectory_needs_no_vlm_and_misspelt_options_are_named(prefect_api, droid_shards, tmp_path, capsys):
+    robot, _ = droid_shards
+    calibration = write_calibration(tmp_path / "calibration.json")
+    code = main(["relabel", "--shards", str(robot), "--output", str(tmp_path / "traces"), "--generator",
+                 "trajectory", "--set", f"calibration={calibration}", "--set", "min_visible=0.5", "--runner", "local",
+                 "--no-progress"])
+    assert code == 0
+    summary = json.loads((tmp_path / "traces" / "summary.json").read_text())
+    assert summary["task"] == "trajectory" and summary["samples"] > 0
+    code = main(["relabel", "--shards", str(robot), "--output", str(tmp_path / "x"), "--generator", "trajectory",
+                 "--set", "horizon=2", "--runner", "local"])
+    assert code == 2 and "no option 'horizon'; did you mean 'horizon_s'?" in capsys.readouterr().err
+
+
+def test_ingest_vl_parquet_then_relabel_its_answers(prefect_api, tmp_path, capsys):
+    source = write_llava_json(tmp_path / "raw", n_rows=10)
+    code = main(["ingest", "vl-parquet", "--input", str(source), "--output", str(tmp_path / "general"),
+                 "--limit", "4", "--runner", "local", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "ingest vl-parquet" in out and "rows: over_limit" in out
+    summary = json.loads((tmp_path / "general" / "summary.json").read_text())
+    assert summary["samples"] == 4 and summary["rows"]["keep"] == 4
+    with ScriptedVlmServer(lambda body: "A better answer about the picture.") as server:
+        code = main(["relabel", "--shards", str(tmp_path / "general"), "--output", str(tmp_path / "relabelled"),
+                     "--generator", "vqa", "--vlm", f"http:{server.url}", "--runner", "local", "--no-progress"])
+        assert code == 0
+        code = main(["relabel", "--shards", str(tmp_path / "general"), "--output", str(tmp_path / "no"),
+                     "--generator", "caption", "--vlm", f"http:{server.url}", "--runner", "local"])
+    assert code == 2 and "only vqa relabels VL data" in capsys.readouterr().err
+    relabelled = json.loads((tmp_path / "relabelled" / "summary.json").read_text())
+    assert relabelled["samples"] == 4 and relabelled["task"] == "general"
