@@ -17,6 +17,7 @@ VERBS = {
     "ingest": "vlaforge.flows.ingest_cli",
     "demo": "vlaforge.flows.demo",
     "corpus": "vlaforge.flows.corpus_cli",
+    "relabel": "vlaforge.flows.relabel_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 
