@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from vlaforge.training.shard_assignment import Piece, Plan, PlanSpec
-from vlaforge.training.shard_samples import BadShardError, ShardEntry, ShardReader
+from vlaforge.training.shard_samples import BadShardError, ShardEntry, ShardReader, StreamField
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ class ComponentCursor:
             self.consumed += 1
             if sample is not None:
                 self._yielded_in_epoch += 1
-                return {**sample, "component": self.component.name, "kind": self.component.kind,
-                        "epoch": self.epoch}
+                return {**sample, StreamField.COMPONENT.value: self.component.name,
+                        StreamField.KIND.value: self.component.kind, StreamField.EPOCH.value: self.epoch}
 
     def close(self) -> None:
         """Close the shards being read."""

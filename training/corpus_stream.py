@@ -41,9 +41,11 @@ from vlaforge.training.component_cursor import (
     World,
     new_stats,
 )
+
+__all__ = ["CorpusStream", "StreamField"]
 from vlaforge.training.mixture_schedule import MixtureEntry, MixtureSchedule
 from vlaforge.training.shard_assignment import PlanSpec
-from vlaforge.training.shard_samples import ShardEntry, ShardReader
+from vlaforge.training.shard_samples import ShardEntry, ShardReader, StreamField
 from vlaforge.training.shard_urls import ShardOpener, resolve_url
 from vlaforge.training.stream_state import STATE_FORMAT, resume
 
@@ -73,7 +75,9 @@ class CorpusStream:
                 raise ValueError(f"CorpusStream.Config.block must be >= 1, got {self.block}")
             if self.interleave < 1:
                 raise ValueError(f"CorpusStream.Config.interleave must be >= 1, got {self.interleave}")
-            BadShardPolicy(self.on_bad_shard)
+            if self.on_bad_shard not in {policy.value for policy in BadShardPolicy}:
+                raise ValueError(f"CorpusStream.Config.on_bad_shard must be one of "
+                                 f"{[p.value for p in BadShardPolicy]}, got {self.on_bad_shard!r}")
 
     def __init__(self, corpus_url: str, *, rank: int = 0, world_size: int = 1, worker_id: int = 0,
                  num_workers: int = 1, seed: int | None = None, split: str = "train", verify_sha256: bool = False,

@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
+from vlaforge.datasets.schema import SampleKey
 from vlaforge.pipelines.shard_reader import UnsafeShardError, check_member
 from vlaforge.training.shard_urls import ShardNotFoundError, ShardOpener, ShardSource
 from vlaforge.training.slot_sequence import Interval
@@ -30,6 +31,18 @@ from vlaforge.training.tar_members import TarFormatError, TarMember, TarReader
 
 _CHUNK = 2**20
 _PICKLING = frozenset({".pyd", ".pkl", ".pickle", ".pth", ".pt", ".joblib", ".npz"})
+
+
+class StreamField(str, enum.Enum):
+    """Keys a stream adds to each sample's members (which are keyed by extension, e.g. "state.npy")."""
+
+    KEY = SampleKey.KEY.value
+    URL = "__url__"
+    COMPONENT = "component"
+    KIND = "kind"
+    """The sample's kind: robot or vl."""
+    EPOCH = "epoch"
+    """The component's epoch the sample was drawn in (0 first)."""
 
 
 class BadShardReason(str, enum.Enum):
@@ -159,14 +172,14 @@ class ShardReader:
         try:
             for member in TarReader(source, seekable=source.seekable()).members():
                 key = self._checked_key(shard, member)
-                if current is None or current["__key__"] != key:
+                if current is None or current[StreamField.KEY.value] != key:
                     if current is not None and index == target:  # complete: the next sample has begun
                         yield current
                         target = next(targets, None)
                     if target is None:
                         return
                     index += 1
-                    current = {"__key__": key, "__url__": shard.url}
+                    current = {StreamField.KEY.value: key, StreamField.URL.value: shard.url}
                 if index == target:
                     current[member.name.split(".", 1)[1]] = member.read()
         except TarFormatError as error:
