@@ -9,6 +9,8 @@ from rich.console import Console
 
 from vlaforge.datasets.synth.droid import write_droid_dataset
 from vlaforge.datasets.synth.lerobot import write_lerobot_dataset
+from vlaforge.datasets.synth.teleop_hdf5 import write_aloha_dataset
+from vlaforge.datasets.synth.teleop_mcap import write_teleop_mcap_dataset
 from vlaforge.flows.ingest_cli import add_runner_options, print_report
 
 
@@ -18,6 +20,8 @@ def write_samples(raw: pathlib.Path) -> dict[str, tuple[str, pathlib.Path]]:
         "droid": ("droid", write_droid_dataset(raw / "droid", n_episodes=6, n_shards=2)),
         "molmoact-v3": ("lerobot", write_lerobot_dataset(raw / "molmoact_v30", version="v3.0", n_episodes=4)),
         "lerobot-v21": ("lerobot", write_lerobot_dataset(raw / "lerobot_v21", version="v2.1", n_episodes=3)),
+        "teleop-mcap": ("teleop-mcap", write_teleop_mcap_dataset(raw / "teleop_mcap", n_episodes=2, duration_s=3.0)),
+        "teleop-hdf5": ("teleop-hdf5", write_aloha_dataset(raw / "teleop_aloha", n_episodes=2, duration_s=3.0)),
     }
 
 
