@@ -274,7 +274,6 @@ def test_a_shard_with_a_hostile_or_unknown_member_is_refused(tmp_path, name, rea
     lenient = CorpusStream(str(corpus))
     keys = [s["__key__"] for s in take(lenient, 9)]
     assert sorted(set(keys)) == ["k0", "k1", "k2"] and lenient.stats["bad_shards"][reason] >= 1
-    assert not (tmp_path / "x.jpg").exists()
 
 
 def test_a_shard_with_a_pyd_member_is_refused_and_never_unpickled(tmp_path):

@@ -5,6 +5,7 @@ import functools
 import hashlib
 import http.server
 import shutil
+import tempfile
 import threading
 
 import pytest
@@ -157,19 +158,28 @@ def test_plain_paths_file_urls_and_http_give_the_same_stream(small_corpus, serve
     assert over_http.stats["bad_shards"] == {}
 
 
-def test_verified_http_shards_are_spooled_and_a_bad_one_is_never_used(small_corpus, tmp_path, serve):
+def test_verified_http_shards_are_spooled_and_a_bad_one_is_never_used(small_corpus, tmp_path, serve, monkeypatch):
     root = tmp_path / "tree"
     shutil.copytree(small_corpus.parent, root)
     bad = sorted((root / "arm_a" / "train").glob("*.tar"))[0]
     data = bytearray(bad.read_bytes())
     data[2000] ^= 0xFF
     bad.write_bytes(bytes(data))
+    spools, real = [], tempfile.TemporaryFile
+
+    def spool(*args, **kwargs):
+        spools.append((kwargs.get("dir"), real(*args, **kwargs)))
+        return spools[-1][1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", spool)
     stream = CorpusStream(f"{serve(root)}/corpus.json", verify_sha256=True, config=CorpusStream.Config(
         block=16, interleave=3, reader=ShardReader.Config(spool_dir=str(tmp_path))))
     samples = take(stream, 400)
     assert not any(s["__url__"].endswith(f"arm_a/train/{bad.name}") for s in samples)
     assert stream.stats["bad_shards"]["sha256_mismatch"] >= 1
-    assert not [p for p in tmp_path.iterdir() if p.is_file()], "spooled copies are removed"
+    stream.close()
+    assert len(spools) == stream.stats["shards_opened"] and {d for d, _ in spools} == {str(tmp_path)}
+    assert all(handle.closed for _, handle in spools), "every spooled copy is closed (and so deleted)"
 
 
 def test_a_stream_without_length_that_is_cut_hands_out_no_incomplete_sample(small_corpus, tmp_path, serve):
