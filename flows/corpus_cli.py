@@ -126,7 +126,7 @@ def components_table(manifest: CorpusManifest, split: str) -> Table:
 
 
 def plan_table(manifest: CorpusManifest, split: str, steps: int, batch_size: int) -> Table:
-    table = Table(title=f"a run of {steps:,} steps x batch {batch_size:,} = {steps * batch_size:,} samples drawn")
+    table = Table(title=f"a run: {steps:,} steps x {batch_size:,} = {steps * batch_size:,} draws")
     for column in ("component", "kind", "samples", "draws", "epochs"):
         table.add_column(column, justify="left" if column in ("component", "kind") else "right")
     for row in scale_plan(manifest, split=split, steps=steps, batch_size=batch_size):

@@ -168,8 +168,9 @@ class ShardOpener:
         """The longest wait between two attempts."""
         timeout_s: float = 60.0
         """Socket timeout of one HTTP request."""
-        s3_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-        """`s3fs.S3FileSystem` options, e.g. {"endpoint_url": "http://127.0.0.1:9000", "key": ..., "secret": ...}."""
+        s3_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+        """`s3fs.S3FileSystem` options, e.g. {"endpoint_url": "http://127.0.0.1:9000", "key": ..., "secret": ...};
+        left out of the repr, so a logged config never shows a secret."""
         s3_block_bytes: int = 8 * 2**20
         """Bytes per S3 range request."""
 

@@ -51,11 +51,20 @@ def test_inspect_prints_counts_the_run_plan_and_decoded_samples(datasets, capsys
     capsys.readouterr()
     assert main(["corpus", "inspect", str(corpus), "--steps", "1000", "--batch-size", "70"]) == 0
     out = capsys.readouterr().out
-    assert "VL:robot 1:6" in out and "70,000 samples drawn" in out
+    assert "VL:robot 1:6" in out and "1,000 steps x 70 = 70,000 draws" in out
     assert "10,000" in out and "156.25" in out  # VL: 1/7 of 70,000 draws over 64 samples
     assert "wrist.jpg (783 B): JPEG 16x16" in out and "state.npy (160 B): float32 (8,)" in out
     assert "instruction: put the red mug on the shelf" in out and "embodiment: arm_b" in out
     assert "user: <image> Describe the image in one sentence." in out
+
+
+def test_inspect_prints_how_the_recipe_scale_corpus_is_drawn(scale_corpus, capsys):
+    assert main(["corpus", "inspect", str(scale_corpus), "--samples", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "200,000,000" in out and "80,000,000" in out and "40,000 steps x 32,768 = 1,310,720,000 draws" in out
+    assert "85.71%" in out and "14.29%" in out
+    assert "teleop_towel │ robot │ 43,200,000 │ 242,670,446 │   5.62" in out
+    assert "vqa          │ vl    │ 20,000,000 │  46,811,429 │   2.34" in out
 
 
 def test_verify_passes_a_clean_corpus_and_names_every_bad_shard(datasets, capsys):

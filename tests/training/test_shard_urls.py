@@ -238,3 +238,4 @@ def test_s3_urls_through_s3fs_give_the_same_stream(small_corpus, s3_server):
     assert remote.stats["bad_shards"] == {}
     with pytest.raises(ShardNotFoundError):
         ShardOpener(ShardOpener.Config(s3_options=options)).read_bytes("s3://corpora/small/nothing.json")
+    assert "testing" not in repr(config), "a logged config shows no secret"
