@@ -143,16 +143,18 @@ class TeleopMcapSource(Source):
     def read(self, unit: WorkUnit, ledger: DropLedger) -> Iterator:
         """Each file's episodes (one, or one per segment when split at gaps), in file order."""
         for file in unit.files:
-            episode_id = f"{self.dataset_name}-{safe_key_part(file.removesuffix('.mcap'))}"
-            try:
-                recording = self._recording(file, episode_id)
-            except _FileProblem as problem:
-                ledger.quarantine(file=file, episode=episode_id, reason=problem.reason, message=str(problem))
-                continue
-            except MissingStreamError as error:
-                self.assembler.reject(error, file, episode_id, ledger)
-                continue
-            yield from self.assembler.episodes(recording, ledger)
+            yield from self._file_episodes(file, ledger)
+
+    def _file_episodes(self, file: str, ledger: DropLedger) -> list:
+        """The file's episodes; the recording (every frame of the log) is released before they are handed on."""
+        episode_id = f"{self.dataset_name}-{safe_key_part(file.removesuffix('.mcap'))}"
+        try:
+            return self.assembler.episodes(self._recording(file, episode_id), ledger)
+        except _FileProblem as problem:
+            ledger.quarantine(file=file, episode=episode_id, reason=problem.reason, message=str(problem))
+        except MissingStreamError as error:
+            self.assembler.reject(error, file, episode_id, ledger)
+        return []
 
     def take_resampling_rows(self) -> list[dict[str, Any]]:
         """Report rows (one per stream per file) of what was read since the last call."""

@@ -121,6 +121,7 @@ class UnitWorker:
                     sink.add(sample)
                     steps_by_split[sample.split.value] += 1
                 summary.episodes_written += len({s.episode_id for s in samples})
+                del episode, samples  # before the source reads the next one: one episode in memory, not two
             sink.close()
         except BaseException:
             sink.abort()
