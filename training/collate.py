@@ -28,17 +28,28 @@ import numpy as np
 import torch
 from transformers import ProcessorMixin
 
+from vlaforge.pipelines.corpus_manifest import ComponentKind as Kind
 from vlaforge.training.model.vla import RobotBatch
 from vlaforge.training.model.vlm import ATTENTION_MASK, IMAGE_GRID_THW, INPUT_IDS, MM_TOKEN_TYPE_IDS, PIXEL_VALUES
 from vlaforge.training.robot_batches import RobotExample
 from vlaforge.training.vl_batches import IGNORE_INDEX, VlExample
 
 
-class Kind(str, enum.Enum):
-    """A sample's kind, as the corpus stream labels it."""
+def _pinned(value: Any) -> Any:
+    """Tensors (also inside a dict) copied to page-locked memory, for asynchronous host-to-GPU copies."""
+    if isinstance(value, torch.Tensor):
+        return value.pin_memory()
+    if isinstance(value, dict):
+        return {name: _pinned(item) for name, item in value.items()}
+    return value
 
-    ROBOT = "robot"
-    VL = "vl"
+
+class _Pinnable:
+    """`pin_memory()` as the DataLoader's pin-memory thread calls it on custom batch types."""
+
+    def pin_memory(self):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(self, **{f.name: _pinned(getattr(self, f.name))  # type: ignore[arg-type]
+                                            for f in dataclasses.fields(self)})  # type: ignore[arg-type]
 
 
 class MixPolicy(str, enum.Enum):
@@ -49,11 +60,12 @@ class MixPolicy(str, enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
-class RobotTensors:
+class RobotTensors(_Pinnable):
     """A batch of robot timesteps."""
 
     keys: list[str]
     components: list[str]
+    epochs: list[int]
     embodiments: list[str]
     instructions: list[str]
     images: torch.Tensor
@@ -85,11 +97,12 @@ class RobotTensors:
 
 
 @dataclasses.dataclass(frozen=True)
-class VlTensors:
+class VlTensors(_Pinnable):
     """A batch of VL samples, right-padded."""
 
     keys: list[str]
     components: list[str]
+    epochs: list[int]
     tasks: list[str]
     inputs: dict[str, torch.Tensor]
     """input_ids, attention_mask, mm_token_type_ids [B, S]; pixel_values [ΣP, F] and image_grid_thw [ΣN_img, 3]
@@ -107,6 +120,10 @@ class CorpusBatch:
 
     robot: RobotTensors | None
     vl: VlTensors | None
+
+    def pin_memory(self) -> "CorpusBatch":
+        return CorpusBatch(robot=None if self.robot is None else self.robot.pin_memory(),
+                           vl=None if self.vl is None else self.vl.pin_memory())
 
     def __len__(self) -> int:
         return sum(len(part) for part in (self.robot, self.vl) if part is not None)
@@ -136,7 +153,8 @@ def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | 
                                     return_tensors="pt"))
     return RobotTensors(
         keys=[e.key for e in examples], components=[e.component for e in examples],
-        embodiments=[e.embodiment for e in examples], instructions=[e.instruction for e in examples],
+        epochs=[e.epoch for e in examples], embodiments=[e.embodiment for e in examples],
+        instructions=[e.instruction for e in examples],
         images=torch.from_numpy(np.stack([e.images for e in examples])),
         image_mask=torch.from_numpy(np.stack([e.image_mask for e in examples])),
         state=torch.from_numpy(np.stack([e.state for e in examples])),
@@ -169,7 +187,7 @@ def collate_vl(examples: Sequence[VlExample], pad_token_id: int) -> VlTensors:
         inputs[PIXEL_VALUES] = torch.cat([e.pixel_values for e in with_images])
         inputs[IMAGE_GRID_THW] = torch.cat([e.image_grid_thw for e in with_images])
     return VlTensors(keys=[e.key for e in examples], components=[e.component for e in examples],
-                     tasks=[e.task for e in examples], inputs=inputs,
+                     epochs=[e.epoch for e in examples], tasks=[e.task for e in examples], inputs=inputs,
                      labels=_pad([e.labels for e in examples], IGNORE_INDEX))
 
 

@@ -32,8 +32,11 @@ from vlaforge.training.bad_samples import BadSampleError
 from vlaforge.training.policy import normalization
 from vlaforge.training.policy.normalization import MODEL_WIDTH
 
+# Fields the corpus stream adds to every sample (training/corpus_stream.py).
 URL = "__url__"
 COMPONENT = "component"
+KIND = "kind"
+EPOCH = "epoch"
 FIELDS = ("state", "action")
 
 
@@ -86,6 +89,8 @@ class RobotExample:
 
     key: str
     component: str
+    epoch: int
+    """The component's epoch this sample was drawn in (0 when read outside a corpus stream)."""
     embodiment: str
     instruction: str
     images: np.ndarray
@@ -169,7 +174,8 @@ class RobotSampleTransform:
         actions[:valid_len] = scalers["action"](chunk[:valid_len])
         actions, action_mask = normalization.pad_last(actions, self.config.width)
         return RobotExample(
-            key=key, component=sample.get(COMPONENT, ""), embodiment=meta[MetaField.EMBODIMENT.value],
+            key=key, component=sample.get(COMPONENT, ""), epoch=int(sample.get(EPOCH, 0)),
+            embodiment=meta[MetaField.EMBODIMENT.value],
             instruction=meta.get(MetaField.INSTRUCTION.value, ""), images=images, image_mask=image_mask,
             state=state, state_mask=state_mask, actions=actions, action_mask=action_mask, valid_len=valid_len,
         )

@@ -29,7 +29,7 @@ from vlaforge.datasets.schema import ChatRole, VlMetaField, VlSampleKey
 from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.vl_samples import VlSampleError, check_conversation
 from vlaforge.training.bad_samples import BadSampleError
-from vlaforge.training.robot_batches import COMPONENT, URL
+from vlaforge.training.robot_batches import COMPONENT, EPOCH, URL
 
 IGNORE_INDEX = -100
 """Label of a position that carries no loss (the value transformers' cross-entropy ignores)."""
@@ -42,6 +42,8 @@ class VlExample:
 
     key: str
     component: str
+    epoch: int
+    """The component's epoch this sample was drawn in (0 when read outside a corpus stream)."""
     task: str
     input_ids: torch.Tensor
     """[S] int64."""
@@ -157,7 +159,8 @@ class VlSampleTransform:
         mask = torch.from_numpy(supervised_positions(ids.tolist(), self._start_id, self._end_id, self._headers,
                                                      self._newlines))
         return VlExample(
-            key=key, component=sample.get(COMPONENT, ""), task=meta.get(VlMetaField.TASK.value, ""),
+            key=key, component=sample.get(COMPONENT, ""), epoch=int(sample.get(EPOCH, 0)),
+            task=meta.get(VlMetaField.TASK.value, ""),
             input_ids=ids, mm_token_type_ids=inputs["mm_token_type_ids"][0],
             labels=torch.where(mask, ids, torch.full_like(ids, IGNORE_INDEX)),
             pixel_values=inputs.get("pixel_values", torch.zeros(0, 0)),

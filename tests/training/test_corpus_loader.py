@@ -1,0 +1,195 @@
+"""The corpus loader: a DataLoader with 2 workers over a real corpus manifest of DROID shards and VL shards."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import shutil
+import tarfile
+
+import pytest
+
+from vlaforge.datasets.synth.vl import write_vl_dataset
+from vlaforge.pipelines.corpus_manifest import (
+    ComponentKind,
+    CorpusConfig,
+    CorpusInput,
+    build_corpus,
+    write_corpus,
+)
+from vlaforge.pipelines.shard_reader import iter_samples
+from vlaforge.training.collate import Batcher, MixPolicy
+from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.robot_batches import RobotSampleTransform
+
+ROBOT = RobotSampleTransform.Config(cameras=("exterior_1", "wrist"), image_size=(32, 32), chunk_length=8)
+
+
+@pytest.fixture(scope="module")
+def processor_dir(tmp_path_factory, processor):
+    directory = tmp_path_factory.mktemp("processor")
+    processor.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, droid_shards):
+    """A corpus manifest of the DROID shards and a 42-sample VL caption dataset, VL:robot 1:6."""
+    root = tmp_path_factory.mktemp("corpus")
+    robot_dir, _ = droid_shards
+    vl_dir = write_vl_dataset(root / "vl", n_samples=42, image_size=(64, 64), shard_samples=8,
+                              validation_fraction=0.0)
+    inputs = [CorpusInput(path=robot_dir, kind=ComponentKind.ROBOT, name="droid"),
+              CorpusInput(path=vl_dir, kind=ComponentKind.VL, name="captions")]
+    path = root / "corpus.json"
+    write_corpus(build_corpus(inputs, path, CorpusConfig(seed=5)), path)
+    return path
+
+
+def train_keys(corpus_path):
+    """{component: every train sample key}, read straight from the shards."""
+    manifest = json.loads(corpus_path.read_text())
+    keys = {}
+    for component in manifest["components"]:
+        keys[component["name"]] = set()
+        for shard in component["shards"]:
+            if shard["split"] == "train":
+                with open(corpus_path.parent / shard["url"], "rb") as handle:
+                    keys[component["name"]] |= {s["__key__"] for s in iter_samples(handle, shard["url"], ("x",))}
+    return keys
+
+
+def make_loader(corpus_path, processor_dir, **options):
+    batch = Batcher.Config(batch_size=options.pop("batch_size", 7), policy=options.pop("policy", MixPolicy.MIXED))
+    config = CorpusLoader.Config(corpus_url=str(corpus_path), processor=processor_dir, robot=ROBOT, batch=batch,
+                                 robot_vlm_inputs=options.pop("robot_vlm_inputs", False),
+                                 **{"num_workers": 2, "seed": 11, **options})
+    return CorpusLoader(config)
+
+
+def samples_of(batch):
+    """(component, epoch, key) of each sample, in batch order (robot part, then VL part)."""
+    parts = [part for part in (batch.robot, batch.vl) if part is not None]
+    return [s for part in parts for s in zip(part.components, part.epochs, part.keys)]
+
+
+def take(loader, n):
+    return [samples_of(batch) for batch in itertools.islice(loader, n)]
+
+
+def until_epoch_done(loader, expected, limit=200):
+    """Batches until every component has delivered as many epoch-0 samples as it holds."""
+    seen = collections.defaultdict(list)
+    for batch in itertools.islice(loader, limit):
+        for component, epoch, key in samples_of(batch):
+            if epoch == 0:
+                seen[component].append(key)
+        if all(len(seen[c]) >= len(keys) for c, keys in expected.items()):
+            return seen
+    raise AssertionError(f"epoch 0 incomplete after {limit} batches: {({c: len(v) for c, v in seen.items()})}")
+
+
+def test_two_workers_deliver_every_sample_exactly_once_per_epoch_in_the_ratio(corpus, processor_dir):
+    expected = train_keys(corpus)
+    loader = make_loader(corpus, processor_dir)
+    seen = until_epoch_done(loader, expected)
+    for component, keys in expected.items():
+        assert sorted(seen[component]) == sorted(keys), component  # complete, and no key twice
+    assert set(loader.stream_stats) == {0, 1}  # both workers delivered
+    assert not loader.quarantined
+
+
+def test_batches_mix_both_kinds_and_carry_model_ready_tensors(corpus, processor_dir):
+    loader = make_loader(corpus, processor_dir, robot_vlm_inputs=True, batch_size=14)
+    batches = list(itertools.islice(loader, 6))
+    robot = sum(len(b.robot) for b in batches if b.robot)
+    vl = sum(len(b.vl) for b in batches if b.vl)
+    assert robot + vl == 6 * 14 and abs(vl - robot / 6) <= 2  # the corpus's 1:6, within a draw per worker
+    first = next(b for b in batches if b.robot is not None and b.vl is not None)
+    assert first.robot.images.shape[1:] == (2, 32, 32, 3) and first.robot.actions.shape[1:] == (8, 32)
+    assert first.robot.model_batch().vlm_inputs["image_grid_thw"].shape[0] == 2 * len(first.robot)
+    assert (first.vl.labels != -100).any(dim=1).all()
+
+
+@pytest.mark.parametrize("policy", list(MixPolicy))
+def test_resume_through_the_loader_state_gives_exactly_the_uninterrupted_batches(corpus, processor_dir, policy):
+    uninterrupted = take(make_loader(corpus, processor_dir, policy=policy), 14)
+    first = make_loader(corpus, processor_dir, policy=policy)
+    before = take(first, 5)  # odd: the next batch is worker 1's; several more sit prefetched, not consumed
+    state = json.loads(json.dumps(first.state_dict()))
+    assert state["next_worker"] == 1 and before == uninterrupted[:5]
+    resumed = make_loader(corpus, processor_dir, policy=policy)
+    resumed.load_state_dict(state)
+    assert take(resumed, 9) == uninterrupted[5:]
+
+
+def test_a_state_taken_before_any_batch_resumes_from_the_start(corpus, processor_dir):
+    fresh = make_loader(corpus, processor_dir)
+    state = fresh.state_dict()
+    assert set(state["workers"]) == {"0", "1"}
+    resumed = make_loader(corpus, processor_dir)
+    resumed.load_state_dict(state)
+    assert take(resumed, 3) == take(make_loader(corpus, processor_dir), 3)
+
+
+def test_elastic_resume_from_two_workers_to_one_neither_repeats_nor_skips(corpus, processor_dir):
+    expected = train_keys(corpus)
+    first = make_loader(corpus, processor_dir)
+    before = [s for batch in take(first, 6) for s in batch]
+    state = json.loads(json.dumps(first.state_dict()))
+    single = make_loader(corpus, processor_dir, num_workers=0)
+    single.load_state_dict(state)  # one rank held every slot: its state is a whole checkpoint
+    remaining = {c: keys - {k for comp, epoch, k in before if comp == c and epoch == 0} for c, keys in
+                 expected.items()}
+    after = until_epoch_done(single, remaining)
+    for component, keys in expected.items():
+        got = [k for c, e, k in before if c == component and e == 0] + after[component]
+        assert sorted(got) == sorted(keys), component
+
+
+def test_a_corrupt_frame_is_quarantined_by_reason_or_stops_the_run(tmp_path, corpus, droid_shards, processor_dir):
+    # Copy both datasets and break one JPEG inside one robot shard, keeping its size (no sha256 check here).
+    shutil.copytree(droid_shards[0], tmp_path / "droid")
+    shutil.copytree(corpus.parent / "vl", tmp_path / "vl")
+    inputs = [CorpusInput(path=tmp_path / "droid", kind=ComponentKind.ROBOT, name="droid"),
+              CorpusInput(path=tmp_path / "vl", kind=ComponentKind.VL, name="captions")]
+    copy = tmp_path / "tree"
+    copy.mkdir()
+    write_corpus(build_corpus(inputs, copy / "corpus.json", CorpusConfig(seed=5)), copy / "corpus.json")
+    manifest = json.loads((copy / "corpus.json").read_text())
+    shard = next(s for c in manifest["components"] if c["name"] == "droid" for s in c["shards"]
+                 if s["split"] == "train")
+    path = copy / shard["url"]
+    with tarfile.open(path) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("wrist.jpg"))
+    bad_key = member.name.split(".")[0]
+    data = bytearray(path.read_bytes())
+    data[member.offset_data:member.offset_data + member.size] = b"\x00" * member.size
+    path.write_bytes(bytes(data))
+
+    loader = make_loader(copy / "corpus.json", processor_dir, bad_samples="quarantine")
+    seen = until_epoch_done(loader, {"droid": train_keys(copy / "corpus.json")["droid"] - {bad_key}})
+    assert bad_key not in seen["droid"]
+    assert loader.quarantine_counts() == {"bad_image": 1}
+    drop = next(iter(loader.quarantined.values()))
+    assert drop.episode == bad_key and shard["url"].split("/")[-1] in drop.file and "wrist.jpg" in drop.message
+
+    strict = make_loader(copy / "corpus.json", processor_dir)
+    with pytest.raises(Exception, match=bad_key):
+        until_epoch_done(strict, train_keys(copy / "corpus.json"))
+
+
+def test_config_and_state_errors_name_the_problem(corpus, processor_dir):
+    with pytest.raises(ValueError, match="num_workers"):
+        CorpusLoader.Config(corpus_url=str(corpus), num_workers=-1)
+    with pytest.raises(ValueError, match="processor"):
+        CorpusLoader(CorpusLoader.Config(corpus_url=str(corpus)))
+    other = make_loader(corpus, processor_dir)
+    state = other.state_dict()
+    with pytest.raises(ValueError, match="every rank"):
+        CorpusLoader.combine([dict(state, rank=1, world_size=2)])
+    with pytest.raises(ValueError, match="pass CorpusLoader.combine"):
+        other.load_state_dict(dict(state, world_size=2))  # one rank of two cannot resume a different layout alone
+    with pytest.raises(ValueError, match="rank 1's"):
+        other.load_state_dict(dict(state, rank=1))

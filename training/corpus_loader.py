@@ -1,0 +1,304 @@
+"""`CorpusLoader`: one rank's training batches from a corpus manifest URL, through a PyTorch DataLoader, resumable.
+
+    loader = CorpusLoader(CorpusLoader.Config(corpus_url="s3://bucket/corpus.json", processor="/ckpt/vlm"),
+                          rank=rank, world_size=world_size)
+    loader.load_state_dict(checkpoint["loader"])      # optional: continue exactly where the checkpoint was taken
+    for batch in loader:                              # endless; a CorpusBatch (training/collate.py)
+        ...
+        checkpoint["loader"] = loader.state_dict()    # JSON-able
+
+Each DataLoader worker runs one `CorpusStream` slot (worker ids from `get_worker_info()`), turns raw samples into
+examples (`robot_batches`, `vl_batches`), groups them by the mixing policy and collates them (`collate`), so decoding
+and tokenization happen in the workers and batches reach the trainer prefetched (`prefetch_factor` per worker).
+
+Resume. Every batch carries its worker's resume record (the `Batcher`'s: stream state and consumed draws) and the
+main process keeps, per worker, the record of the last batch the trainer took: batches still prefetched in the queue
+are not consumed. The state also names the worker whose batch comes next. The DataLoader hands out batches round
+robin from its worker 0, so a resumed loader rotates the workers' roles (DataLoader worker i plays slot
+(i + next) mod N): the batch order after a resume is exactly the uninterrupted run's.
+
+With a different number of workers or ranks (elastic), `CorpusLoader.combine` gathers every rank's state into one
+checkpoint whose streams the new slots split between them (`stream_state`): nothing of an epoch under way is
+skipped or repeated under `MixPolicy.MIXED`. Under `BY_KIND`, samples consumed after the oldest sample still waiting
+in a kind's buffer are read again (at most what was drawn while that buffer filled).
+
+Bad samples: `BadSamplePolicy.RAISE` stops the run with the error; `QUARANTINE` sets the sample aside, and the
+loader gathers each worker's records in `quarantined` (one per sample, by reason, however often it is re-read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from transformers import AutoProcessor, ProcessorMixin
+
+from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusError, CorpusManifest
+from vlaforge.pipelines.drops import Drop, count_by_reason
+from vlaforge.training import bad_samples
+from vlaforge.training.bad_samples import BadSampleError, BadSamplePolicy
+from vlaforge.training.collate import Batcher, CorpusBatch, make_collate
+from vlaforge.training.corpus_stream import CorpusStream
+from vlaforge.training.robot_batches import KIND, RobotSampleTransform
+from vlaforge.training.shard_urls import ShardOpener, resolve_url
+from vlaforge.training.stream_state import combine_states
+from vlaforge.training.vl_batches import VlSampleTransform
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "vlaforge.corpus-loader-state/1"
+CHECKPOINT_FORMAT = "vlaforge.corpus-loader-checkpoint/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerBatch:
+    """What a worker sends the main process: a batch (None: only records) and the bookkeeping that rides with it."""
+
+    batch: CorpusBatch | None
+    worker: int
+    """The slot's worker id (not the DataLoader's, which is rotated after a resume)."""
+    resume: dict[str, Any]
+    """The Batcher's resume record after this batch."""
+    drops: list[Drop]
+    """Samples quarantined since the worker's previous batch."""
+    stream_stats: dict[str, Any]
+    """The stream's counters (samples, shards opened, bad shards by reason)."""
+
+    def pin_memory(self) -> "WorkerBatch":
+        return self if self.batch is None else dataclasses.replace(self, batch=self.batch.pin_memory())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything a worker needs, picklable: the configs, this rank, the statistics and the resume records."""
+
+    config: "CorpusLoader.Config"
+    rank: int
+    world_size: int
+    stats: dict[str, dict[str, Any]]
+    processor: ProcessorMixin | None
+    """Loaded once in the trainer's process; workers inherit it (a Qwen tokenizer takes about a second to load)."""
+    resume: dict[int, dict[str, Any]]
+    rotation: int
+
+
+class CorpusDataset(IterableDataset):
+    """One rank's batches; each DataLoader worker iterates one stream slot (see the module docstring)."""
+
+    def __init__(self, plan: _Plan) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def __iter__(self) -> Iterator[WorkerBatch]:
+        info = get_worker_info()
+        physical, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        config = self.plan.config
+        if workers != max(config.num_workers, 1):
+            raise RuntimeError(f"CorpusDataset was planned for {config.num_workers} workers, runs in {workers}")
+        worker = (physical + self.plan.rotation) % workers
+        stream = CorpusStream(config.corpus_url, rank=self.plan.rank, world_size=self.plan.world_size,
+                              worker_id=worker, num_workers=workers, seed=config.seed, split=config.split,
+                              verify_sha256=config.verify_sha256, config=config.stream)
+        robot = config.robot.build(self.plan.stats)
+        vl = None
+        if self.plan.processor is not None:
+            vl = VlSampleTransform(VlSampleTransform.Config(processor=config.processor,
+                                                            max_length=config.vl_max_length), self.plan.processor)
+        collate = make_collate(None if vl is None else vl.processor, 0 if vl is None else vl.pad_token_id,
+                               config.robot_vlm_inputs)
+        batcher = Batcher(config.batch, collate, stream.state_dict)
+        if worker in self.plan.resume:
+            stream.load_state_dict(batcher.load(self.plan.resume[worker]))
+        try:
+            yield from self._batches(stream, batcher, {ComponentKind.ROBOT: robot, ComponentKind.VL: vl}, worker)
+        finally:
+            stream.close()
+
+    def _batches(self, stream: CorpusStream, batcher: Batcher, transforms: Mapping[ComponentKind, Any],
+                 worker: int) -> Iterator[WorkerBatch]:
+        policy = self.plan.config.bad_samples
+        drops: list[Drop] = []
+        samples = iter(stream)
+        while True:
+            batcher.before_draw()
+            raw = next(samples, None)
+            if raw is None:
+                break
+            kind = ComponentKind(raw[KIND])
+            index = batcher.draw(kind)
+            if index is None:
+                continue
+            try:
+                example = transforms[kind](raw)
+            except BadSampleError as error:
+                bad_samples.handle(error, policy, drops)
+                continue
+            for batch, resume in batcher.add(index, kind, example):
+                yield WorkerBatch(batch, worker, resume, drops, _plain(stream.stats))
+                drops = []
+        for batch, resume in batcher.finish():  # the corpus stream is endless; a finite one ends here
+            yield WorkerBatch(batch, worker, resume, drops, _plain(stream.stats))
+            drops = []
+
+
+def _plain(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The stream's counters as JSON-able data (Counters become dicts)."""
+    return json.loads(json.dumps(stats))
+
+
+class CorpusLoader:
+    """One rank's endless iterator of `CorpusBatch`es over a corpus manifest URL (see the module docstring)."""
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Config:
+        corpus_url: str
+        """The corpus manifest: a path, file://, http(s):// or s3:// URL."""
+        processor: str | None = None
+        """Qwen3-VL processor (directory or hub id): tokenizes VL samples, and each robot sample's frames +
+        instruction when `robot_vlm_inputs`. None: robot batches carry frames only, and VL components are refused."""
+        robot_vlm_inputs: bool = True
+        """Tokenize robot samples' frames + instruction in the workers (needs `processor`)."""
+        robot: RobotSampleTransform.Config = dataclasses.field(default_factory=RobotSampleTransform.Config)
+        """Frame size, cameras, chunk length, normalization."""
+        vl_max_length: int = 4096
+        """VL samples with more tokens are bad samples (truncation would cut images or answers)."""
+        batch: Batcher.Config = dataclasses.field(default_factory=Batcher.Config)
+        """Batch size (per rank) and mixing policy."""
+        num_workers: int = 2
+        """DataLoader worker processes, each one stream slot; 0 runs the stream in the trainer's process."""
+        prefetch_factor: int = 2
+        """Batches each worker prepares ahead."""
+        pin_memory: bool = False
+        """Page-locked batches for asynchronous copies to a GPU."""
+        seed: int | None = None
+        """Shard order and shuffle seed; None: the corpus manifest's."""
+        split: str = "train"
+        """The split of every component to read."""
+        verify_sha256: bool = False
+        """Check every shard's sha256 before using it (remote shards are spooled while hashed)."""
+        stream: CorpusStream.Config = dataclasses.field(default_factory=CorpusStream.Config)
+        """Shuffle block, interleave, bad-shard policy, retries and S3 options."""
+        bad_samples: BadSamplePolicy = BadSamplePolicy.RAISE
+        """What a sample that does not decode does: stop the run, or be quarantined and counted."""
+
+        def __post_init__(self) -> None:
+            object.__setattr__(self, "bad_samples", BadSamplePolicy(self.bad_samples))
+            if self.num_workers < 0:
+                raise ValueError(f"CorpusLoader.Config.num_workers must be >= 0, got {self.num_workers}")
+            if self.prefetch_factor < 1:
+                raise ValueError(f"CorpusLoader.Config.prefetch_factor must be >= 1, got {self.prefetch_factor}")
+            if self.robot_vlm_inputs and self.processor is None:
+                object.__setattr__(self, "robot_vlm_inputs", False)
+
+    def __init__(self, config: Config, *, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"CorpusLoader: rank {rank} must be in [0, world_size={world_size})")
+        self.config = config
+        self.rank = rank
+        self.world_size = world_size
+        self.stats = self._load_stats()
+        self.processor = None if config.processor is None else AutoProcessor.from_pretrained(config.processor)
+        self.quarantined: dict[tuple[str, str], Drop] = {}
+        self.stream_stats: dict[int, dict[str, Any]] = {}
+        self._records: dict[int, dict[str, Any]] = {}
+        self._next_worker = 0
+        self._batches = 0
+
+    @property
+    def slots(self) -> int:
+        """Stream slots of this rank (DataLoader workers, or 1 in-process)."""
+        return max(self.config.num_workers, 1)
+
+    def __iter__(self) -> Iterator[CorpusBatch]:
+        plan = _Plan(self.config, self.rank, self.world_size, self.stats, self.processor, dict(self._records),
+                     self._next_worker)
+        options: dict[str, Any] = {}
+        if self.config.num_workers:
+            options = {"prefetch_factor": self.config.prefetch_factor, "persistent_workers": False}
+        loader = DataLoader(CorpusDataset(plan), batch_size=None, num_workers=self.config.num_workers,
+                            pin_memory=self.config.pin_memory, **options)
+        for item in loader:
+            self._take(item)
+            if item.batch is not None:
+                yield item.batch
+
+    def _take(self, item: WorkerBatch) -> None:
+        self._records[item.worker] = item.resume
+        self._next_worker = (item.worker + 1) % self.slots
+        self.stream_stats[item.worker] = item.stream_stats
+        for drop in item.drops:
+            self.quarantined.setdefault((drop.file, drop.episode), drop)
+        self._batches += item.batch is not None
+
+    def quarantine_counts(self) -> dict[str, int]:
+        """Quarantined samples per reason."""
+        return count_by_reason(list(self.quarantined.values()))
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's position: per worker, the resume record of the last batch taken; JSON-able."""
+        workers = {}
+        for worker in range(self.slots):
+            # A worker that has not delivered a batch yet resumes from its stream's start.
+            workers[str(worker)] = self._records.get(worker) or {"stream": self._fresh_state(worker), "skip": {}}
+        return {"format": STATE_FORMAT, "rank": self.rank, "world_size": self.world_size, "num_workers": self.slots,
+                "next_worker": self._next_worker, "batches": self._batches, "workers": workers}
+
+    @staticmethod
+    def combine(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """One checkpoint from every rank's `state_dict()`, to resume with a different number of ranks or workers."""
+        ranks = sorted(state["rank"] for state in states)
+        world = {state["world_size"] for state in states}
+        if len(world) != 1 or ranks != list(range(world.pop())):
+            raise ValueError(f"CorpusLoader.combine needs the state of every rank once; got ranks {ranks}")
+        streams = [record["stream"] for state in states for record in state["workers"].values()]
+        return {"format": CHECKPOINT_FORMAT, "streams": combine_states(streams)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from this rank's `state_dict()` (same ranks and workers), or from `combine()` of every rank's."""
+        if state.get("format") == STATE_FORMAT and (state["world_size"], state["num_workers"]) == (
+                self.world_size, self.slots):
+            if state["rank"] != self.rank:
+                raise ValueError(f"the loader state is rank {state['rank']}'s; this loader is rank {self.rank}")
+            self._records = {int(worker): record for worker, record in state["workers"].items()}
+            self._next_worker = int(state["next_worker"])
+            self._batches = int(state["batches"])
+            return
+        if state.get("format") == STATE_FORMAT and state["world_size"] == 1:
+            state = self.combine([state])  # one rank held every slot: its state is a whole checkpoint
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"the loader state was saved with {state.get('world_size')} ranks x {state.get('num_workers')} "
+                f"workers, this loader has {self.world_size} x {self.slots}; pass CorpusLoader.combine(states of "
+                "every rank) to resume elastically")
+        if self.config.batch.policy.value != "mixed":
+            log.warning("elastic resume under %s: samples consumed after a kind's oldest waiting sample are read "
+                        "again", self.config.batch.policy.value)
+        self._records = {worker: {"stream": state["streams"], "skip": {}} for worker in range(self.slots)}
+        self._next_worker = 0
+
+    def _fresh_state(self, worker: int) -> dict[str, Any]:
+        config = self.config
+        stream = CorpusStream(config.corpus_url, rank=self.rank, world_size=self.world_size, worker_id=worker,
+                              num_workers=self.slots, seed=config.seed, split=config.split, config=config.stream)
+        return stream.state_dict()
+
+    def _load_stats(self) -> dict[str, dict[str, Any]]:
+        """{component: stats.json document} of every robot component, read from the manifest's statistics URLs."""
+        opener = ShardOpener(self.config.stream.opener)
+        url = self.config.corpus_url
+        manifest = CorpusManifest.from_json(opener.read_bytes(url), url)
+        if self.config.processor is None and any(c.kind is ComponentKind.VL for c in manifest.components):
+            raise CorpusError(f"{url}: the corpus has VL components; set CorpusLoader.Config.processor to the "
+                              "Qwen3-VL processor that tokenizes them")
+        stats = {}
+        for component in manifest.components:
+            if component.kind is ComponentKind.ROBOT:
+                if not component.stats_url:
+                    raise CorpusError(f"{url}: robot component {component.name!r} has no stats_url")
+                stats_url = resolve_url(url, component.stats_url)
+                stats[component.name] = json.loads(opener.read_bytes(stats_url))
+        return stats
