@@ -92,7 +92,7 @@ class ComponentCursor:
             if self.consumed >= self._sequence.length:
                 self._finish_epoch()
                 continue
-            index = self.consumed // self.world.block
+            index = self.consumed // self._sequence.block
             if self._block_index != index:
                 self._load_block(index)
             start, _ = self._sequence.block_bounds(index)
