@@ -224,7 +224,7 @@ class TimelineAssembler:
         except TimelineError as error:
             self.reject(error, recording.file, recording.episode_id, ledger)
             return []
-        pieces = self._pieces(resampled, recording, ledger)
+        pieces, outcome = self._pieces(resampled, recording, ledger)
         try:
             episodes = self._build(recording, resampled, pieces)
         except _CameraFrameError as error:
@@ -232,7 +232,9 @@ class TimelineAssembler:
                        f"or leave this camera out of `cameras`")
             ledger.quarantine(file=recording.file, episode=recording.episode_id, reason=DropReason.BAD_IMAGE,
                               message=message, steps=resampled.report.ticks)
-            return []
+            episodes, outcome = [], "quarantined"
+        self.rows += report_rows(resampled.report, recording.roles(), episode_id=recording.episode_id,
+                                 file=recording.file, outcome=outcome, segments=len(episodes))
         return episodes
 
     def reject(self, error: TimelineError, file: str, episode_id: str, ledger: DropLedger) -> None:
@@ -252,26 +254,24 @@ class TimelineAssembler:
         else:
             ledger.quarantine(file=file, episode=episode_id, reason=reason, message=message)
 
-    def _pieces(self, resampled: Resampled, recording: Recording, ledger: DropLedger) -> list[tuple[int, int]]:
-        """Tick ranges to build, after the gap policy; records the report rows with the outcome."""
+    def _pieces(self, resampled: Resampled, recording: Recording,
+                ledger: DropLedger) -> tuple[list[tuple[int, int]], str]:
+        """Tick ranges to build after the gap policy, and the outcome ("kept", "flagged", "split", "dropped")."""
         report, policy = resampled.report, self.config.on_gap
-        pieces = [(0, report.ticks)]
-        outcome = "kept"
-        if report.gaps and policy is GapPolicy.DROP:
-            pieces, outcome = [], "dropped"
+        if not report.gaps:
+            return [(0, report.ticks)], "kept"
+        if policy is GapPolicy.FLAG:
+            return [(0, report.ticks)], "flagged"
+        segments = resampled.segments() if policy is GapPolicy.SPLIT else []
+        if not segments:  # on_gap=drop, or a split that leaves no tick outside the gaps
             worst = max(report.gaps, key=lambda gap: gap.seconds)
             ledger.drop(file=recording.file, episode=recording.episode_id, reason=DropReason.TIMELINE_GAP,
                         steps=report.ticks,
                         message=f"{recording.file}: {len(report.gaps)} gaps longer than "
                                 f"{self.config.gap_threshold_s:g} s, the longest {worst.seconds:.3f} s in "
-                                f"{worst.stream}; dropped (on_gap=drop)")
-        elif report.gaps and policy is GapPolicy.SPLIT:
-            pieces, outcome = resampled.segments(), "split"
-        elif report.gaps:
-            outcome = "flagged"
-        self.rows += report_rows(report, recording.roles(), episode_id=recording.episode_id, file=recording.file,
-                                 outcome=outcome, segments=len(pieces))
-        return pieces
+                                f"{worst.stream}; dropped (on_gap={policy.value})")
+            return [], "dropped"
+        return segments, "split"
 
     def _build(self, recording: Recording, resampled: Resampled, pieces: list[tuple[int, int]]) -> list[Episode]:
         if not pieces:

@@ -25,7 +25,6 @@ names the file, the dataset and the fix; the timeline's checks (order, gaps) fol
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -48,8 +47,6 @@ from vlaforge.datasets.teleop import (
 )
 from vlaforge.datasets.timeline import NS_PER_S, MissingStreamError, seconds_to_ns
 from vlaforge.pipelines.drops import DropLedger, DropReason
-
-logger = logging.getLogger(__name__)
 
 QPOS = "observations/qpos"
 QVEL = "observations/qvel"

@@ -22,7 +22,6 @@ topic and the message index; the timeline's own checks (order, missing streams, 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
 import struct
 from collections.abc import Iterator, Mapping
@@ -50,8 +49,6 @@ from vlaforge.datasets.teleop import (
 )
 from vlaforge.datasets.timeline import MissingStreamError
 from vlaforge.pipelines.drops import DropLedger, DropReason
-
-logger = logging.getLogger(__name__)
 
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 JOINT_STATE = "sensor_msgs/msg/JointState"
@@ -301,8 +298,9 @@ class TeleopMcapSource(Source):
 
     def _velocities(self, joints: dict[str, _Joints]) -> list[VectorStream]:
         """The followers' velocities as one extra per arm; `_concat` joins them into qvel [n, 14]."""
+        width = len(self.config.joint_names)
         return [VectorStream(topic, "extra.qvel", np.asarray(joints[topic].stamps, dtype=np.int64),
-                             np.asarray(joints[topic].velocity, dtype=np.float64).reshape(-1, len(self.config.joint_names)))
+                             np.asarray(joints[topic].velocity, dtype=np.float64).reshape(-1, width))
                 for topic in self.config.state_topics]
 
 

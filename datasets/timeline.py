@@ -283,7 +283,8 @@ def seconds_to_ns(seconds: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(seconds, dtype=np.float64) * NS_PER_S).astype(np.int64)
 
 
-def report_rows(report: TimelineReport, roles: Mapping[str, str] | None = None, **identity: Any) -> list[dict[str, Any]]:
+def report_rows(report: TimelineReport, roles: Mapping[str, str] | None = None,
+                **identity: Any) -> list[dict[str, Any]]:
     """One row per stream for the resampling table, each led by `identity` (episode id, file, ...) and the
     stream's role (`roles[stream]`, what it feeds)."""
     return [

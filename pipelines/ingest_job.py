@@ -109,6 +109,8 @@ class UnitWorker:
 
     def _run(self, unit: WorkUnit) -> UnitSummary:
         self._remove_stale_temporaries(unit)
+        if isinstance(self.source, ReportsResampling):
+            self.source.take_resampling_rows()  # rows of a unit that failed in this worker belong to no summary
         summary = UnitSummary(unit=unit.index)
         ledger = DropLedger()
         sink = ShardSink(self.output, self.dataset, unit.index, list(unit.files), self.job.shards)

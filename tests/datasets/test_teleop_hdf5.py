@@ -1,4 +1,4 @@
-"""TeleopHdf5Source on files in the ALOHA layout: fixed rate and per-stream timestamps, raw and JPEG frames, bad input."""
+"""TeleopHdf5Source on ALOHA-layout files: fixed rate or per-stream timestamps, raw or JPEG frames, bad input."""
 
 import h5py
 import numpy as np
@@ -52,7 +52,8 @@ def test_a_fixed_rate_compressed_file_resamples_50_hz_rows_onto_30_hz_ticks(fixe
     chosen = _nearest(rows_ns, ticks)
     np.testing.assert_array_equal(episode.state, _joined(fixed.follower)[chosen].astype(np.float32))
     np.testing.assert_array_equal(episode.action, _joined(fixed.leader)[chosen].astype(np.float32))
-    np.testing.assert_array_equal(episode.extras["qvel"], _joined(fixed.follower, "velocity")[chosen].astype(np.float32))
+    qvel = _joined(fixed.follower, "velocity")[chosen].astype(np.float32)
+    np.testing.assert_array_equal(episode.extras["qvel"], qvel)
     for name, camera in CAMERAS.items():
         assert episode.frames[camera] == [fixed.cameras[name].jpeg[i] for i in chosen]  # padding cut by compress_len
     assert episode.instructions == [fixed.instruction] and episode.state_names == DIMENSION_NAMES

@@ -163,8 +163,9 @@ def test_a_frame_that_does_not_decode_is_quarantined_naming_topic_and_measuremen
     bad, path = _damaged(recording, tmp_path)
     bad.cameras["cam_high"].jpeg[10] = bad.cameras["cam_high"].jpeg[10][:200]  # cut mid-scan: no end marker
     write_teleop_mcap(path, bad)
-    episodes, (drop,), _ = _read(tmp_path)
+    episodes, (drop,), rows = _read(tmp_path)
     assert len(episodes) == 1
+    assert {row["outcome"] for row in rows if row["file"] == "episode_0001.mcap"} == {"quarantined"}
     assert drop.reason.value == "bad_image"
     assert "/cam_high/image_raw/compressed, measurement 10" in drop.message and "not a complete JPEG" in drop.message
 
