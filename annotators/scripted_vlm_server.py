@@ -9,6 +9,7 @@ content that a random-weight model could never produce.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import http.server
 import json
@@ -51,8 +52,7 @@ class ScriptedVlmServer:
         self._in_flight = 0
         self._faults: collections.deque[tuple[int, float, str | None]] = collections.deque()
         self._lock = threading.Lock()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="scripted-vlm", daemon=True)
 
@@ -130,6 +130,11 @@ class ScriptedVlmServer:
         }
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops connections when 32 clients connect at once
+
+
 def _error(status: int, message: str) -> dict[str, Any]:
     kinds = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError", 429: "RateLimitError"}
     return {"error": {"message": message, "type": kinds.get(status, "InternalServerError"), "param": None,
@@ -139,6 +144,7 @@ def _error(status: int, message: str) -> dict[str, Any]:
 def _handler_for(server: ScriptedVlmServer) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
             """Quiet: tests and benchmarks read `server.requests` instead."""
@@ -183,3 +189,21 @@ def _handler_for(server: ScriptedVlmServer) -> type[http.server.BaseHTTPRequestH
             self.wfile.write(data)
 
     return Handler
+
+
+def main() -> None:
+    """Serve a fixed answer from its own process (benchmarks keep client and server off one GIL): prints the API
+    root on the first line of stdout, then serves until terminated."""
+    parser = argparse.ArgumentParser(description="a local OpenAI-compatible server answering a fixed text")
+    parser.add_argument("--answer", default="A robot arm above a table.")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--model", default="scripted-vlm")
+    args = parser.parse_args()
+    server = ScriptedVlmServer(lambda body: args.answer, model=args.model, latency_s=args.latency_ms / 1000)
+    with server:
+        print(server.url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
