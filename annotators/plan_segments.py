@@ -87,7 +87,8 @@ def gripper_closed(signal: np.ndarray, closed_above: float, hysteresis: float) -
     return closed
 
 
-def pauses(positions: np.ndarray, timestamps: np.ndarray, pause_speed: float, min_pause_s: float) -> list[tuple[int, int]]:
+def pauses(positions: np.ndarray, timestamps: np.ndarray, pause_speed: float,
+           min_pause_s: float) -> list[tuple[int, int]]:
     """[start, stop) step ranges where the speed of `positions` [n, 3] stays below `pause_speed` for at least
     `min_pause_s`, excluding stillness that touches the episode's first or last step (waiting, not a sub-task end)."""
     if len(positions) < 2:

@@ -97,7 +97,8 @@ class PinholeCamera:
 
     def visible(self, pixels: np.ndarray, depth: np.ndarray) -> np.ndarray:
         """[n] bool: in front of the camera and inside the image."""
-        inside = (pixels[:, 0] >= 0) & (pixels[:, 0] <= self.width) & (pixels[:, 1] >= 0) & (pixels[:, 1] <= self.height)
+        x, y = pixels[:, 0], pixels[:, 1]
+        inside = (x >= 0) & (x <= self.width) & (y >= 0) & (y <= self.height)
         return (depth > 0) & inside
 
 
@@ -146,7 +147,8 @@ def _camera(path: pathlib.Path, episode: str, camera: str, spec: dict[str, Any])
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CalibrationError(f"{where}: needs intrinsics {{fx, fy, cx, cy, width, height}} and extrinsics "
-                               f"[x, y, z, rx, ry, rz] or camera_to_base 4x4 ({type(error).__name__}: {error})") from None
+                               f"[x, y, z, rx, ry, rz] or camera_to_base 4x4 ({type(error).__name__}: "
+                               f"{error})") from None
     if min(camera_model.fx, camera_model.fy, camera_model.width, camera_model.height) <= 0:
         raise CalibrationError(f"{where}: focal lengths and image size must be > 0")
     return camera_model

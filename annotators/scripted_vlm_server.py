@@ -109,7 +109,7 @@ class ScriptedVlmServer:
                 return 400, _error(400, "messages must be a non-empty list"), {}
             try:
                 return 200, self._reply(body), {}
-            except Exception as error:  # noqa: BLE001 - a responder bug is the server's 500, as a real server's would be
+            except Exception as error:  # noqa: BLE001 - a responder bug is a 500, as a real server's bug is
                 return 500, _error(500, f"responder failed: {type(error).__name__}: {error}"), {}
         finally:
             self._leave()

@@ -133,7 +133,8 @@ class HttpVlm(VlmClient):
         try:
             body = self._with_retries("GET", f"{self.api_root}/models", None, "model list")
         except _Refused as refused:
-            raise VlmConfigError(f"{self.api_root}/models: {refused}; pass the served model name (--vlm-model)") from None
+            raise VlmConfigError(f"{self.api_root}/models: {refused}; pass the served model name "
+                                 "(--vlm-model)") from None
         models = [m.get("id") for m in body.get("data", []) if isinstance(m, dict)]
         if not models or not models[0]:
             raise VlmConfigError(f"{self.api_root}/models lists no model; pass the served model name (--vlm-model)")

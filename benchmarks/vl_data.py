@@ -12,7 +12,8 @@ against a local chat-completions server at 1, 8 and 32 requests in flight.
    choice, prompts, validation, JPEG checks, sample encoding): close to 1 means the model is the cost. The
    trajectory generator asks no model (projection only): its row has no baseline.
 2. HTTP backend against `ScriptedVlmServer` in its own process (so client and server do not share a GIL),
-   answering every request after a fixed latency (default 50 ms, like a busy vLLM): requests/s at 1, 8 and 32 concurrent requests, against the ideal (concurrency / latency), and the
+   answering every request after a fixed latency (default 50 ms, like a busy vLLM): requests/s at 1, 8 and 32
+   concurrent requests, against the ideal (concurrency / latency), and the
    caption generator on the same server fed all episodes in one batch, and through `VlJob` (which calls a stage
    once per episode, so at most one episode's requests are in flight).
 
@@ -58,7 +59,8 @@ class Sizes:
 
     @classmethod
     def for_mode(cls, quick: bool, repeats: int | None) -> "Sizes":
-        return cls(episodes=2 if quick else 4, http_requests=32 if quick else 96, repeats=repeats or (2 if quick else 3))
+        return cls(episodes=2 if quick else 4, http_requests=32 if quick else 96,
+                   repeats=repeats or (2 if quick else 3))
 
 
 class Recording:
@@ -206,7 +208,8 @@ def main() -> None:
             ["concurrency", "requests", "req/s", "vs 1", "vs ideal", "caption/s batch", "caption/s per episode"],
             http_rows(work, sizes, args.latency_ms / 1000),
             ["vs ideal: req/s over concurrency / latency; caption/s: the caption generator's samples/s with all",
-             "episodes in one call, and one episode (4 frames, so at most 4 requests in flight) per call as VlJob does"],
+             "episodes in one call, and one episode (4 frames, so at most 4 requests in flight) per call, as",
+             "VlJob calls its stages"],
         )
     print(f"\ntotal {time.perf_counter() - started:.0f} s, {sizes.repeats} timed runs each")
 

@@ -66,7 +66,8 @@ class VlParquetSource(Source):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self._selection: dict[tuple[str, int], tuple[str, str]] | None = None
+        self._selection: tuple[str, dict[int, tuple[str, str]]] | None = None
+        """(file, row -> (status, duplicate_of)) of the file being read: one file's rows in memory at a time."""
 
     @property
     def root(self) -> pathlib.Path:
@@ -179,7 +180,11 @@ class VlParquetSource(Source):
     def _status(self, file: str, row: int) -> tuple[str, str]:
         if self.config.selection is None:
             return KEEP, ""
-        if self._selection is None:
-            table = pq.read_table(self.config.selection).to_pylist()
-            self._selection = {(r["file"], r["row"]): (r["status"], r["duplicate_of"] or "") for r in table}
-        return self._selection.get((file, row), (KEEP, ""))
+        if self._selection is None or self._selection[0] != file:
+            table = pq.read_table(self.config.selection, filters=[("file", "=", file)]).to_pylist()
+            self._selection = (file, {r["row"]: (r["status"], r["duplicate_of"] or "") for r in table})
+        status = self._selection[1].get(row)
+        if status is None:
+            raise SourceError(f"{self.config.selection} has no row {row} of {file}: the dataset changed since it "
+                              "was indexed; ingest it into a new output directory")
+        return status

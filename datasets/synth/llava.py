@@ -30,12 +30,12 @@ from vlaforge.datasets.synth.vl import CAPTIONS, QUESTIONS
 MISSING, NO_ANSWER, DUPLICATE, TEXT_ONLY = "missing-image", "no-answer", "duplicate", "text-only"
 BAD_KINDS = (MISSING, NO_ANSWER, DUPLICATE, TEXT_ONLY)
 
+_STRING = {"dtype": "string", "_type": "Value"}
 _HF_MESSAGES = {"feature": {
-    "content": {"feature": {"index": {"dtype": "int64", "_type": "Value"}, "text": {"dtype": "string", "_type": "Value"},
-                            "type": {"dtype": "string", "_type": "Value"}}, "_type": "List"},
-    "role": {"dtype": "string", "_type": "Value"}}, "_type": "List"}
-_HF_SHAREGPT = {"feature": {"from": {"dtype": "string", "_type": "Value"}, "value": {"dtype": "string", "_type": "Value"}},
-                "_type": "List"}
+    "content": {"feature": {"index": {"dtype": "int64", "_type": "Value"}, "text": _STRING, "type": _STRING},
+                "_type": "List"},
+    "role": _STRING}, "_type": "List"}
+_HF_SHAREGPT = {"feature": {"from": _STRING, "value": _STRING}, "_type": "List"}
 
 
 def synth_rows(n_rows: int, bad_rows: bool) -> list[str]:

@@ -39,7 +39,8 @@ def test_text_checks_name_the_reason(text, reason):
 def test_refused_and_truncated_answers_are_rejected():
     assert VALIDATE.answer(_answer("", FinishReason.ERROR, "HTTP 400: too long"), prompt="").reason == \
         DropReason.VLM_REFUSED_REQUEST
-    assert VALIDATE.answer(_answer("A red mug on", FinishReason.LENGTH), prompt="").reason == DropReason.ANSWER_TRUNCATED
+    truncated = VALIDATE.answer(_answer("A red mug on", FinishReason.LENGTH), prompt="")
+    assert truncated.reason == DropReason.ANSWER_TRUNCATED
     keep = AnswerValidation(AnswerValidation.Config(reject_truncated=False))
     assert keep.answer(_answer("A red mug on", FinishReason.LENGTH), prompt="").ok
 
@@ -75,7 +76,8 @@ def test_prompts_are_versioned_package_files():
     messages = prompt.messages(1, camera="wrist", instruction="open the drawer", count=3)
     assert messages[0]["role"] == "system"
     assert messages[1]["content"][0] == {"type": "image"}
-    assert 'task: "open the drawer"' in messages[1]["content"][1]["text"] and "Write 3 " in messages[1]["content"][1]["text"]
+    text = messages[1]["content"][1]["text"]
+    assert 'task: "open the drawer"' in text and "Write 3 " in text
     with pytest.raises(PromptError, match="needs the field 'count'"):
         prompt.messages(1, camera="wrist", instruction="x")
     with pytest.raises(PromptError, match="has no version 9"):

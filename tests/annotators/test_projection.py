@@ -74,6 +74,7 @@ def test_calibration_file_by_episode_then_default(tmp_path):
     assert calibration.camera("ep-1", "exterior_1").fx == 400
     assert calibration.camera("ep-1", "wrist") is None
     assert calibration.digest.startswith("sha256:")
-    path.write_text(json.dumps({"format": "vlaforge-calibration/1", "episodes": {"*": {"wrist": {"extrinsics": DOWN}}}}))
+    no_intrinsics = {"*": {"wrist": {"extrinsics": DOWN}}}
+    path.write_text(json.dumps({"format": "vlaforge-calibration/1", "episodes": no_intrinsics}))
     with pytest.raises(CalibrationError, match=r"episodes\['\*'\]\['wrist'\]: needs intrinsics"):
         Calibration.load(path)

@@ -1,7 +1,6 @@
 """The local transformers backend on a tiny random-weight Qwen3-VL loaded through from_pretrained, with the real
 offline Qwen3 tokenizer: batching, per-request budgets, greedy determinism, provenance identity, bad input."""
 
-import numpy as np
 import pytest
 
 from vlaforge.annotators.vlm_client import FinishReason, VlmConfigError, VlmRequest, backend_config
