@@ -190,7 +190,10 @@ class _Reader:
                 raise _FileProblem(DropReason.INCONSISTENT_LENGTHS, f"{self.file}: arrays disagree in length "
                                    f"({_listing(lengths)}) but the file has no per-stream timestamps, so each row "
                                    f"must be one time step. Fix: re-export the episode")
-            rate = float(self.handle.attrs.get(FPS_ATTR, self.config.recording_rate_hz))
+            rate = _number(self.handle.attrs.get(FPS_ATTR, self.config.recording_rate_hz))
+            if not 0 < rate < float("inf"):
+                raise _FileProblem(DropReason.BAD_RECORD, f"{self.file}: the root attribute {FPS_ATTR!r} is {rate}; "
+                                   f"fix it, or delete it to use recording_rate_hz")
             ticks = np.rint(np.arange(next(iter(lengths.values()))) * (NS_PER_S / rate)).astype(np.int64)
             return {path: ticks for path in lengths}
         return {path: self._timestamp_values(path, length) for path, length in lengths.items()}
@@ -274,6 +277,14 @@ def _blocks(indices: np.ndarray) -> Iterator[tuple[int, int]]:
 
 def _listing(lengths: dict[str, int]) -> str:
     return ", ".join(f"/{path}: {length}" for path, length in lengths.items())
+
+
+def _number(value: Any) -> float:
+    """An attribute as a float; NaN when it is not a number (the caller names the attribute)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _text(value: Any) -> str:
