@@ -114,7 +114,7 @@ def _resampling_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         (f"gaps > {summary['gap_threshold_s'] * 1e3:g} ms", str(summary["gaps"])),
     ]
     for role, stats in summary["roles"].items():
-        rows.append((f"{role}: |tick - sample| max / mean, duplicated, skipped",
+        rows.append((f"{role}: |tick-sample| max/mean, dup, skip",
                      f"{stats['max_offset_ms']:.1f} / {stats['mean_offset_ms']:.1f} ms, {stats['duplicated']:,}, "
                      f"{stats['skipped']:,}"))
     return rows
