@@ -71,7 +71,8 @@ class TeleopConfig(SourceConfig):
     gap_threshold_s: float = 0.1
     """An interval between two consecutive measurements of one stream longer than this is a gap."""
     on_gap: GapPolicy = GapPolicy.FLAG
-    """"flag": keep the episode and list its gaps in meta.json flags; "split": cut it at the gaps; "drop": drop it."""
+    """"flag": keep the episode and list its gaps in meta.json flags; "split": cut it at the gaps into episodes
+    `<id>-seg00`, `<id>-seg01`, ..., each timed from its own first tick; "drop": drop it (counted)."""
     on_missing_stream: ProblemPolicy = ProblemPolicy.QUARANTINE
     """A configured stream (topic, camera, dataset) absent from a file: "quarantine", "drop" or "raise"."""
     on_bad_timestamps: ProblemPolicy = ProblemPolicy.QUARANTINE
