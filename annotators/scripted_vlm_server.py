@@ -13,6 +13,7 @@ import argparse
 import collections
 import http.server
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -133,6 +134,11 @@ class ScriptedVlmServer:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # the default backlog of 5 drops connections when 32 clients connect at once
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timed out) before its stalled answer is no server error; anything else is."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _error(status: int, message: str) -> dict[str, Any]:
