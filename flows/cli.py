@@ -17,6 +17,8 @@ VERBS = {
     "ingest": "vlaforge.flows.ingest_cli",
     "demo": "vlaforge.flows.demo",
     "corpus": "vlaforge.flows.corpus_cli",
+    "annotate": "vlaforge.flows.annotate_cli",
+    "report": "vlaforge.flows.report_cli",
     "relabel": "vlaforge.flows.relabel_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""

@@ -10,6 +10,18 @@ from vlaforge.datasets.synth.scenes import camera_frames
 
 
 @pytest.fixture(scope="session")
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is ~40x faster than two fighting for cores
+    (each op is microseconds of work and OpenMP's barriers dominate under load). Ray workers get this already."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
 def tiny_gdino(tmp_path_factory):
     from vlaforge.annotators.tiny_models import write_tiny_detector
 

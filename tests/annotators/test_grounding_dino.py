@@ -7,6 +7,8 @@ from vlaforge.annotators.box_fusion import box_iou
 from vlaforge.annotators.grounding_dino import GroundingDinoDetector, _prompt, _token_map, grounding_dino, llmdet
 from vlaforge.annotators.grounding_frame import RunStatus
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 LOOSE = {"box_threshold": 0.0, "text_threshold": 0.0, "device": "cpu"}
 
 

@@ -1,9 +1,12 @@
 """SAM masks for every detector box, on a tiny random-weight SAM loaded through `from_pretrained`."""
 
 import numpy as np
+import pytest
 
 from vlaforge.annotators.grounding_frame import Detection, DetectorRun, RunStatus
 from vlaforge.annotators.sam_masks import SamMasker
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _with_runs(frame):

@@ -1,0 +1,190 @@
+"""Grounding annotators on this CPU: images/s per detector (tiny random-weight models, for their relative cost), the
+consensus engine's time as a fraction of detector time, and our weighted box fusion against `ensemble-boxes`.
+
+    python benchmarks/annotate.py            # about a minute on 2 shared cores
+    python benchmarks/annotate.py --quick    # fewer images and repeats
+
+Frames are DROID-sized (180x320) views of real photos, each asked about 3 objects and 1 negative. Every time is the
+median of `--repeats` runs, measured alternately in the same process, because these machines are shared and noisy:
+compare ratios, not absolute numbers across runs. Torch runs `--threads` intra-op threads (1 by default, what a
+Ray worker with one CPU gets).
+
+1. Images/s per stage: Grounding DINO and LLMDet (MM-Grounding-DINO) through transformers, SAM (one mask per box
+   of every detector), and the hosted-API client against a local server speaking the DDS v2 protocol with no model
+   behind it (the client's own cost: encoding, HTTP, polling).
+2. Consensus (clustering, IoU and mask IoU, decisions, audit rows) as a fraction of the detectors' time, and of the
+   detectors' plus SAM's. Target < 5%. Tiny detectors take milliseconds per image, real ones take around a second
+   on a GPU-less machine, so the fraction on real models is far smaller than shown here.
+3. Weighted box fusion: ours against `ensemble_boxes.weighted_boxes_fusion` on the same random inputs (3 models,
+   `--boxes` boxes each), results checked equal first. Time ratio (theirs / ours > 1 means ours is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import pathlib
+import tempfile
+import time
+from collections.abc import Callable
+from statistics import median
+
+import numpy as np
+
+from vlaforge.annotators.box_fusion import weighted_boxes_fusion
+from vlaforge.annotators.consensus import ConsensusStage
+from vlaforge.annotators.grounding_dino import grounding_dino, llmdet
+from vlaforge.annotators.grounding_frame import GroundingFrame
+from vlaforge.annotators.hosted_detector import HostedDetector, RetryPolicy
+from vlaforge.annotators.sam_masks import SamMasker
+from vlaforge.annotators.scripted_detection_server import ScriptedDetectionServer
+from vlaforge.annotators.tiny_models import write_tiny_detector, write_tiny_sam
+from vlaforge.datasets.frames import FrameConfig, encode_jpeg
+from vlaforge.datasets.synth.scenes import PHOTOS, camera_frames
+
+CONSENSUS_TARGET = 0.05
+PHRASES = ["red mug", "shelf", "blue block"]
+
+
+def make_frames(n: int) -> list[GroundingFrame]:
+    frames = []
+    for i in range(n):
+        pixels = np.ascontiguousarray(camera_frames(i % len(PHOTOS), 8, 180, 320)[i % 8])
+        frames.append(GroundingFrame(
+            dataset="bench", episode_id=f"ep-{i // 8}", source_file="bench.tar", step=i, camera="exterior_1",
+            jpeg=encode_jpeg(pixels, FrameConfig()), pixels=pixels, selected_by="every_k", instructions=[],
+            phrases=list(PHRASES), negatives=["elephant"]))
+    return frames
+
+
+def timed(run: Callable[[], object], repeats: int) -> float:
+    """Median seconds of `repeats` calls, after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return median(times)
+
+
+def fresh(frames: list[GroundingFrame], runs_from: list[GroundingFrame] | None = None) -> list[GroundingFrame]:
+    """Copies of `frames` (optionally carrying another set's detector runs): each timed call starts clean."""
+    copies = [copy.copy(f) for f in frames]
+    for i, frame in enumerate(copies):
+        frame.runs = copy.deepcopy(runs_from[i].runs) if runs_from else []
+        frame.candidates = []
+    return copies
+
+
+def hosted_responder(pixels: np.ndarray, phrases: list[str]) -> list[dict]:
+    height, width = pixels.shape[:2]
+    return [{"bbox": [width * 0.1, height * 0.2, width * 0.4, height * 0.7], "score": 0.8, "category": p}
+            for p in phrases]
+
+
+def detector_section(work: pathlib.Path, frames: list[GroundingFrame], repeats: int, batch: int):
+    """Set up every stage, time each on the frames; returns (rows, detected frames, seconds per stage)."""
+    gd = write_tiny_detector(work / "gdino")
+    mm = write_tiny_detector(work / "llmdet", architecture="mm_grounding_dino", seed=1)
+    sam = write_tiny_sam(work / "sam")
+    local = {"device": "cpu", "box_threshold": 0.3, "text_threshold": 0.2, "batch_size": batch}
+    server = ScriptedDetectionServer(hosted_responder, token="bench").__enter__()
+    configs = {
+        "grounding_dino": grounding_dino(str(gd), **local),
+        "llmdet": llmdet(str(mm), **{**local, "box_threshold": 0.05, "text_threshold": 0.0}),
+        "hosted client (local server)": HostedDetector.Config(
+            base_url=server.url, api_token="bench", poll_interval_s=0.001, requests_per_second=10_000.0,
+            retry=RetryPolicy(timeout_s=5.0), concurrency=4),
+    }
+    stages = {name: config.build() for name, config in configs.items()}
+    for stage in stages.values():
+        stage.setup()
+    seconds = {name: timed(lambda s=stage: s(fresh(frames)), repeats) for name, stage in stages.items()}
+    detected = fresh(frames)
+    for stage in stages.values():
+        stage(detected)
+    masker = SamMasker.Config(model=str(sam), device="cpu", batch_size=batch).build()
+    masker.setup()
+    seconds["sam (every box)"] = timed(lambda: masker(fresh(frames, detected)), repeats)
+    masker(detected)
+    server.__exit__(None, None, None)
+    boxes = sum(len(r.detections) for f in detected for r in f.runs)
+    rows = [[name, f"{len(frames) / s:.1f}", f"{1000 * s / len(frames):.1f}"] for name, s in seconds.items()]
+    return rows, detected, seconds, boxes
+
+
+def fusion_inputs(rng: np.random.Generator, boxes: int, models: int = 3) -> tuple[list, list]:
+    centers = rng.uniform(0.1, 0.9, size=(boxes, 2))
+    per_model_boxes, per_model_scores = [], []
+    for _ in range(models):
+        jitter = centers + rng.normal(0, 0.02, size=centers.shape)
+        half = rng.uniform(0.02, 0.1, size=centers.shape)
+        per_model_boxes.append(np.clip(np.concatenate([jitter - half, jitter + half], axis=1), 0, 1))
+        per_model_scores.append(rng.uniform(0.1, 1.0, size=boxes))
+    return per_model_boxes, per_model_scores
+
+
+def fusion_section(boxes: int, repeats: int) -> list[list[str]]:
+    from ensemble_boxes import weighted_boxes_fusion as reference
+
+    rng = np.random.default_rng(0)
+    cases = [fusion_inputs(rng, boxes) for _ in range(20)]
+    for b, s in cases:  # the comparison means something only if the answers are the same
+        ours = weighted_boxes_fusion(b, s, iou_thr=0.55)
+        ref_boxes, ref_scores, _ = reference([x.tolist() for x in b], [x.tolist() for x in s],
+                                             [[0] * len(x) for x in s], iou_thr=0.55)
+        np.testing.assert_allclose([f.box for f in ours], ref_boxes, atol=1e-5)
+        np.testing.assert_allclose([f.score for f in ours], ref_scores, atol=1e-5)
+    ours_s = timed(lambda: [weighted_boxes_fusion(b, s, iou_thr=0.55) for b, s in cases], repeats)
+    theirs_s = timed(lambda: [reference(b, s, [[0] * len(x) for x in s], iou_thr=0.55) for b, s in cases], repeats)
+    per_case = 1000 / len(cases)
+    return [[f"3 models x {boxes} boxes", f"{ours_s * per_case:.2f}", f"{theirs_s * per_case:.2f}",
+             f"{theirs_s / ours_s:.2f}"]]
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]], notes: list[str] | None = None) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}")
+    for cells in [header, *rows]:
+        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)))
+    for note in notes or []:
+        print(f"  {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="8 images, 3 repeats")
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=4, help="images per forward pass")
+    parser.add_argument("--boxes", type=int, default=20, help="boxes per model in the fusion comparison")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args()
+    images, repeats = (8, 3) if args.quick else (args.images, args.repeats)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    frames = make_frames(images)
+    with tempfile.TemporaryDirectory() as work:
+        rows, detected, seconds, boxes = detector_section(pathlib.Path(work), frames, repeats, args.batch)
+    print_table(f"1. Images/s per stage ({images} images 180x320, 3 phrases + 1 negative, {args.threads} thread(s), "
+                f"batch {args.batch})", ["stage", "images/s", "ms/image"], rows,
+                [f"{boxes} boxes from the three detectors; SAM prompts one mask per box"])
+    consensus = ConsensusStage.Config().build()
+    consensus_s = timed(lambda: (consensus(detected), consensus.take_rows()), repeats)  # it only sets candidates
+    detectors_s = sum(s for name, s in seconds.items() if not name.startswith("sam"))
+    with_sam = detectors_s + seconds["sam (every box)"]
+    fraction = consensus_s / detectors_s
+    print_table("2. Consensus time as a fraction of detector time", ["measure", "seconds", "fraction", "target"], [
+        ["consensus + audit rows", f"{consensus_s:.4f}", "", ""],
+        ["/ detectors (3)", f"{detectors_s:.4f}", f"{fraction:.1%}",
+         f"< {CONSENSUS_TARGET:.0%}: {'met' if fraction < CONSENSUS_TARGET else 'NOT met'}"],
+        ["/ detectors + SAM", f"{with_sam:.4f}", f"{consensus_s / with_sam:.1%}", ""],
+    ], [f"{sum(len(f.candidates) for f in detected)} candidates on {images} images"])
+    print_table("3. Weighted box fusion: ours vs ensemble-boxes (same inputs, same answers)",
+                ["inputs", "ours ms", "ensemble-boxes ms", "ratio (theirs/ours)"], fusion_section(args.boxes, repeats))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""`vlaforge annotate` and `vlaforge report` from the command line: bad input answered up front, a whole run."""
+
+import json
+
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from vlaforge.annotators.scripted_detection_server import ScriptedDetectionServer
+from vlaforge.annotators.tiny_models import write_tiny_detector, write_tiny_sam
+from vlaforge.flows.cli import main
+
+TOKEN = "cli-token-5b2d"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models on a shared machine: far faster on one intra-op thread
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shards", "https://example.com/robot"], "read from a local directory"),
+    (["--shards", "/nonexistent/robot"], "no manifest.parquet there"),
+    (["--without", "yolo"], "--without ['yolo']"),
+    (["--set", "detectors.model=x"], "'detectors' is not a recipe section with options"),
+    (["--set", "consensus.min_vote=3"], "unknown option 'min_vote'; did you mean 'min_votes'?"),
+    (["--frames", "random"], "policies must be a non-empty subset"),
+])
+def test_bad_input_is_answered_before_anything_runs(droid_shards, tmp_path, capsys, argv, message):
+    robot, _ = droid_shards
+    args = ["annotate", "--shards", str(robot), "--output", str(tmp_path), *argv]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_annotate_then_report_from_the_command_line(prefect_server, droid_shards, tmp_path, capsys, monkeypatch):
+    robot, _ = droid_shards
+    gdino = write_tiny_detector(tmp_path / "models" / "gdino")
+    llmdet = write_tiny_detector(tmp_path / "models" / "llmdet", architecture="mm_grounding_dino", seed=1)
+    sam = write_tiny_sam(tmp_path / "models" / "sam")
+
+    def responder(pixels, phrases):
+        height, width = pixels.shape[:2]
+        return [{"bbox": [0, 0, width / 2, height / 2], "score": 0.9, "category": phrases[0]}]
+
+    monkeypatch.setenv("DDS_API_TOKEN", TOKEN)
+    output = tmp_path / "out"
+    with ScriptedDetectionServer(responder, token=TOKEN) as server, temporary_settings(
+            updates={PREFECT_API_URL: prefect_server}):
+        code = main(["annotate", "--shards", str(robot), "--output", str(output), "--gdino", str(gdino),
+                     "--llmdet", str(llmdet), "--sam", str(sam), "--hosted-url", server.url, "--hosted-poll-interval", "0.01",
+                     "--hosted-rate", "100", "--device", "cpu",
+                     "--frames", "first", "--cameras", "wrist", "--class", "table", "--negative", "elephant",
+                     "--split", "all", "--runner", "local", "--no-progress", "--set", "consensus.keep_images=all",
+                     "--set", "shards.max_samples=10"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert robot.name in out and "report:" in out and TOKEN not in out
+    dataset = output / robot.name
+    recorded = json.loads((dataset / "annotate_recipe.json").read_text())
+    assert [d["kind"] for d in recorded["recipe"]["detectors"]] == ["grounding_dino", "llmdet", "hosted"]
+    assert recorded["recipe"]["consensus"]["keep_images"] == "all" and TOKEN not in json.dumps(recorded)
+    assert {"manifest.parquet", "summary.json", "audit.parquet", "audit_frames.parquet"} <= {
+        p.name for p in dataset.iterdir()}
+    prompts = [r["body"]["prompt"]["text"].split(".") for r in server.received if r["method"] == "POST"]
+    assert prompts and all("table" in p and p[-1] == "elephant" for p in prompts)  # the ontology, then negatives
+    assert (output / "report" / "index.html").exists()
+    assert main(["report", "build", str(output), "--output", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "index.html").exists()
