@@ -228,7 +228,8 @@ class TeleopMcapSource(Source):
         try:
             message = self._decoders.decoder_for(channel.message_encoding, schema)(record.data)
         except (McapError, ValueError, IndexError, struct.error, UnicodeDecodeError) as error:
-            raise _FileProblem(DropReason.BAD_RECORD, f"{file}: message {index} of the file, on {topic}, does not decode as "
+            raise _FileProblem(DropReason.BAD_RECORD,
+                               f"{file}: message {index} (of the file) on {topic} does not decode as "
                                f"{expected} ({type(error).__name__}: {error}). Fix: {_REPAIR}") from error
         if expected == STRING:
             texts.append(str(message.data).strip())
@@ -257,13 +258,15 @@ class TeleopMcapSource(Source):
         velocity = list(message.velocity)
         width = max(columns) + 1
         if len(position) < width:
-            raise _FileProblem(DropReason.BAD_RECORD, f"{file}: message {index} of the file, on {topic}, has {len(position)} "
+            raise _FileProblem(DropReason.BAD_RECORD,
+                               f"{file}: message {index} (of the file) on {topic} has {len(position)} "
                                f"positions for {len(names) or width} joints. Fix: {_REPAIR}")
         joints.stamps.append(stamp)
         joints.position.append([position[c] for c in columns])
         if self.config.keep_velocity and topic in self.config.state_topics:
             if len(velocity) < width:
-                raise _FileProblem(DropReason.BAD_RECORD, f"{file}: message {index} of the file, on {topic}, carries no velocity "
+                raise _FileProblem(DropReason.BAD_RECORD,
+                                   f"{file}: message {index} (of the file) on {topic} carries no velocity "
                                    f"for its joints. Fix: pass --set keep_velocity=false")
             joints.velocity.append([velocity[c] for c in columns])
 
@@ -272,12 +275,14 @@ class TeleopMcapSource(Source):
         wanted = self.config.joint_names
         if not names:
             if positions < len(wanted):
-                raise _FileProblem(DropReason.BAD_RECORD, f"{file}: message {index} of the file, on {topic}, has no joint names "
+                raise _FileProblem(DropReason.BAD_RECORD,
+                                   f"{file}: message {index} (of the file) on {topic} has no joint names "
                                    f"and {positions} positions, fewer than joint_names ({len(wanted)})")
             return list(range(len(wanted)))
         missing = [name for name in wanted if name not in names]
         if missing:
-            raise _FileProblem(DropReason.BAD_RECORD, f"{file}: message {index} of the file, on {topic}, names joints "
+            raise _FileProblem(DropReason.BAD_RECORD,
+                               f"{file}: message {index} (of the file) on {topic} names joints "
                                f"{list(names)}, without {missing}. Fix: set joint_names to the names this robot "
                                f"publishes (--set 'joint_names=[...]')")
         return [names.index(name) for name in wanted]
