@@ -181,3 +181,12 @@ def test_batcher_config_names_the_bad_field():
         Batcher.Config(batch_size=0)
     with pytest.raises(ValueError):
         Batcher.Config(policy="sometimes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked memory needs a CUDA device")
+def test_pin_memory_pins_every_tensor_of_both_parts(robot_examples, vl_transform, camera):
+    vl = [vl_transform(vl_sample("v", "What?", "A cat.", [camera("chelsea")]))]
+    pinned = make_collate(None, vl_transform.pad_token_id)(robot_examples[:2], vl).pin_memory()
+    assert pinned.robot.actions.is_pinned() and pinned.robot.images.is_pinned()
+    assert all(tensor.is_pinned() for tensor in pinned.vl.inputs.values()) and pinned.vl.labels.is_pinned()
+    assert pinned.robot.keys == [e.key for e in robot_examples[:2]]
