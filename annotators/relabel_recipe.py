@@ -56,7 +56,7 @@ def input_kind(shards: str | pathlib.Path) -> tuple[str, dict[str, Any]]:
 
 
 def relabel_job(*, shards: str, output: str, generator: str, vlm: VlmBackendConfig | None,
-                dataset: str | None = None, options: dict[str, Any] | None = None, split: str | None = "train",
+                dataset: str | None = None, options: dict[str, Any] | None = None, split: str | None = None,
                 shards_per_unit: int = 4, shard_config: ShardConfig = DEFAULT_SHARDS) -> VlJob:
     """The VlJob of one relabel run. `options` are fields of the generator's Config (a misspelt one is named)."""
     stage_class = generator_class(generator)

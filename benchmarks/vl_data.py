@@ -191,7 +191,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer episodes and requests")
     parser.add_argument("--repeats", type=int, help="timed runs per measurement (median reported)")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="the server's latency per request")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads for the local model (1 is steadier on "
+                                                     "a shared machine; default: torch's own)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     sizes = Sizes.for_mode(args.quick, args.repeats)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vl-bench-") as tmp:

@@ -29,7 +29,7 @@ def relabel(
     api_key: SecretStr | None = None,
     dataset: str | None = None,
     options: dict[str, Any] | None = None,
-    split: str | None = "train",
+    split: str | None = None,
     shards_per_unit: int = 4,
     shard_samples: int = 2000,
     runner: str = "ray",

@@ -36,7 +36,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     relabel.add_argument("--vlm-dtype", choices=("auto", "float32", "bfloat16", "float16"), help="local: dtype")
     relabel.add_argument("--vlm-device", help="local: auto, cpu, cuda or cuda:N")
     relabel.add_argument("--dataset", help="the VL dataset name (default: <input name>-<generator>)")
-    relabel.add_argument("--split", default="train", help="robot shards: only this split ('all' for every split)")
+    relabel.add_argument("--split", default="all", help="robot shards: only this split (default all: a VL sample's "
+                                                        "split follows its episode's, by the same hash)")
     relabel.add_argument("--shards-per-unit", type=int, default=4, help="input shards per work unit (default 4)")
     relabel.add_argument("--shard-samples", type=int, default=2000, help="samples per output shard (default 2000)")
     relabel.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray worker (local models)")

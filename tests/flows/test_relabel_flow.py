@@ -19,11 +19,13 @@ from vlaforge.datasets.robot_shards import RobotShardSource
 from vlaforge.datasets.schema import sample_key
 from vlaforge.flows.relabel import relabel
 from vlaforge.pipelines.drops import DropLedger
+from vlaforge.pipelines.manifest import read_manifest
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.pipelines.vl_job import run_vl_job
 from vlaforge.pipelines.vl_samples import user
 
 KEY = "sk-relabel-5ac1e0d7"
+OPTIONS = {"frames_per_episode": 2, "validation_fraction": 0.3}  # the robot shards' own fraction
 
 
 def _caption(body):
@@ -43,30 +45,34 @@ async def _prefect_records():
     return flow_runs, task_runs, logs
 
 
+@pytest.mark.slow
 def test_relabel_flow_on_prefect_and_ray_matches_an_in_process_run(prefect_server, droid_shards, ray_local, tmp_path):
     robot, _ = droid_shards
     with ScriptedVlmServer(_caption, api_key=KEY) as server:
         with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
             summary = relabel(
                 shards=str(robot), output=str(tmp_path / "flow"), generator="caption", vlm=f"http:{server.url}",
-                vlm_options={"model": server.model, "concurrency": 4}, api_key=SecretStr(KEY),
-                options={"frames_per_episode": 2}, runner="ray", workers=2, shards_per_unit=1,
+                vlm_options={"model": server.model, "concurrency": 4}, api_key=SecretStr(KEY), options=OPTIONS,
+                runner="ray", workers=2, shards_per_unit=1,
             )
             flow_runs, task_runs, logs = asyncio.run(_prefect_records())
         local = relabel_job(shards=str(robot), output=str(tmp_path / "local"), generator="caption",
                             vlm=HttpVlm.Config(base_url=server.url, model=server.model, api_key=KEY),
-                            options={"frames_per_episode": 2}, shards_per_unit=1)
+                            options=OPTIONS, shards_per_unit=1)
         run_vl_job(local, LocalRunner())
     assert _tars(tmp_path / "flow") == _tars(tmp_path / "local") != {}
     assert summary["kind"] == "vl" and summary["task"] == "caption" and summary["dataset"] == f"{robot.name}-caption"
-    source = RobotShardSource.Config(root=str(robot)).build()
+    source = RobotShardSource.Config(root=str(robot), split=None).build()
     episodes = [e for unit in source.plan() for e in source.read(unit, DropLedger())]
     assert summary["samples"] == 2 * len(episodes) and summary["episodes_read"] == len(episodes)
     robot_keys = {sample_key(e.episode_id, e.first_step + i) for e in episodes for i in range(len(e))}
+    robot_split = {e: r.split for r in read_manifest(robot / "manifest.parquet") for e in r.episodes}
+    assert set(robot_split.values()) == {"train", "validation"}
     urls = [str(p) for p in sorted((tmp_path / "flow").rglob("*.tar"))]
     for sample in wds.WebDataset(urls, shardshuffle=False):
         meta = json.loads(sample["meta.json"])
         assert meta["source_key"] in robot_keys  # lineage back to a robot sample
+        assert meta["split"] == robot_split[meta["source_group"]]  # same fraction, same hash: the episode's split
         assert meta["provenance"][0]["model"] == "scripted-vlm"
         assert "exterior view" in json.loads(sample["conversation.json"])[1]["content"][0]["text"]
     (flow_run,) = [r for r in flow_runs if r.parameters.get("output") == str(tmp_path / "flow")]
