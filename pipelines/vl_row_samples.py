@@ -10,6 +10,7 @@ import dataclasses
 import io
 
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from vlaforge.datasets.frames import BadImageError, FrameConfig, encode_jpeg, jpeg_shape
@@ -34,7 +35,7 @@ class VlRowSamples(Stage):
         validation_fraction: float = 0.05
         """Share of images held out (by a hash of the image)."""
         jpeg_quality: int = 95
-        """Quality of images that have to be re-encoded (PNG, WebP, CMYK JPEG...)."""
+        """Quality of images that have to be re-encoded (PNG, WebP, grayscale or CMYK JPEG...)."""
         max_side: int | None = None
         """Images larger than this on their long side are shrunk (and re-encoded); None keeps them."""
 
@@ -62,10 +63,12 @@ class VlRowSamples(Stage):
         return samples
 
     def _jpeg(self, data: bytes) -> bytes:
-        """The image as JPEG: the same bytes when it already is one within `max_side`, else re-encoded RGB."""
+        """The image as an RGB JPEG: the same bytes when it already is a colour (YCbCr) one within `max_side`, else
+        re-encoded (PNG, WebP, grayscale or CMYK JPEG, too large)."""
         try:
             height, width = jpeg_shape(data)
-            if self.config.max_side is None or max(height, width) <= self.config.max_side:
+            colour = simplejpeg.decode_jpeg_header(data)[2] == "YCbCr"
+            if colour and (self.config.max_side is None or max(height, width) <= self.config.max_side):
                 return data
         except BadImageError:
             pass

@@ -5,6 +5,7 @@ import io
 import json
 import tarfile
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import simplejpeg
@@ -12,12 +13,13 @@ import simplejpeg
 from vlaforge.datasets.source import SourceError
 from vlaforge.datasets.synth.llava import write_llava_json, write_vl_parquet
 from vlaforge.datasets.vl_parquet import VlParquetSource
-from vlaforge.datasets.vl_rows import RowReject
+from vlaforge.datasets.vl_rows import RowReject, VlRow
 from vlaforge.pipelines.drops import DropLedger, DropReason
 from vlaforge.pipelines.manifest import read_manifest
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.pipelines.shard_writer import ShardConfig
 from vlaforge.pipelines.vl_ingest import new_job, run_vl_ingest
+from vlaforge.pipelines.vl_row_samples import VlRowSamples
 
 
 def _ingest(source, output, **options):
@@ -148,3 +150,23 @@ def test_read_quarantines_and_goes_on(tmp_path):
     assert [(d.reason, d.quarantined) for d in ledger.take()] == [
         (DropReason.MISSING_IMAGE, True), (DropReason.NO_ASSISTANT_TURN, True)]
     assert io.BytesIO(rows[0].images[0]).read(2) == b"\xff\xd8"
+
+
+def test_images_become_colour_jpegs():
+    gray = simplejpeg.encode_jpeg(np.full((40, 60, 1), 90, np.uint8), colorspace="GRAY")
+    colour = simplejpeg.encode_jpeg(np.full((40, 60, 3), 90, np.uint8))
+    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "q"}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": "a"}]}]
+    row = VlRow(file="f.parquet", row=0, row_id="r", images=(gray, colour), conversation=conversation,
+                layout="messages")
+    [sample] = VlRowSamples.Config(dataset="d").build()([row])
+    assert sample.members["1.jpg"] == colour  # a colour JPEG passes through untouched
+    assert simplejpeg.decode_jpeg_header(sample.members["0.jpg"])[2] == "YCbCr"
+    broken = VlRow(file="f.parquet", row=1, row_id="s", images=(b"\x89PNG garbage",), conversation=[
+        {"role": "user", "content": [{"type": "image"}]}, {"role": "assistant", "content": [{"type": "text",
+                                                                                             "text": "a"}]}],
+        layout="messages")
+    stage = VlRowSamples.Config(dataset="d").build()
+    assert stage([broken]) == []
+    [drop] = stage.ledger.take()
+    assert drop.reason == DropReason.BAD_IMAGE and "f.parquet row 1 (id 's')" in drop.message
