@@ -14,10 +14,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -58,10 +59,15 @@ class VlJob:
     """The VL dataset's name: shards are `<split>/<dataset>-<unit>-<part>.tar`."""
     task: VlTask
     """What the dataset teaches (one task per dataset, so the corpus can weight them)."""
+    episodes_per_batch: int = 8
+    """Episodes handed to the stages at once: model stages batch their requests across them (an HTTP VLM keeps
+    that many episodes' requests in flight); memory holds that many episodes' frames."""
 
     def __post_init__(self) -> None:
         if not self.stages:
             raise ValueError("VlJob.stages is empty: the last stage must turn items into VlSamples")
+        if self.episodes_per_batch < 1:
+            raise ValueError(f"VlJob.episodes_per_batch must be >= 1, got {self.episodes_per_batch}")
 
 
 @dataclasses.dataclass
@@ -129,9 +135,9 @@ class VlUnitWorker:
         by_split: collections.Counter[str] = collections.Counter()
         rows: dict[str, list[dict]] = collections.defaultdict(list)
         try:
-            for episode in self.source.read(unit, ledger):
-                summary.episodes_read += 1
-                for sample in self._apply_stages([episode]):
+            for batch in _batches(self.source.read(unit, ledger), self.job.episodes_per_batch):
+                summary.episodes_read += len(batch)
+                for sample in self._apply_stages(batch):
                     sink.add(sample)
                     by_split[sample.split.value] += 1
                 self._collect_rows(rows)
@@ -160,6 +166,12 @@ class VlUnitWorker:
             take_rows = getattr(stage, "take_rows", None)
             for name, new_rows in (take_rows() if take_rows else {}).items():
                 rows[name].extend(new_rows)
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """`items` in lists of `size` (the last may be shorter), pulled lazily."""
+    while batch := list(itertools.islice(items, size)):
+        yield batch
 
 
 def _write_parquet(path: pathlib.Path, table: pa.Table) -> None:
