@@ -10,7 +10,7 @@ import dataclasses
 from typing import ClassVar
 
 from vlaforge.annotators.vlm_generator import GeneratorConfig, VlmGenerator, evenly_spaced, instruction_of
-from vlaforge.datasets.schema import Episode, VlTask, sample_key
+from vlaforge.datasets.schema import Episode, MetaField, VlTask, sample_key
 from vlaforge.pipelines.vl_samples import VlSample, assistant, user
 
 
@@ -54,7 +54,8 @@ class CaptionGenerator(VlmGenerator):
             samples.append(self.sample(
                 key=f"{key}_{self.config.camera}", images=request.images,
                 conversation=[user(None, self.prompt.question(key)), assistant(verdict.value)],
-                source_key=key, source_group=episode.episode_id, provenance=[self.provenance(answer, request)],
+                source_key=key, source_group=episode.episode_id,
+                split=episode.flags.get(MetaField.SPLIT.value), provenance=[self.provenance(answer, request)],
                 extra={"camera": self.config.camera, "step": episode.first_step + step,
                        "timestamp": float(episode.timestamps[step])},
             ))

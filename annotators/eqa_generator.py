@@ -14,7 +14,7 @@ from typing import ClassVar
 from vlaforge.annotators.plan_segments import SegmentationConfig, episode_signals, gripper_closed, segment, speed_at
 from vlaforge.annotators.vlm_generator import GeneratorConfig, VlmGenerator, evenly_spaced, instruction_of
 from vlaforge.annotators.vqa_generator import qa_conversation, qa_pairs
-from vlaforge.datasets.schema import Episode, VlTask, sample_key
+from vlaforge.datasets.schema import Episode, MetaField, VlTask, sample_key
 from vlaforge.pipelines.vl_samples import VlSample
 
 
@@ -64,7 +64,8 @@ class EqaGenerator(VlmGenerator):
             if pairs:
                 samples.append(self.sample(
                     key=f"{key}_{self.config.camera}", images=request.images, conversation=qa_conversation(pairs),
-                    source_key=key, source_group=episode.episode_id, provenance=[self.provenance(answer, request)],
+                    source_key=key, source_group=episode.episode_id,
+                split=episode.flags.get(MetaField.SPLIT.value), provenance=[self.provenance(answer, request)],
                     extra={"camera": self.config.camera, "step": episode.first_step + step, "facts": fact},
                 ))
         return samples

@@ -14,7 +14,7 @@ from typing import ClassVar
 from vlaforge.annotators.answer_validation import AnswerValidation, Verdict
 from vlaforge.annotators.plan_segments import SegmentationConfig, segment
 from vlaforge.annotators.vlm_generator import GeneratorConfig, VlmGenerator
-from vlaforge.datasets.schema import Episode, VlTask, sample_key
+from vlaforge.datasets.schema import Episode, MetaField, VlTask, sample_key
 from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.vl_samples import VlSample, assistant, user
 
@@ -98,7 +98,8 @@ class PlanGenerator(VlmGenerator):
         times = episode.timestamps
         return self.sample(
             key=f"{key}_{self.config.camera}", images=[frames[0]], conversation=[user(None, question), assistant(plan)],
-            source_key=key, source_group=episode.episode_id, provenance=[provenance],
+            source_key=key, source_group=episode.episode_id,
+                split=episode.flags.get(MetaField.SPLIT.value), provenance=[provenance],
             extra={"camera": self.config.camera, "segments": [
                 {**s.as_dict(), "name": name, "start_s": float(times[s.start]), "stop_s": float(times[s.stop - 1]),
                  "first_step": episode.first_step} for s, name in zip(segments, names, strict=True)]},

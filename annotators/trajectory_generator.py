@@ -18,7 +18,7 @@ from vlaforge.annotators.projection import Calibration, tool_points
 from vlaforge.annotators.qwen_coordinates import SCALE, to_qwen_point
 from vlaforge.annotators.vlm_generator import GeneratorConfig, VlmGenerator
 from vlaforge.datasets.frames import jpeg_shape
-from vlaforge.datasets.schema import Episode, VlTask, sample_key
+from vlaforge.datasets.schema import Episode, MetaField, VlTask, sample_key
 from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.vl_samples import VlSample, assistant, user
 
@@ -157,6 +157,7 @@ class TrajectoryGenerator(VlmGenerator):
         return self.sample(
             key=f"{key}_{self.config.camera}", images=[frames[start]],
             conversation=[user(None, question), assistant(answer)], source_key=key, source_group=episode.episode_id,
+                split=episode.flags.get(MetaField.SPLIT.value),
             provenance=[{**origin, "prompt_version": self.prompt.tag, "settings": settings}],
             extra={"camera": self.config.camera, "steps": [episode.first_step + int(s) for s in steps],
                    "pixels": [[round(float(x), 2), round(float(y), 2)] for x, y in pixels]},

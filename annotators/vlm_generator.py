@@ -114,11 +114,13 @@ class VlmGenerator(Stage):
         return frames
 
     def sample(self, *, key: str, images: Sequence[bytes], conversation: list[Message], source_key: str,
-               source_group: str, provenance: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> VlSample:
+               source_group: str, provenance: list[dict[str, Any]], extra: dict[str, Any] | None = None,
+               split: str | None = None) -> VlSample:
+        """`split`: the source episode's own split (robot shards carry it); None hashes `source_group`."""
         return build_vl_sample(
             key=key, task=self.task, dataset=self.config.dataset, images=list(images), conversation=conversation,
             source_key=source_key, source_group=source_group, provenance=provenance,
-            validation_fraction=self.config.validation_fraction, extra=extra,
+            validation_fraction=self.config.validation_fraction, split=split, extra=extra,
         )
 
 

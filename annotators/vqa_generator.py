@@ -18,7 +18,7 @@ from vlaforge.annotators.answer_validation import AnswerValidation, Verdict
 from vlaforge.annotators.prompt_library import load_prompt
 from vlaforge.annotators.vlm_client import VlmRequest
 from vlaforge.annotators.vlm_generator import GeneratorConfig, VlmGenerator, evenly_spaced, instruction_of
-from vlaforge.datasets.schema import ChatRole, Episode, VlMetaField, VlTask, sample_key
+from vlaforge.datasets.schema import ChatRole, Episode, MetaField, VlMetaField, VlTask, sample_key
 from vlaforge.datasets.vl_shards import VlRecord
 from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.vl_samples import Message, VlSample, assistant, build_vl_sample, user
@@ -111,7 +111,8 @@ class VqaGenerator(VlmGenerator):
             if pairs:
                 samples.append(self.sample(
                     key=f"{key}_{self.config.camera}", images=request.images, conversation=qa_conversation(pairs),
-                    source_key=key, source_group=episode.episode_id, provenance=[self.provenance(answer, request)],
+                    source_key=key, source_group=episode.episode_id,
+                split=episode.flags.get(MetaField.SPLIT.value), provenance=[self.provenance(answer, request)],
                     extra={"camera": self.config.camera, "step": episode.first_step + step,
                            "timestamp": float(episode.timestamps[step]), "pairs_asked": self.config.qa_per_frame},
                 ))
@@ -164,7 +165,7 @@ class VqaGenerator(VlmGenerator):
             dataset=self.config.dataset, images=list(record.images), conversation=conversation,
             source_key=record.key, source_group=meta.get(VlMetaField.SOURCE_GROUP.value) or record.key,
             provenance=[*meta.get(VlMetaField.PROVENANCE.value, []), provenance],
-            validation_fraction=self.config.validation_fraction,
+            validation_fraction=self.config.validation_fraction, split=meta.get(VlMetaField.SPLIT.value),
             extra={**meta.get(VlMetaField.EXTRA.value, {}), "relabelled_from": meta.get(VlMetaField.DATASET.value)},
         )
 

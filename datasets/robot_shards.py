@@ -100,6 +100,7 @@ class RobotShardSource(Source):
         extras = [name[: -len(".npy")] for name in steps[0] if name.endswith(".npy") and name not in _FIXED]
         urls = sorted({s[_URL] for s in steps})
         flags = dict(meta[MetaField.FLAGS.value])
+        flags[MetaField.SPLIT.value] = meta[MetaField.SPLIT.value]  # VL samples made from it keep its split
         if _CUT_SHORT in steps[-1]:
             flags["cut_short_by_unreadable_shard"] = steps[-1][_CUT_SHORT]
         return Episode(

@@ -64,15 +64,19 @@ def build_vl_sample(
     source_group: str,
     provenance: list[dict[str, Any]],
     validation_fraction: float = 0.05,
+    split: Split | str | None = None,
     consensus_id: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> VlSample:
-    """Validate and encode one VL sample; raises VlSampleError naming the key and the problem."""
+    """Validate and encode one VL sample; raises VlSampleError naming the key and the problem.
+
+    `split` is the source's own split (a robot episode's, read from its shard), so a VL sample made from a
+    validation episode stays in validation; without one, the split is hashed from `source_group`."""
     if key != safe_key_part(key):
         raise VlSampleError(f"VL sample key {key!r} may hold only letters, digits, '_' and '-' (try safe_key_part)")
     sizes = [_image_size(key, i, data) for i, data in enumerate(images)]
     check_conversation(key, conversation, len(images))
-    split = split_of(source_group, validation_fraction)
+    split = Split(split) if split is not None else split_of(source_group, validation_fraction)
     meta = {
         VlMetaField.TASK.value: VlTask(task).value,
         VlMetaField.DATASET.value: dataset,

@@ -35,6 +35,8 @@ def test_episodes_match_what_was_ingested(droid_dataset, droid_shards):
         assert episode.frames["exterior_1"][0] == original.frames["exterior_1"][start]  # passed through untouched
         assert episode.instructions == original.instructions
         assert "cartesian_position" in episode.extras
+    splits = {e: r.split for r in read_manifest(output / "manifest.parquet") for e in r.episodes}
+    assert {e.episode_id: e.flags["split"] for e in episodes} == splits  # VL samples made from it keep it
 
 
 @pytest.fixture(scope="module")

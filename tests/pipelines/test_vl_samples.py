@@ -79,3 +79,14 @@ def test_rewrite_is_byte_identical(tmp_path):
         names = tar.getnames()
     assert names[:3] == ["synth-vl-caption_000000.0.jpg", "synth-vl-caption_000000.conversation.json",
                          "synth-vl-caption_000000.meta.json"]
+
+
+def test_the_source_split_wins_over_the_hash():
+    conversation = [user(None, "q?"), assistant("a")]
+    hashed = build_vl_sample(key="k", task=VlTask.VQA, dataset="t", images=[JPEG], conversation=conversation,
+                             source_key="s", source_group="ep", provenance=[], validation_fraction=0.0)
+    kept = build_vl_sample(key="k", task=VlTask.VQA, dataset="t", images=[JPEG], conversation=conversation,
+                           source_key="s", source_group="ep", provenance=[], validation_fraction=0.0,
+                           split="validation")
+    assert hashed.split.value == "train" and kept.split.value == "validation"
+    assert json.loads(kept.members["meta.json"])["split"] == "validation"
