@@ -68,12 +68,27 @@ SCHEMAS = {AuditTable.CANDIDATES: CANDIDATE_SCHEMA, AuditTable.FRAMES: FRAME_SCH
 
 
 def encode_rle(mask: np.ndarray) -> list[int]:
-    """[H, W] bool -> COCO uncompressed RLE counts (column-major, first run is zeros, possibly 0 long)."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    """[H, W] bool -> COCO uncompressed RLE counts (column-major, first run is zeros, possibly 0 long).
+
+    Only the columns holding the mask are scanned; the empty columns on either side join the first and last runs.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    height, width = mask.shape
+    columns = np.flatnonzero(mask.any(axis=0))
+    if not len(columns):
+        return [height * width]
+    first, last = int(columns[0]), int(columns[-1]) + 1
+    flat = mask[:, first:last].ravel(order="F")
     changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate([[0], changes, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    return [0, *counts] if flat.size and flat[0] else counts
+    counts = np.diff(np.concatenate([[0], changes, [flat.size]])).tolist()
+    counts = [0, *counts] if flat[0] else counts  # runs alternate zeros, ones: the slab may start with ones
+    counts[0] += first * height
+    trailing = (width - last) * height
+    if len(counts) % 2:  # the last run is zeros: the empty columns after the slab extend it
+        counts[-1] += trailing
+    elif trailing:
+        counts.append(trailing)
+    return counts
 
 
 def decode_rle(counts: list[int], height: int, width: int) -> np.ndarray:

@@ -47,6 +47,34 @@ class FusedBox:
     members: tuple[tuple[int, int], ...]
 
 
+class _Cluster:
+    """A growing cluster: the score-weighted coordinate sums, the fused box and its area, the members."""
+
+    __slots__ = ("sums", "total", "box", "area", "members", "models")
+
+    def __init__(self) -> None:
+        self.sums = [0.0, 0.0, 0.0, 0.0]
+        self.total = 0.0
+        self.box: list[float] = []
+        self.area = 0.0
+        self.members: list[tuple[int, int, float]] = []
+        self.models: set[int] = set()
+
+    def add(self, box: list[float], score: float, model: int, index: int) -> None:
+        self.sums = [total + score * value for total, value in zip(self.sums, box)]
+        self.total += score
+        self.box = [total / self.total for total in self.sums]
+        self.area = (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+        self.members.append((model, index, score))
+        self.models.add(model)
+
+    def iou(self, box: list[float], area: float) -> float:
+        a = self.box
+        inter = max(min(a[2], box[2]) - max(a[0], box[0]), 0.0) * max(min(a[3], box[3]) - max(a[1], box[1]), 0.0)
+        union = self.area + area - inter
+        return inter / union if union > 0 else 0.0
+
+
 def weighted_boxes_fusion(
     boxes: Sequence[np.ndarray],
     scores: Sequence[np.ndarray],
@@ -57,48 +85,42 @@ def weighted_boxes_fusion(
     one_per_model: bool = False,
 ) -> list[FusedBox]:
     """Fuse per-model boxes (`boxes[m]` [n_m, 4] xyxy, `scores[m]` [n_m]) of one class; clusters by fused score,
-    highest first. Boxes scoring below `skip_box_thr` and boxes of zero area are ignored."""
-    weights = np.ones(len(boxes)) if weights is None else np.asarray(weights, dtype=np.float64)
+    highest first. Boxes scoring below `skip_box_thr` and boxes of zero area are ignored.
+
+    Plain Python floats on purpose: a detector gives a few boxes per phrase, where numpy's per-call overhead costs
+    more than the arithmetic.
+    """
+    weights = [1.0] * len(boxes) if weights is None else [float(w) for w in weights]
     if len(weights) != len(boxes):
         raise ValueError(f"weighted_boxes_fusion: {len(weights)} weights for {len(boxes)} models")
-    entries = _entries(boxes, scores, weights, skip_box_thr)
-    clusters: list[list[tuple[float, int, int, np.ndarray]]] = []
-    fused = np.empty((0, 4))
-    for score, model, index, box in entries:
-        ious = box_iou(fused, box)[:, 0] if len(fused) else np.empty(0)
-        if one_per_model:
-            ious[[any(m == model for _, m, _, _ in c) for c in clusters]] = -1.0
-        best = int(np.argmax(ious)) if len(ious) else -1
-        if best >= 0 and ious[best] > iou_thr:
-            clusters[best].append((score, model, index, box))
-            fused[best] = _weighted_box(clusters[best])
-        else:
-            clusters.append([(score, model, index, box)])
-            fused = np.vstack([fused, box])
-    result = [_fused(cluster, fused[i], weights) for i, cluster in enumerate(clusters)]
-    return sorted(result, key=lambda f: -f.score)
+    clusters: list[_Cluster] = []
+    for box, score, model, index in _entries(boxes, scores, weights, skip_box_thr):
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        best, best_iou = None, iou_thr
+        for cluster in clusters:
+            if one_per_model and model in cluster.models:
+                continue
+            iou = cluster.iou(box, area)
+            if iou > best_iou:
+                best, best_iou = cluster, iou
+        if best is None:
+            best = _Cluster()
+            clusters.append(best)
+        best.add(box, score, model, index)
+    n_models, weight_sum = len(weights), sum(weights)
+    fused_scores = [c.total / len(c.members) * min(n_models, len(c.members)) / weight_sum for c in clusters]
+    order = np.argsort(np.array(fused_scores))[::-1]  # the reference's order, ties included
+    return [FusedBox(box=np.array(clusters[i].box), score=fused_scores[i],
+                     members=tuple((m, k) for m, k, _ in clusters[i].members)) for i in order]
 
 
-def _entries(boxes, scores, weights, skip_box_thr) -> list[tuple[float, int, int, np.ndarray]]:
-    """(weighted score, model, index, box) of every usable box, highest weighted score first."""
+def _entries(boxes, scores, weights, skip_box_thr) -> list[tuple[list[float], float, int, int]]:
+    """(box, weighted score, model, index) of every usable box, highest weighted score first."""
     entries = []
     for model, (model_boxes, model_scores) in enumerate(zip(boxes, scores, strict=True)):
-        model_boxes = np.asarray(model_boxes, dtype=np.float64).reshape(-1, 4)
-        for index, (box, score) in enumerate(zip(model_boxes, np.asarray(model_scores, dtype=np.float64))):
-            if score < skip_box_thr or (box[2] - box[0]) * (box[3] - box[1]) <= 0:
-                continue
-            entries.append((float(score) * weights[model], model, index, box))
-    order = np.argsort([-e[0] for e in entries], kind="stable")
+        as_lists = np.asarray(model_boxes, dtype=np.float64).reshape(-1, 4).tolist()
+        for index, (box, score) in enumerate(zip(as_lists, np.asarray(model_scores, dtype=np.float64).tolist())):
+            if score >= skip_box_thr and (box[2] - box[0]) * (box[3] - box[1]) > 0:
+                entries.append((box, score * weights[model], model, index))
+    order = np.argsort(np.array([e[1] for e in entries]))[::-1]  # as the reference sorts, equal scores included
     return [entries[i] for i in order]
-
-
-def _weighted_box(cluster: list[tuple[float, int, int, np.ndarray]]) -> np.ndarray:
-    scores = np.array([c[0] for c in cluster])
-    return (scores[:, None] * np.stack([c[3] for c in cluster])).sum(0) / scores.sum()
-
-
-def _fused(cluster, box: np.ndarray, weights: np.ndarray) -> FusedBox:
-    mean_score = float(np.mean([c[0] for c in cluster]))
-    score = mean_score * min(len(weights), len(cluster)) / float(weights.sum())
-    return FusedBox(box=np.asarray(box, dtype=np.float64), score=score,
-                    members=tuple((model, index) for _, model, index, _ in cluster))

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vlaforge.annotators.box_fusion import box_iou, mask_iou, weighted_boxes_fusion
+from vlaforge.annotators.box_fusion import mask_iou, weighted_boxes_fusion
 from vlaforge.annotators.grounding_frame import Detection, DetectorRun, GroundingFrame, RunStatus
 from vlaforge.pipelines.stage import Stage, StageConfig
 
@@ -214,11 +214,18 @@ def _candidate(frame: GroundingFrame, phrase: str, votes: list[Vote], ran: list[
 def _pairs(votes: list[Vote]) -> list[PairAgreement]:
     pairs = []
     for a, b in itertools.combinations(votes, 2):
-        iou = float(box_iou(np.array(a.detection.box), np.array(b.detection.box))[0, 0])
+        iou = _pair_iou(a.detection.box, b.detection.box)
         masks = (a.detection.mask, b.detection.mask)
         m_iou = mask_iou(*masks) if all(m is not None for m in masks) else None
         pairs.append(PairAgreement(a.detector, b.detector, iou, m_iou))
     return pairs
+
+
+def _pair_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """IoU of two xyxy boxes (plain floats: for one pair this beats numpy's call overhead)."""
+    inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _agree(pair: PairAgreement, box_thr: float, mask_thr: float | None) -> bool:
@@ -272,23 +279,27 @@ def _borderline_reason(pairs: list[PairAgreement], config: ConsensusStage.Config
 
 
 def _fuse(votes: list[Vote], config: ConsensusStage.Config) -> tuple[tuple[float, float, float, float], float]:
-    """The WBF box and score of these votes (each vote a model of its own)."""
+    """The WBF box and score of these votes taken as one cluster, each vote a model of its own: the box is the mean
+    weighted by score x detector weight, the score their sum over the sum of the voters' weights."""
     weights = dict(config.detector_weights)
-    (fused,) = weighted_boxes_fusion(
-        [np.array([v.detection.box]) for v in votes], [np.array([v.detection.score]) for v in votes],
-        weights=[weights.get(v.detector, 1.0) for v in votes], iou_thr=-1.0,
-    ) or [None]
-    if fused is None:  # zero-area boxes only: nothing to fuse, keep the best box as it is
-        best = max(votes, key=lambda v: v.detection.score)
-        return tuple(float(x) for x in best.detection.box), float(best.detection.score)  # type: ignore[return-value]
-    return tuple(float(x) for x in fused.box), fused.score  # type: ignore[return-value]
+    model_weights = [weights.get(v.detector, 1.0) for v in votes]
+    weighted = [v.detection.score * w for v, w in zip(votes, model_weights)]
+    total = sum(weighted)
+    if total <= 0:  # every voter scored 0: nothing to weigh by, so the plain mean
+        return tuple(sum(v.detection.box[i] for v in votes) / len(votes) for i in range(4)), 0.0  # type: ignore
+    box = tuple(sum(w * v.detection.box[i] for w, v in zip(weighted, votes)) / total for i in range(4))
+    return box, total / sum(model_weights)  # type: ignore[return-value]
 
 
 def _majority_mask(masks: list[np.ndarray | None]) -> np.ndarray | None:
     """Pixels inside more than half of the masks; None when any is missing."""
     if not masks or any(m is None for m in masks):
         return None
-    return np.sum(np.stack(masks), axis=0) * 2 > len(masks)
+    if len(masks) == 1:
+        return masks[0]
+    if len(masks) == 2:
+        return masks[0] & masks[1]
+    return np.sum(np.stack(masks), axis=0, dtype=np.int16) * 2 > len(masks)
 
 
 def _detail(c: Candidate) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -80,12 +81,12 @@ class GroundingFrame:
     runs: list[DetectorRun] = dataclasses.field(default_factory=list)
     candidates: list["Candidate"] = dataclasses.field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def source_key(self) -> str:
         """The robot sample key of this step."""
         return sample_key(self.episode_id, self.step)
 
-    @property
+    @functools.cached_property
     def image_key(self) -> str:
         """The robot sample key plus the camera: unique per image."""
         return f"{self.source_key}_{safe_key_part(self.camera)}"
