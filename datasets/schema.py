@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -96,7 +97,9 @@ class Episode:
     """One robot episode on one timeline.
 
     Frames are encoded JPEG bytes, one per camera per tick, passed through untouched when the source already stores
-    JPEG at the target size. `state` is [n, Ds] and `action` [n, Da], float32, with one name per dimension.
+    JPEG at the target size. A camera's frames are any `Sequence[bytes]`: a list, or a lazy sequence that reads each
+    frame from the source file on access (the teleop sources: an episode then costs its arrays, not its frames);
+    slicing either keeps its kind. `state` is [n, Ds] and `action` [n, Da], float32, with one name per dimension.
     """
 
     episode_id: str
@@ -105,7 +108,8 @@ class Episode:
     control_rate_hz: float
     timestamps: np.ndarray
     """[n] float64 seconds from the episode start."""
-    frames: dict[str, list[bytes]]
+    frames: dict[str, Sequence[bytes]]
+    """Camera -> its [n] encoded JPEG frames."""
     state: np.ndarray
     state_names: list[str]
     action: np.ndarray
@@ -119,6 +123,9 @@ class Episode:
     """Extra per-step arrays [n, k] kept beside the state (for example DROID's cartesian pose)."""
     flags: dict[str, object] = dataclasses.field(default_factory=dict)
     """Quality flags set by sources and filters (for example how many idle steps were trimmed)."""
+    split_group: str | None = None
+    """What the train/validation split is decided by; None: the episode's own id. Episodes cut from one recording
+    (a teleop log split at its gaps) carry the recording's id, so they all land in the same split."""
 
     def __len__(self) -> int:
         return int(self.timestamps.shape[0])
@@ -148,6 +155,11 @@ class Episode:
             flags=dict(self.flags),
             first_step=self.first_step + start,
         )
+
+    @property
+    def split_key(self) -> str:
+        """The id the split is hashed from: `split_group`, or the episode id when it has none."""
+        return self.split_group or self.episode_id
 
     @property
     def instruction(self) -> str:

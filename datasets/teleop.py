@@ -2,7 +2,8 @@
 
 A source reads one file into a `Recording` (every stream's timestamps, joint values and a way to fetch frames), then
 `TimelineAssembler` puts it on the tick grid (`timeline.py`), applies the gap, missing-stream and bad-timestamp
-policies, fetches only the frames the grid chose, and builds `Episode`s. Every outcome is counted: an episode set
+policies, checks the frames the grid chose, and builds `Episode`s whose frames are read from the file only when a
+sample is built (`teleop_frames.py`): memory does not grow with an episode's length. Every outcome is counted: an episode set
 aside is a quarantine row (bad input) or a counted drop (where a policy says so), and each resampled recording
 leaves one report row per stream for `resampling.parquet`.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -20,6 +22,7 @@ from vlaforge.datasets.bimanual import DIMENSION_NAMES, EMBODIMENT
 from vlaforge.datasets.frames import FrameConfig
 from vlaforge.datasets.schema import Camera, Episode, Lineage, safe_key_part
 from vlaforge.datasets.source import SourceConfig
+from vlaforge.datasets.teleop_frames import LazyFrames
 from vlaforge.datasets.timeline import (
     NS_PER_S,
     DuplicateTimestampError,
@@ -150,15 +153,29 @@ class FrameError(ValueError):
         self.index = index
 
 
+class FrameReadError(RuntimeError):
+    """A frame that passed the first pass's check but cannot be read again when its sample is built: the file
+    changed, or became unreadable, during the run. Not a fault of the recording, so it stops the unit (its shards
+    are not marked done, and a rerun redoes it) instead of quarantining the episode."""
+
+    def __init__(self, file: str, stream: str, index: int, error: Exception) -> None:
+        super().__init__(f"{file}: {stream}, measurement {index} cannot be read again ({type(error).__name__}: "
+                         f"{error}); the file changed or became unreadable during the ingest. Fix: leave the "
+                         f"input unchanged while it is ingested, then rerun")
+
+
 @dataclasses.dataclass
 class FrameStream:
-    """One camera's stream: its timestamps, and a reader of the frames the grid chose."""
+    """One camera's stream: its timestamps, a check of the frames the grid chose, and a reader of one frame."""
 
     name: str
     stamps: np.ndarray
     """[m] int64 nanoseconds."""
-    read: Callable[[np.ndarray], list[bytes]]
-    """Sorted unique measurement indices -> their JPEGs as stored in shards; raises `FrameError`."""
+    check: Callable[[np.ndarray], None]
+    """Sorted unique measurement indices -> raises `FrameError` for the first that `read` could not store (not a
+    JPEG, cut short, unreadable); run before any sample of the episode is written."""
+    read: Callable[[int], bytes]
+    """One measurement index -> its JPEG as stored in shards, read from the file (opened again if need be)."""
 
 
 @dataclasses.dataclass
@@ -278,14 +295,16 @@ class TimelineAssembler:
         if not pieces:
             return []
         needed = np.concatenate([np.arange(a, b) for a, b in pieces])
-        frames = {camera: _frames(stream, resampled.chosen[stream.name], needed)
-                  for camera, stream in recording.cameras.items()}
+        for stream in recording.cameras.values():
+            _check_frames(stream, resampled.chosen[stream.name], needed)
+        # One frame remembered per camera: a duplicated frame (the same measurement on consecutive ticks) is read once.
+        readers = {camera: functools.lru_cache(maxsize=1)(stream.read) for camera, stream in recording.cameras.items()}
         split = len(pieces) > 1 or pieces[0] != (0, resampled.report.ticks)
-        return [self._episode(recording, resampled, frames, a, b, k if split else None)
+        return [self._episode(recording, resampled, readers, a, b, k if split else None)
                 for k, (a, b) in enumerate(pieces)]
 
-    def _episode(self, recording: Recording, resampled: Resampled, frames: dict[str, dict[int, bytes]], a: int,
-                 b: int, segment: int | None) -> Episode:
+    def _episode(self, recording: Recording, resampled: Resampled, readers: dict[str, Callable[[int], bytes]],
+                 a: int, b: int, segment: int | None) -> Episode:
         chosen, ticks = resampled.chosen, resampled.ticks_ns
         episode_id = recording.episode_id if segment is None else f"{recording.episode_id}-seg{segment:02d}"
         flags: dict[str, object] = {**recording.flags, TIMELINE_FLAG: self._summary(resampled, ticks[a])}
@@ -297,8 +316,8 @@ class TimelineAssembler:
             embodiment=self.config.embodiment,
             control_rate_hz=self.config.control_rate_hz,
             timestamps=(ticks[a:b] - ticks[a]) / NS_PER_S,
-            frames={camera: [by_index[i] for i in chosen[recording.cameras[camera].name][a:b]]
-                    for camera, by_index in frames.items()},
+            frames={camera: LazyFrames(read, chosen[recording.cameras[camera].name][a:b])
+                    for camera, read in readers.items()},
             state=_concat(recording.state, chosen, a, b),
             state_names=list(DIMENSION_NAMES),
             action=_concat(recording.action, chosen, a, b),
@@ -308,6 +327,7 @@ class TimelineAssembler:
                             source_version=recording.source_version),
             extras={name: _concat(parts, chosen, a, b) for name, parts in _by_role(recording.extras).items()},
             flags=flags,
+            split_group=recording.episode_id,  # every segment of a recording lands in the recording's split
         )
         episode.validate()
         return episode
@@ -330,11 +350,10 @@ class _CameraFrameError(Exception):
         super().__init__(f"camera stream {stream.name}, {error} (chosen for tick {tick})")
 
 
-def _frames(stream: FrameStream, chosen: np.ndarray, ticks: np.ndarray) -> dict[int, bytes]:
-    """The JPEG of every measurement chosen by `ticks`, read once each (a duplicated frame is one bytes object)."""
-    indices = np.unique(chosen[ticks])
+def _check_frames(stream: FrameStream, chosen: np.ndarray, ticks: np.ndarray) -> None:
+    """Check every measurement chosen by `ticks` (each once); a bad one names the first tick that chose it."""
     try:
-        return dict(zip(indices.tolist(), stream.read(indices)))
+        stream.check(np.unique(chosen[ticks]))
     except FrameError as error:
         tick = int(ticks[np.flatnonzero(chosen[ticks] == error.index)[0]])
         raise _CameraFrameError(stream, error, tick) from error

@@ -16,8 +16,11 @@ Timing comes in one of two forms, per file:
   `/timestamps/action`, `/timestamps/observations/images/cam_high`, one value per row of the stream, int64
   nanoseconds or float seconds. qvel shares qpos's timestamps. Either every stream has one, or none does.
 
-The root attribute `instruction` (our addition) holds the task text; `sim` is kept as a flag. Images are read in
-blocks of rows, only those the grid chose; the small joint arrays are read whole. Arrays that disagree in length,
+The root attribute `instruction` (our addition) holds the task text; `sim` is kept as a flag. The small joint
+arrays are read whole. Image rows the grid chose are read twice, in blocks of rows: once to check them before any
+sample is written, and again when their samples are built; the file stays open while its episodes are processed,
+so an episode holds its arrays, never its frames, and memory stays flat however long it is. Arrays that disagree in
+length,
 a missing camera or array, an unreadable file and a frame that is not a JPEG are quarantined with a message that
 names the file, the dataset and the fix; the timeline's checks (order, gaps) follow `teleop.py`.
 """
@@ -33,11 +36,12 @@ import h5py
 import numpy as np
 
 from vlaforge.datasets.bimanual import DIMENSION_NAMES, hdf5_cameras
-from vlaforge.datasets.frames import conform_jpeg, encode_jpeg
+from vlaforge.datasets.frames import encode_jpeg
 from vlaforge.datasets.schema import safe_key_part
 from vlaforge.datasets.source import Source, SourceError, WorkUnit
 from vlaforge.datasets.teleop import (
     FrameError,
+    FrameReadError,
     FrameStream,
     Recording,
     TeleopConfig,
@@ -45,6 +49,7 @@ from vlaforge.datasets.teleop import (
     VectorStream,
     check_cameras,
 )
+from vlaforge.datasets.teleop_frames import check_jpeg, stored_jpeg
 from vlaforge.datasets.timeline import NS_PER_S, MissingStreamError, seconds_to_ns
 from vlaforge.pipelines.drops import DropLedger, DropReason
 
@@ -59,7 +64,9 @@ FPS_ATTR = "fps"
 ALOHA_CAMERA_ORDER = ("cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist")
 SUFFIXES = (".hdf5", ".h5")
 _BLOCK_ROWS = 16
-"""Image rows read per h5py call: large enough to amortize the call, small enough to bound memory (raw frames)."""
+"""Image rows read per h5py call: large enough to amortize the call, small enough to bound memory."""
+_BLOCK_BYTES = 4 * 2**20
+"""At most this many bytes of image rows per block (raw frames are large), but at least one row."""
 
 
 class _FileProblem(Exception):
@@ -118,19 +125,25 @@ class TeleopHdf5Source(Source):
         return [WorkUnit(i, tuple(files[start : start + step])) for i, start in enumerate(range(0, len(files), step))]
 
     def read(self, unit: WorkUnit, ledger: DropLedger) -> Iterator:
+        """Each file's episodes, in file order. Their frames are read from the file, held open, while they are built
+        into samples; it is closed once the consumer asks for the next file's episodes (a frame read after that
+        opens and closes the file for that read)."""
         for file in unit.files:
-            yield from self._file_episodes(file, ledger)
+            opened = _OpenFile(self.root / file)
+            try:
+                yield from self._file_episodes(file, opened, ledger)
+            finally:
+                opened.release()
 
     def take_resampling_rows(self) -> list[dict[str, Any]]:
         """Report rows (one per stream per file) of what was read since the last call."""
         return self.assembler.take_rows()
 
-    def _file_episodes(self, file: str, ledger: DropLedger) -> list:
-        """The file's episodes, built while it is open (frames are read from it on demand)."""
+    def _file_episodes(self, file: str, opened: "_OpenFile", ledger: DropLedger) -> list:
+        """The file's episodes, their frames read from `opened` on access."""
         episode_id = f"{self.dataset_name}-{safe_key_part(pathlib.PurePosixPath(file).with_suffix('').as_posix())}"
         try:
-            with h5py.File(self.root / file, "r") as handle:
-                return self.assembler.episodes(_Reader(self.config, file, handle).recording(episode_id), ledger)
+            return self.assembler.episodes(_Reader(self.config, file, opened).recording(episode_id), ledger)
         except _FileProblem as problem:
             ledger.quarantine(file=file, episode=episode_id, reason=problem.reason, message=str(problem))
         except MissingStreamError as error:
@@ -141,11 +154,56 @@ class TeleopHdf5Source(Source):
         return []
 
 
-class _Reader:
-    """Reads one open file into a `Recording`."""
+class _OpenFile:
+    """One HDF5 file, opened on first use and held open until `release()`; after that, each read of image rows
+    opens and closes it, so an episode kept longer never holds a file handle."""
 
-    def __init__(self, config: TeleopHdf5Source.Config, file: str, handle: h5py.File) -> None:
-        self.config, self.file, self.handle = config, file, handle
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self._handle: h5py.File | None = None
+        self._released = False
+
+    def handle(self) -> h5py.File:
+        if self._handle is None:
+            self._handle = h5py.File(self.path, "r")  # OSError when it is not HDF5, truncated or unreadable
+        return self._handle
+
+    def rows(self, path: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of the dataset at `path`."""
+        if not self._released:
+            return self.handle()[path][start:stop]
+        with h5py.File(self.path, "r") as handle:
+            return handle[path][start:stop]
+
+    def release(self) -> None:
+        self._released = True
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class _Rows:
+    """The rows of one image dataset, read forward in blocks of consecutive rows; the last block is kept."""
+
+    def __init__(self, opened: _OpenFile, path: str, shape: tuple[int, ...]) -> None:
+        self.opened, self.path, self.length = opened, path, shape[0]
+        row_bytes = max(int(np.prod(shape[1:])), 1)
+        self.block_rows = int(np.clip(_BLOCK_BYTES // row_bytes, 1, _BLOCK_ROWS))
+        self._start, self._block = 0, np.empty((0, *shape[1:]), np.uint8)
+
+    def row(self, index: int) -> np.ndarray:
+        """Row `index` [L] or [H, W, 3]; reading a block from it when it is not in the kept one."""
+        if not self._start <= index < self._start + len(self._block):
+            stop = min(index + self.block_rows, self.length)
+            self._start, self._block = index, self.opened.rows(self.path, index, stop)
+        return self._block[index - self._start]
+
+
+class _Reader:
+    """Reads one file into a `Recording`."""
+
+    def __init__(self, config: TeleopHdf5Source.Config, file: str, opened: _OpenFile) -> None:
+        self.config, self.file, self.opened, self.handle = config, file, opened, opened.handle()
 
     def recording(self, episode_id: str) -> Recording:
         streams = [QPOS, ACTION, *(f"{IMAGES}/{camera}" for camera in self.config.cameras)]
@@ -224,26 +282,32 @@ class _Reader:
         if dataset.dtype != np.uint8 or dataset.ndim not in (2, 4) or (dataset.ndim == 4 and dataset.shape[3] != 3):
             raise _FileProblem(DropReason.BAD_RECORD, f"{self.file}: /{IMAGES}/{camera} is {dataset.dtype} "
                                f"{dataset.shape}; expected uint8 (T, H, W, 3) frames or (T, L) JPEG bytes")
-        lengths = self._jpeg_lengths(camera, dataset.shape[0]) if dataset.ndim == 2 else None
-        frames = self.config.frames
+        raw = dataset.ndim == 4
+        lengths = None if raw else self._jpeg_lengths(camera, dataset.shape[0])
+        frames, name = self.config.frames, f"/{IMAGES}/{camera}"
+        rows = _Rows(self.opened, f"{IMAGES}/{camera}", dataset.shape)
 
-        def to_jpeg(index: int, row: np.ndarray) -> bytes:
-            if row.ndim == 3:
-                return encode_jpeg(row, frames)
-            data = (row[: lengths[index]] if lengths is not None else row).tobytes().rstrip(b"\x00")
-            return conform_jpeg(data, frames)
+        def jpeg(index: int) -> bytes:
+            row = rows.row(index)
+            return (row[: lengths[index]] if lengths is not None else row).tobytes().rstrip(b"\x00")
 
-        def read(indices: np.ndarray) -> list[bytes]:
-            out = []
-            for start, stop in _blocks(indices):  # the blocks cover exactly the indices, in order
-                for index, row in enumerate(dataset[start:stop], start):
-                    try:
-                        out.append(to_jpeg(index, row))
-                    except ValueError as error:  # BadImageError, or a decoder error while resizing
-                        raise FrameError(index, error) from error
-            return out
+        def check(indices: np.ndarray) -> None:
+            for index in indices.tolist():
+                if raw:
+                    rows.row(index)  # reading it is the check: raw rows of a known good shape always encode
+                    continue
+                try:
+                    check_jpeg(jpeg(index), frames)
+                except ValueError as error:  # BadImageError
+                    raise FrameError(index, error) from error
 
-        return FrameStream(f"/{IMAGES}/{camera}", stamps, read)
+        def read(index: int) -> bytes:
+            try:
+                return encode_jpeg(rows.row(index), frames) if raw else stored_jpeg(jpeg(index), frames)
+            except (OSError, KeyError, ValueError) as error:
+                raise FrameReadError(self.file, name, index, error) from error
+
+        return FrameStream(name, stamps, check, read)
 
     def _jpeg_lengths(self, camera: str, rows: int) -> np.ndarray | None:
         """The true JPEG length of each row of a compressed camera, from `/compress_len`, or None without it."""
@@ -263,16 +327,6 @@ class _Reader:
             return self.config.compress_len_cameras
         known = [camera for camera in ALOHA_CAMERA_ORDER if camera in present]
         return (*known, *(camera for camera in present if camera not in known))
-
-
-def _blocks(indices: np.ndarray) -> Iterator[tuple[int, int]]:
-    """[start, stop) row ranges covering sorted `indices`: runs of consecutive rows, at most `_BLOCK_ROWS` each."""
-    if not len(indices):
-        return
-    breaks = np.flatnonzero(np.diff(indices) > 1) + 1
-    for run in np.split(indices, breaks):
-        for start in range(int(run[0]), int(run[-1]) + 1, _BLOCK_ROWS):
-            yield start, min(start + _BLOCK_ROWS, int(run[-1]) + 1)
 
 
 def _listing(lengths: dict[str, int]) -> str:

@@ -3,7 +3,10 @@
 **One MCAP file is one episode.** Every `*.mcap` under the root (recursively, in sorted path order) is read; the
 episode id is the dataset name plus the file's path without its suffix. A file is streamed record by record with
 `mcap`'s `StreamReader` (one decompressed chunk in memory at a time, in file order, never re-sorted), and messages
-of the configured topics are decoded from CDR with `mcap-ros2-support`'s schema-driven decoder:
+of the configured topics are decoded from CDR with `mcap-ros2-support`'s schema-driven decoder. That first pass keeps
+the joint values, every stamp, and for each image only where its message is and whether its JPEG can be stored; a
+frame is read again from its chunk when its sample is built (`mcap_messages.py`), so memory stays flat however long
+the log is:
 
 - `sensor_msgs/msg/CompressedImage` per camera topic (`cameras` maps topics to canonical cameras); JPEGs already
   at the target size pass through byte for byte;
@@ -24,22 +27,24 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import struct
-from collections.abc import Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import zstandard
 from mcap.exceptions import EndOfFile, McapError
 from mcap.records import Channel, Header, Message, Schema
-from mcap.stream_reader import CRCValidationError, StreamReader
+from mcap.stream_reader import CRCValidationError
 from mcap_ros2.decoder import DecoderFactory
 
 from vlaforge.datasets.bimanual import ACTION_TOPICS, ARM_JOINTS, ARMS, INSTRUCTION_TOPIC, STATE_TOPICS, mcap_cameras
-from vlaforge.datasets.frames import conform_jpeg
+from vlaforge.datasets.mcap_messages import McapMessages, MessageLocation, located_records
 from vlaforge.datasets.schema import safe_key_part
 from vlaforge.datasets.source import Source, SourceError, WorkUnit
 from vlaforge.datasets.teleop import (
     FrameError,
+    FrameReadError,
     FrameStream,
     Recording,
     TeleopConfig,
@@ -47,6 +52,7 @@ from vlaforge.datasets.teleop import (
     VectorStream,
     check_cameras,
 )
+from vlaforge.datasets.teleop_frames import check_jpeg, stored_jpeg
 from vlaforge.datasets.timeline import MissingStreamError
 from vlaforge.pipelines.drops import DropLedger, DropReason
 
@@ -67,19 +73,38 @@ class _FileProblem(Exception):
 
 @dataclasses.dataclass
 class _Joints:
-    """One JointState topic as read: stamps [m], positions and velocities [m, len(joint_names)]."""
+    """One JointState topic as read: stamps [m], positions and velocities [m * len(joint_names)], flat (8 bytes a
+    value, where lists of floats would take 4 times that)."""
 
-    stamps: list[int] = dataclasses.field(default_factory=list)
-    position: list[list[float]] = dataclasses.field(default_factory=list)
-    velocity: list[list[float]] = dataclasses.field(default_factory=list)
+    stamps: array = dataclasses.field(default_factory=lambda: array("q"))
+    position: array = dataclasses.field(default_factory=lambda: array("d"))
+    velocity: array = dataclasses.field(default_factory=lambda: array("d"))
     columns: dict[tuple[str, ...], list[int]] = dataclasses.field(default_factory=dict)
     """Message joint names -> the index of each configured joint in them (cached: drivers repeat one order)."""
 
 
 @dataclasses.dataclass
 class _Images:
-    stamps: list[int] = dataclasses.field(default_factory=list)
-    data: list[bytes] = dataclasses.field(default_factory=list)
+    """One CompressedImage topic as read: stamps [m], where each message is, and which frames cannot be stored."""
+
+    stamps: array = dataclasses.field(default_factory=lambda: array("q"))
+    offsets: array = dataclasses.field(default_factory=lambda: array("q"))
+    """`MessageLocation.offset` of each message."""
+    ordinals: array = dataclasses.field(default_factory=lambda: array("q"))
+    """`MessageLocation.ordinal` of each message."""
+    bad: dict[int, ValueError] = dataclasses.field(default_factory=dict)
+    """Measurement index -> why its JPEG cannot be stored (`check_jpeg`)."""
+
+
+@dataclasses.dataclass
+class _Buffers:
+    """What the first pass over one file keeps, per configured topic."""
+
+    images: dict[str, _Images]
+    joints: dict[str, _Joints]
+    texts: list[str] = dataclasses.field(default_factory=list)
+    decoders: dict[int, Callable[[bytes], Any]] = dataclasses.field(default_factory=dict)
+    """Channel id -> CDR decoder, for the image channels (their frames are decoded again when read)."""
 
 
 class TeleopMcapSource(Source):
@@ -138,15 +163,21 @@ class TeleopMcapSource(Source):
         return [WorkUnit(i, tuple(files[start : start + step])) for i, start in enumerate(range(0, len(files), step))]
 
     def read(self, unit: WorkUnit, ledger: DropLedger) -> Iterator:
-        """Each file's episodes (one, or one per segment when split at gaps), in file order."""
+        """Each file's episodes (one, or one per segment when split at gaps), in file order. Their frames are read
+        from the file, held open, while they are built into samples; it is closed once the consumer asks for the
+        next file's episodes (a frame read after that opens and closes the file for that read)."""
         for file in unit.files:
-            yield from self._file_episodes(file, ledger)
+            messages = McapMessages(self.root / file)
+            try:
+                yield from self._file_episodes(file, messages, ledger)
+            finally:
+                messages.release()
 
-    def _file_episodes(self, file: str, ledger: DropLedger) -> list:
-        """The file's episodes; the recording (every frame of the log) is released before they are handed on."""
+    def _file_episodes(self, file: str, messages: McapMessages, ledger: DropLedger) -> list:
+        """The file's episodes, their frames read through `messages` on access."""
         episode_id = f"{self.dataset_name}-{safe_key_part(file.removesuffix('.mcap'))}"
         try:
-            return self.assembler.episodes(self._recording(file, episode_id), ledger)
+            return self.assembler.episodes(self._recording(file, episode_id, messages), ledger)
         except _FileProblem as problem:
             ledger.quarantine(file=file, episode=episode_id, reason=problem.reason, message=str(problem))
         except MissingStreamError as error:
@@ -159,12 +190,12 @@ class TeleopMcapSource(Source):
 
     # Reading --------------------------------------------------------------------------------------------------
 
-    def _recording(self, file: str, episode_id: str) -> Recording:
+    def _recording(self, file: str, episode_id: str, messages: McapMessages) -> Recording:
         config = self.config
-        images = {topic: _Images() for topic in config.cameras}
-        joints = {topic: _Joints() for topic in (*config.state_topics, *config.action_topics)}
-        texts: list[str] = []
-        header = self._stream(file, images, joints, texts)
+        buffers = _Buffers(images={topic: _Images() for topic in config.cameras},
+                           joints={topic: _Joints() for topic in (*config.state_topics, *config.action_topics)})
+        header = self._stream(file, buffers)
+        images, joints, width = buffers.images, buffers.joints, len(config.joint_names)
         for topic, stream in [*images.items(), *joints.items()]:
             if not stream.stamps:
                 raise MissingStreamError(f"{file}: topic {topic} has no messages (the file has none of it, or the "
@@ -173,19 +204,22 @@ class TeleopMcapSource(Source):
             file=file,
             episode_id=episode_id,
             source_version=f"mcap {header.profile or '-'} ({header.library})",
-            cameras={camera: self._frame_stream(topic, images[topic]) for topic, camera in config.cameras.items()},
-            state=[_vectors(topic, f"state.{arm}", joints[topic]) for topic, arm in zip(config.state_topics, ARMS)],
-            action=[_vectors(topic, f"action.{arm}", joints[topic]) for topic, arm in zip(config.action_topics, ARMS)],
+            cameras={camera: self._frame_stream(file, topic, images[topic], messages, buffers.decoders)
+                     for topic, camera in config.cameras.items()},
+            state=[_vectors(topic, f"state.{arm}", joints[topic], width)
+                   for topic, arm in zip(config.state_topics, ARMS)],
+            action=[_vectors(topic, f"action.{arm}", joints[topic], width)
+                    for topic, arm in zip(config.action_topics, ARMS)],
             extras=self._velocities(joints) if config.keep_velocity else [],
-            instructions=list(dict.fromkeys(text for text in texts if text)),
+            instructions=list(dict.fromkeys(text for text in buffers.texts if text)),
         )
 
-    def _stream(self, file: str, images: dict[str, _Images], joints: dict[str, _Joints], texts: list[str]) -> Header:
+    def _stream(self, file: str, buffers: _Buffers) -> Header:
         """Read the file once, front to back, filling the per-topic buffers; returns its Header record."""
         header, schemas, channels, index = None, {}, {}, 0
         try:
             with open(self.root / file, "rb") as handle:
-                for record in StreamReader(handle, validate_crcs=True).records:
+                for record, location in located_records(handle):
                     if isinstance(record, Header):
                         header = record
                     elif isinstance(record, Schema):
@@ -195,7 +229,7 @@ class TeleopMcapSource(Source):
                     elif isinstance(record, Message):
                         channel = channels.get(record.channel_id)
                         if channel is not None and self._wanted(channel.topic):
-                            self._take(file, index, record, channel, schemas, images, joints, texts)
+                            self._take(file, index, record, location, channel, schemas, buffers)
                         index += 1
         except (EndOfFile, struct.error) as error:
             raise _FileProblem(DropReason.TRUNCATED_FILE, f"{file}: ends abruptly after {index} messages "
@@ -215,31 +249,42 @@ class TeleopMcapSource(Source):
         return topic in config.cameras or topic in config.state_topics or topic in config.action_topics or (
             topic == config.instruction_topic)
 
-    def _take(self, file: str, index: int, record: Message, channel: Channel, schemas: dict[int, Schema],
-              images: dict[str, _Images], joints: dict[str, _Joints], texts: list[str]) -> None:
+    def _take(self, file: str, index: int, record: Message, location: MessageLocation, channel: Channel,
+              schemas: dict[int, Schema], buffers: _Buffers) -> None:
         """Decode one message of a wanted topic into its buffer."""
-        topic = channel.topic
+        topic, images, joints = channel.topic, buffers.images, buffers.joints
         expected = COMPRESSED_IMAGE if topic in images else JOINT_STATE if topic in joints else STRING
         schema = schemas.get(channel.schema_id)
         if schema is None or schema.name != expected or channel.message_encoding != "cdr":
             found = f"{schema.name if schema else 'no schema'} in {channel.message_encoding!r} encoding"
             raise _FileProblem(DropReason.BAD_RECORD, f"{file}: topic {topic} carries {found}, but vlaforge reads "
                                f"{expected} (cdr) from it. Fix: map the topic that carries {expected}")
+        decoder = self._decoders.decoder_for(channel.message_encoding, schema)
         try:
-            message = self._decoders.decoder_for(channel.message_encoding, schema)(record.data)
+            message = decoder(record.data)
         except (McapError, ValueError, IndexError, struct.error, UnicodeDecodeError) as error:
             raise _FileProblem(DropReason.BAD_RECORD,
                                f"{file}: message {index} (of the file) on {topic} does not decode as "
                                f"{expected} ({type(error).__name__}: {error}). Fix: {_REPAIR}") from error
         if expected == STRING:
-            texts.append(str(message.data).strip())
+            buffers.texts.append(str(message.data).strip())
             return
         stamp = self._stamp(message, record)
         if expected == COMPRESSED_IMAGE:
-            images[topic].stamps.append(stamp)
-            images[topic].data.append(bytes(message.data))
+            buffers.decoders[channel.id] = decoder
+            self._image(images[topic], stamp, location, bytes(message.data))
         else:
             self._joint_values(file, index, topic, message, stamp, joints[topic])
+
+    def _image(self, images: _Images, stamp: int, location: MessageLocation, jpeg: bytes) -> None:
+        """Keep the image's stamp and location, and whether it can be stored; not its bytes."""
+        try:
+            check_jpeg(jpeg, self.config.frames)
+        except ValueError as error:  # BadImageError
+            images.bad[len(images.stamps)] = error
+        images.stamps.append(stamp)
+        images.offsets.append(location.offset)
+        images.ordinals.append(location.ordinal)
 
     def _stamp(self, message: Any, record: Message) -> int:
         if self.config.timestamps == "header":
@@ -262,13 +307,13 @@ class TeleopMcapSource(Source):
                                f"{file}: message {index} (of the file) on {topic} has {len(position)} "
                                f"positions for {len(names) or width} joints. Fix: {_REPAIR}")
         joints.stamps.append(stamp)
-        joints.position.append([position[c] for c in columns])
+        joints.position.extend([position[c] for c in columns])
         if self.config.keep_velocity and topic in self.config.state_topics:
             if len(velocity) < width:
                 raise _FileProblem(DropReason.BAD_RECORD,
                                    f"{file}: message {index} (of the file) on {topic} carries no velocity "
                                    f"for its joints. Fix: pass --set keep_velocity=false")
-            joints.velocity.append([velocity[c] for c in columns])
+            joints.velocity.extend([velocity[c] for c in columns])
 
     def _columns(self, file: str, index: int, topic: str, names: tuple[str, ...], positions: int) -> list[int]:
         """Where each configured joint sits in a message with these names (positionally when it has none)."""
@@ -287,31 +332,36 @@ class TeleopMcapSource(Source):
                                f"publishes (--set 'joint_names=[...]')")
         return [names.index(name) for name in wanted]
 
-    def _frame_stream(self, topic: str, images: _Images) -> FrameStream:
-        frames, config = images.data, self.config.frames
+    def _frame_stream(self, file: str, topic: str, images: _Images, messages: McapMessages,
+                      decoders: dict[int, Callable[[bytes], Any]]) -> FrameStream:
+        config, bad = self.config.frames, images.bad
+        offsets, ordinals = np.frombuffer(images.offsets, np.int64), np.frombuffer(images.ordinals, np.int64)
 
-        def read(indices: np.ndarray) -> list[bytes]:
-            out = []
-            for i in indices.tolist():
-                try:
-                    out.append(conform_jpeg(frames[i], config))
-                except ValueError as error:  # BadImageError, or a decoder error while resizing
-                    raise FrameError(i, error) from error
-            return out
+        def check(indices: np.ndarray) -> None:
+            chosen_bad = sorted(bad.keys() & set(indices.tolist()))
+            if chosen_bad:
+                raise FrameError(chosen_bad[0], bad[chosen_bad[0]])
 
-        return FrameStream(topic, np.asarray(images.stamps, dtype=np.int64), read)
+        def read(index: int) -> bytes:
+            try:
+                message = messages.message(MessageLocation(int(offsets[index]), int(ordinals[index])))
+                return stored_jpeg(bytes(decoders[message.channel_id](message.data).data), config)
+            except (McapError, EndOfFile, OSError, KeyError, ValueError, struct.error, zstandard.ZstdError) as error:
+                raise FrameReadError(file, topic, index, error) from error
+
+        return FrameStream(topic, np.frombuffer(images.stamps, np.int64), check, read)
 
     def _velocities(self, joints: dict[str, _Joints]) -> list[VectorStream]:
         """The followers' velocities as one extra per arm; `_concat` joins them into qvel [n, 14]."""
         width = len(self.config.joint_names)
-        return [VectorStream(topic, "extra.qvel", np.asarray(joints[topic].stamps, dtype=np.int64),
-                             np.asarray(joints[topic].velocity, dtype=np.float64).reshape(-1, width))
+        return [VectorStream(topic, "extra.qvel", np.frombuffer(joints[topic].stamps, np.int64),
+                             np.frombuffer(joints[topic].velocity, np.float64).reshape(-1, width))
                 for topic in self.config.state_topics]
 
 
-def _vectors(topic: str, role: str, joints: _Joints) -> VectorStream:
-    return VectorStream(topic, role, np.asarray(joints.stamps, dtype=np.int64),
-                        np.asarray(joints.position, dtype=np.float64))
+def _vectors(topic: str, role: str, joints: _Joints, width: int) -> VectorStream:
+    return VectorStream(topic, role, np.frombuffer(joints.stamps, np.int64),
+                        np.frombuffer(joints.position, np.float64).reshape(-1, width))
 
 
 def _validate(config: TeleopMcapSource.Config) -> None:

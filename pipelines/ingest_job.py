@@ -12,8 +12,10 @@ import dataclasses
 import json
 import logging
 import pathlib
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
 
+from vlaforge.datasets.schema import Episode
 from vlaforge.datasets.source import SourceConfig, WorkUnit
 from vlaforge.datasets.teleop import ReportsResampling
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
@@ -73,6 +75,13 @@ def unit_marker(output: pathlib.Path, unit: int) -> pathlib.Path:
     return output / UNITS_DIR / f"{unit:05d}.json"
 
 
+@runtime_checkable
+class StreamsSamples(Protocol):
+    """A last stage that can hand over an episode's samples one at a time instead of as one list."""
+
+    def iter_samples(self, episode: Episode) -> Iterator[RobotSample]: ...
+
+
 class UnitWorker:
     """Runs units of one job. Built once per worker process; `setup()` loads what the stages need."""
 
@@ -118,12 +127,13 @@ class UnitWorker:
         try:
             for episode in self.source.read(unit, ledger):
                 summary.episodes_read += 1
-                samples = self._apply_stages([episode])
-                for sample in samples:
+                written: set[str] = set()
+                for sample in self._samples(episode):
                     sink.add(sample)
                     steps_by_split[sample.split.value] += 1
-                summary.episodes_written += len({s.episode_id for s in samples})
-                del episode, samples  # before the source reads the next one: one episode in memory, not two
+                    written.add(sample.episode_id)
+                summary.episodes_written += len(written)
+                del episode  # before the source reads the next one: one episode in memory, not two
             sink.close()
         except BaseException:
             sink.abort()
@@ -138,9 +148,18 @@ class UnitWorker:
         logger.info("unit %d: %d episodes in, %d steps out", unit.index, summary.episodes_read, summary.steps_written)
         return summary
 
-    def _apply_stages(self, batch: list[Any]) -> list[RobotSample]:
-        for stage in self.stages:
+    def _samples(self, episode: Episode) -> Iterator[RobotSample]:
+        """The episode through the stages. The last one streams its samples one step at a time when it can
+        (`RobotSampleBuilder.iter_samples`), so a long episode's samples, and the frames they carry, are never all
+        in memory at once."""
+        *filters, last = self.stages
+        batch: list[Any] = [episode]
+        for stage in filters:
             batch = stage(batch)
             if not batch:
-                break
-        return batch
+                return
+        if isinstance(last, StreamsSamples):
+            for item in batch:
+                yield from last.iter_samples(item)
+        else:
+            yield from last(batch)

@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -85,14 +85,19 @@ _STEP_FIELDS = (MetaField.STEP.value, MetaField.TIMESTAMP.value, MetaField.VALID
 
 
 class RobotSampleBuilder(Stage):
-    """Episode -> one `RobotSample` per step: frames, state, the action chunk that starts there, and meta."""
+    """Episode -> one `RobotSample` per step: frames, state, the action chunk that starts there, and meta.
+
+    `iter_samples` yields them one step at a time, reading each frame only when its step is built, so an ingest
+    holds one step's members, never an episode's; `__call__` (the `Stage` contract) collects them into a list.
+    """
 
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Config(StageConfig):
         chunk_len: int = 32
         """T_max: actions stored per step; the loader slices this to the recipe's chunk length."""
         validation_fraction: float = 0.05
-        """Fraction of episodes (by hash of the episode id) that go to the validation split."""
+        """Fraction of episodes (by hash of the episode's `split_key`: its recording, for a split teleop log) that
+        go to the validation split."""
 
         def __post_init__(self) -> None:
             if self.chunk_len < 1:
@@ -103,30 +108,35 @@ class RobotSampleBuilder(Stage):
                 )
 
     def __call__(self, batch: list[Episode]) -> list[RobotSample]:
-        return [sample for episode in batch for sample in self.samples(episode)]
+        return [sample for episode in batch for sample in self.iter_samples(episode)]
 
     def samples(self, episode: Episode) -> list[RobotSample]:
-        split = split_of(episode.episode_id, self.config.validation_fraction)
-        chunks, valid = action_chunks(episode.action.astype(np.float32), self.config.chunk_len)
+        return list(self.iter_samples(episode))
+
+    def iter_samples(self, episode: Episode) -> Iterator[RobotSample]:
+        """The episode's samples in step order, each built (and its frames read) when it is asked for."""
+        split = split_of(episode.split_key, self.config.validation_fraction)
+        chunk_len = self.config.chunk_len
+        action = episode.action.astype(np.float32)
+        padded = np.concatenate([action, np.zeros((chunk_len - 1, action.shape[1]), np.float32)])  # [n + T - 1, Da]
         state = episode.state.astype(np.float32)
         extras = {SampleKey.extra(name): values.astype(np.float32) for name, values in episode.extras.items()}
         cameras = {SampleKey.camera(camera): frames for camera, frames in episode.frames.items()}
         meta = _MetaEncoder(self._shared_meta(episode, split), _STEP_FIELDS)
-        samples = []
-        for i in range(len(episode)):
+        n = len(episode)
+        for i in range(n):
             step = episode.first_step + i
             members = {member: frames[i] for member, frames in cameras.items()}
             members[SampleKey.STATE.value] = npy_bytes(state[i])
-            members[SampleKey.ACTION.value] = npy_bytes(chunks[i])
+            members[SampleKey.ACTION.value] = npy_bytes(padded[i : i + chunk_len])  # = action_chunks(...)[0][i]
             for member, values in extras.items():
                 members[member] = npy_bytes(values[i])
             members[SampleKey.META.value] = meta.encode({
                 MetaField.STEP.value: step,
                 MetaField.TIMESTAMP.value: round(float(episode.timestamps[i]), 6),
-                MetaField.VALID_LEN.value: int(valid[i]),
+                MetaField.VALID_LEN.value: min(chunk_len, n - i),
             })
-            samples.append(RobotSample(sample_key(episode.episode_id, step), split, members, episode.episode_id))
-        return samples
+            yield RobotSample(sample_key(episode.episode_id, step), split, members, episode.episode_id)
 
     @staticmethod
     def _shared_meta(episode: Episode, split: Split) -> dict[str, object]:

@@ -55,7 +55,7 @@ def test_a_fixed_rate_compressed_file_resamples_50_hz_rows_onto_30_hz_ticks(fixe
     qvel = _joined(fixed.follower, "velocity")[chosen].astype(np.float32)
     np.testing.assert_array_equal(episode.extras["qvel"], qvel)
     for name, camera in CAMERAS.items():
-        assert episode.frames[camera] == [fixed.cameras[name].jpeg[i] for i in chosen]  # padding cut by compress_len
+        assert list(episode.frames[camera]) == [fixed.cameras[name].jpeg[i] for i in chosen]  # padding cut by compress_len
     assert episode.instructions == [fixed.instruction] and episode.state_names == DIMENSION_NAMES
     assert episode.lineage.source_version == "aloha-hdf5 (compress=True)" and episode.episode_id.endswith("-episode_0")
     assert {row["stream"] for row in rows} == {"/observations/qpos", "/action",
@@ -88,7 +88,7 @@ def test_per_stream_timestamps_in_nanoseconds_or_seconds(clocked, tmp_path):
     np.testing.assert_array_equal(
         episode.state, _joined(clocked.follower)[_nearest(clocked.follower["left"].stamps, ticks)].astype(np.float32))
     wrist = clocked.cameras["cam_left_wrist"]
-    assert episode.frames["left_wrist"] == [wrist.jpeg[i] for i in _nearest(wrist.stamps, ticks)]
+    assert list(episode.frames["left_wrist"]) == [wrist.jpeg[i] for i in _nearest(wrist.stamps, ticks)]
 
     with h5py.File(path, "r+") as handle:  # the same clocks as float seconds
         for name in ("observations/qpos", "action", *(f"observations/images/{c}" for c in CAMERAS)):

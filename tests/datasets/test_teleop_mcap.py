@@ -61,7 +61,7 @@ def test_every_tick_holds_the_nearest_measurement_of_every_stream(recording, tmp
                                       follower.velocity[_nearest(follower.stamps, ticks)].astype(np.float32))
     for name, camera in CAMERAS.items():
         track = recording.cameras[name]
-        assert episode.frames[camera] == [track.jpeg[i] for i in _nearest(track.stamps, ticks)]  # bytes untouched
+        assert list(episode.frames[camera]) == [track.jpeg[i] for i in _nearest(track.stamps, ticks)]  # bytes untouched
     assert episode.episode_id == f"{tmp_path.name}-session_a-episode_0003"
     assert episode.state_names == episode.action_names == DIMENSION_NAMES and episode.embodiment == EMBODIMENT
     assert episode.instructions == [recording.instruction] and episode.control_rate_hz == 30.0
