@@ -24,14 +24,24 @@ in a kind's buffer are read again (at most what was drawn while that buffer fill
 
 Bad samples: `BadSamplePolicy.RAISE` stops the run with the error; `QUARANTINE` sets the sample aside, and the
 loader gathers each worker's records in `quarantined` (one per sample, by reason, however often it is re-read).
+
+Workers. One iteration runs at a time: leaving a `for` loop early (break, an exception), `close()` or the end of a
+`with CorpusLoader(...) as loader:` block shut its workers down at once (each closes its shards and exits 0), and
+starting another `for` closes the previous one. Workers are forked from the trainer's process and inherit its
+thread-exit hooks, which libraries register for their own service threads (Prefect's log and event services do, in a
+process that ran a flow). Those threads do not exist in a worker, and a hook that fails there would make the worker's
+clean exit an exit code 1, which the DataLoader reports as a crashed worker; so in a worker, a failing inherited
+hook is logged and passed over.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -145,6 +155,26 @@ class CorpusDataset(IterableDataset):
             drops = []
 
 
+def _forgive_inherited_exit_hooks(worker_id: int) -> None:
+    """Worker init: the thread-exit hooks inherited from the trainer's process may fail without failing the worker.
+
+    `threading._threading_atexits` is CPython's (private) list of the hooks `threading._register_atexit` takes, which
+    `threading._shutdown()` runs at a process's exit, multiprocessing's workers included; a fork copies it. See the
+    module docstring for why.
+    """
+    hooks = getattr(threading, "_threading_atexits", None)
+    if hooks:
+        hooks[:] = [functools.partial(_run_inherited_hook, worker_id, hook) for hook in hooks]
+
+
+def _run_inherited_hook(worker_id: int, hook: Callable[[], Any]) -> None:
+    try:
+        hook()
+    except Exception as error:  # the hook's service thread lives in the trainer's process, not in this worker
+        log.debug("loader worker %d: a thread-exit hook inherited from the trainer's process failed at exit (%r); "
+                  "passed over", worker_id, error)
+
+
 def _plain(stats: Mapping[str, Any]) -> dict[str, Any]:
     """The stream's counters as JSON-able data (Counters become dicts)."""
     return json.loads(json.dumps(stats))
@@ -207,6 +237,7 @@ class CorpusLoader:
         self._records: dict[int, dict[str, Any]] = {}
         self._next_worker = 0
         self._batches = 0
+        self._iterator: Iterator[WorkerBatch] | None = None
 
     @property
     def slots(self) -> int:
@@ -214,17 +245,42 @@ class CorpusLoader:
         return max(self.config.num_workers, 1)
 
     def __iter__(self) -> Iterator[CorpusBatch]:
+        self.close()
         plan = _Plan(self.config, self.rank, self.world_size, self.stats, self.processor, dict(self._records),
                      self._next_worker)
         options: dict[str, Any] = {}
         if self.config.num_workers:
-            options = {"prefetch_factor": self.config.prefetch_factor, "persistent_workers": False}
+            options = {"prefetch_factor": self.config.prefetch_factor, "persistent_workers": False,
+                       "worker_init_fn": _forgive_inherited_exit_hooks}
         loader = DataLoader(CorpusDataset(plan), batch_size=None, num_workers=self.config.num_workers,
                             pin_memory=self.config.pin_memory, **options)
-        for item in loader:
-            self._take(item)
-            if item.batch is not None:
-                yield item.batch
+        self._iterator = iterator = iter(loader)
+        try:
+            for item in iterator:
+                self._take(item)
+                if item.batch is not None:
+                    yield item.batch
+        finally:
+            if self._iterator is iterator:
+                self.close()
+
+    def close(self) -> None:
+        """Shut the current iteration's workers down now (they close their shards and exit); idempotent.
+
+        Leaving a `for` loop early does this too, as soon as the loop's iterator is let go; an exception's traceback
+        can hold it much longer, so a trainer that stops iterating before the end should call `close()` or use the
+        loader as a context manager. The position (`state_dict()`) is kept: the next `for` continues from it.
+        """
+        iterator, self._iterator = self._iterator, None
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's multiprocessing iterator (idempotent)
+        if shutdown is not None:
+            shutdown()
+
+    def __enter__(self) -> "CorpusLoader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _take(self, item: WorkerBatch) -> None:
         self._records[item.worker] = item.resume

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import collections
+import gc
 import itertools
 import json
+import multiprocessing
+import os
 import shutil
 import tarfile
+import threading
 
 import pytest
 
@@ -24,6 +28,10 @@ from vlaforge.training.corpus_loader import CorpusLoader
 from vlaforge.training.robot_batches import RobotSampleTransform
 
 ROBOT = RobotSampleTransform.Config(cameras=("exterior_1", "wrist"), image_size=(32, 32), chunk_length=8)
+
+# A worker that fails, or exits non-zero, while the DataLoader shuts it down surfaces only as an "Exception ignored
+# in _MultiProcessingDataLoaderIter.__del__": make that fail the test that caused it.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +186,42 @@ def test_a_corrupt_frame_is_quarantined_by_reason_or_stops_the_run(tmp_path, cor
     strict = make_loader(copy / "corpus.json", processor_dir)
     with pytest.raises(Exception, match=bad_key):
         until_epoch_done(strict, train_keys(copy / "corpus.json"))
+
+
+@pytest.fixture
+def trainer_exit_hook():
+    """A thread-exit hook like the ones Prefect's log and event services register in a process that ran a flow: it
+    drains a service thread of this process, and fails in a forked process (a DataLoader worker), where that thread
+    does not exist. Before the loader forgave such hooks, every worker exited with code 1 at shutdown."""
+    owner = os.getpid()
+
+    def drain() -> None:
+        if os.getpid() != owner:
+            raise AssertionError("the service thread this hook drains does not exist in a forked process")
+
+    threading._register_atexit(drain)  # the private hook list Prefect registers in
+    yield
+    threading._threading_atexits[:] = [hook for hook in threading._threading_atexits if hook.func is not drain]
+
+
+@pytest.mark.parametrize("how", ["with", "break"])
+def test_leaving_a_loop_early_shuts_the_workers_down_cleanly(corpus, processor_dir, trainer_exit_hook, how):
+    before = set(multiprocessing.active_children())
+    loader = make_loader(corpus, processor_dir)
+    if how == "with":
+        with loader:
+            batches = iter(loader)
+            first = next(batches)  # `batches` stays alive: the end of the block shuts the workers down
+    else:
+        for first in loader:
+            break
+    # The workers are gone, having exited 0 (a worker exiting 1 makes the shutdown raise, here or in __del__).
+    assert set(multiprocessing.active_children()) == before
+    gc.collect()
+    again = next(iter(loader))  # the loader goes on from its position after the early exit
+    loader.close()
+    assert len(first) == len(again) == 7 and not set(first.keys) & set(again.keys)
+    assert set(multiprocessing.active_children()) == before
 
 
 def test_config_and_state_errors_name_the_problem(corpus, processor_dir):
