@@ -135,9 +135,24 @@ def _phrase_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+RUNTIME_KEYS = frozenset({"device", "batch_size", "max_boxes_per_pass", "concurrency", "requests_per_second",
+                          "poll_interval_s", "retry", "api_token_block"})
+"""Options that change how fast a run goes, not what it decides: a resumed run may change them."""
+
+
 def recipe_digest(recipe: dict[str, Any]) -> str:
     """A short hash of the recipe (which never holds a secret)."""
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def decisions_digest(recipe: dict[str, Any]) -> str:
+    """A short hash of what decides the labels: the recipe without its `RUNTIME_KEYS`."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in RUNTIME_KEYS}
+        return [strip(v) for v in value] if isinstance(value, list) else value
+
+    return recipe_digest(strip(recipe))
 
 
 def uses_hosted(recipe: dict[str, Any]) -> bool:

@@ -123,7 +123,7 @@ class DdsClient:
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """One API call with retries; returns the parsed answer whose `code` is 0."""
-        last = ""
+        last, retry_after = "", None
         for attempt in range(self.retry.max_retries + 1):
             if attempt:
                 self.sleep(self.retry.delay(attempt - 1, retry_after))

@@ -17,7 +17,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from vlaforge.annotators.annotate_recipe import RECIPE_NAME, annotate_job, default_recipe, recipe_digest, uses_hosted
+from vlaforge.annotators.annotate_recipe import (RECIPE_NAME, annotate_job, decisions_digest, default_recipe,
+                                                 recipe_digest, uses_hosted)
 from vlaforge.flows.vl_job_tasks import run_vl_job_tasks
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
 
@@ -37,6 +38,23 @@ def local_root(url: str) -> pathlib.Path:
     if not (root / "manifest.parquet").exists():
         raise ValueError(f"--shards {url}: no manifest.parquet there; point at a directory written by `vlaforge ingest`")
     return root
+
+
+def check_resumable(target: pathlib.Path, recipe: dict[str, Any]) -> None:
+    """Refuse to resume an output whose labels were decided by another recipe (runtime options such as the device
+    or the batch size may change between runs: they do not change what is decided)."""
+    path = target / RECIPE_NAME
+    if path.exists() and json.loads(path.read_text()).get("decisions_hash") != decisions_digest(recipe):
+        raise ValueError(f"{target} was annotated with another recipe ({path}); resuming it with this one would mix "
+                         "labels decided two ways: use a new --output, or the earlier options")
+
+
+def record_recipe(target: pathlib.Path, recipe: dict[str, Any], root: pathlib.Path) -> None:
+    """Write `annotate_recipe.json` beside the dataset (after `check_resumable`)."""
+    check_resumable(target, recipe)
+    record = {"recipe": recipe, "recipe_hash": recipe_digest(recipe), "decisions_hash": decisions_digest(recipe),
+              "shards": str(root)}
+    atomic_write_bytes(target / RECIPE_NAME, json.dumps(record, indent=1, sort_keys=True).encode())
 
 
 @task(name="build-report", cache_policy=NO_CACHE)
@@ -70,8 +88,7 @@ def annotate(
     for root in roots:
         target = pathlib.Path(output) / root.name
         job = annotate_job(recipe, str(root), str(target), hosted_token=token)
-        record = {"recipe": recipe, "recipe_hash": recipe_digest(recipe), "shards": str(root)}
-        atomic_write_bytes(target / RECIPE_NAME, json.dumps(record, indent=1, sort_keys=True).encode())
+        record_recipe(target, recipe, root)
         summaries[root.name] = run_vl_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
                                                 num_gpus_per_worker=num_gpus_per_worker,
                                                 units_per_task=units_per_task, progress=progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 from typing import Any
 
 from rich.console import Console
@@ -123,11 +124,13 @@ def print_summary(result: dict[str, Any], console: Console) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from vlaforge.annotators.annotate_recipe import annotate_job
-    from vlaforge.flows.annotate import annotate, local_root
+    from vlaforge.flows.annotate import annotate, check_resumable, local_root
 
     recipe = recipe_from_args(args)
     for url in args.shards:  # bad input is answered before Prefect and Ray start
-        annotate_job(recipe, str(local_root(url)), args.output)
+        root = local_root(url)
+        annotate_job(recipe, str(root), args.output)
+        check_resumable(pathlib.Path(args.output) / root.name, recipe)
     result = annotate(
         shards=args.shards, output=args.output, recipe=recipe, runner=args.runner,
         ray_address=args.ray_address, workers=args.workers, num_gpus_per_worker=args.num_gpus,

@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from vlaforge.annotators.annotate_recipe import annotate_job, default_recipe, recipe_digest
+from vlaforge.annotators.annotate_recipe import annotate_job, decisions_digest, default_recipe, recipe_digest
 from vlaforge.annotators.consensus import ConsensusStage
 from vlaforge.annotators.frame_selection import FrameSelector
 from vlaforge.annotators.grounding_dino import GroundingDinoDetector
@@ -58,7 +58,12 @@ def test_mistakes_are_named(tmp_path):
         build(extras={})
 
 
-def test_recipe_digest_changes_with_any_setting():
+def test_recipe_digest_changes_with_any_setting_and_decisions_digest_ignores_runtime_options():
     a, b = default_recipe(), default_recipe()
     b["consensus"] = {"box_iou": 0.7}
     assert recipe_digest(a) == recipe_digest(default_recipe()) != recipe_digest(b)
+    assert decisions_digest(a) != decisions_digest(b)
+    faster = default_recipe()
+    faster["detectors"][0].update(device="cuda", batch_size=16)
+    faster["sam"] = {"device": "cuda"}
+    assert recipe_digest(faster) != recipe_digest(a) and decisions_digest(faster) == decisions_digest(a)

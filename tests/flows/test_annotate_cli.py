@@ -3,11 +3,14 @@
 import json
 
 import pytest
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from vlaforge.annotators.scripted_detection_server import ScriptedDetectionServer
 from vlaforge.annotators.tiny_models import write_tiny_detector, write_tiny_sam
-from vlaforge.flows.cli import main
+from vlaforge.flows.annotate import check_resumable, record_recipe
+from vlaforge.flows.annotate_cli import recipe_from_args
+from vlaforge.flows.cli import build_parser, main
 
 TOKEN = "cli-token-5b2d"
 
@@ -38,6 +41,16 @@ def test_bad_input_is_answered_before_anything_runs(droid_shards, tmp_path, caps
     assert not any(tmp_path.iterdir())
 
 
+def test_resuming_an_output_with_other_decision_rules_is_refused(droid_shards, tmp_path, capsys):
+    robot, _ = droid_shards
+    base = ["annotate", "--shards", str(robot), "--output", str(tmp_path), "--without", "hosted"]
+    record_recipe(tmp_path / robot.name, recipe_from_args(build_parser().parse_args(base)), robot)
+    assert main([*base, "--min-votes", "3"]) == 2
+    assert "was annotated with another recipe" in capsys.readouterr().err
+    faster = build_parser().parse_args([*base, "--device", "cuda", "--batch-size", "16"])
+    check_resumable(tmp_path / robot.name, recipe_from_args(faster))  # runtime options may change on a resume
+
+
 def test_annotate_then_report_from_the_command_line(prefect_server, droid_shards, tmp_path, capsys, monkeypatch):
     robot, _ = droid_shards
     gdino = write_tiny_detector(tmp_path / "models" / "gdino")
@@ -58,6 +71,7 @@ def test_annotate_then_report_from_the_command_line(prefect_server, droid_shards
                      "--frames", "first", "--cameras", "wrist", "--class", "table", "--negative", "elephant",
                      "--split", "all", "--runner", "local", "--no-progress", "--set", "consensus.keep_images=all",
                      "--set", "shards.max_samples=10"])
+        APILogWorker.drain_all(timeout=10)  # the flow's last logs reach the server before the session stops it
     assert code == 0
     out = capsys.readouterr().out
     assert robot.name in out and "report:" in out and TOKEN not in out

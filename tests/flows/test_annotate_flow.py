@@ -7,6 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from vlaforge.annotators.annotate_recipe import annotate_job, default_recipe
@@ -98,6 +99,7 @@ def test_annotate_flow_on_a_prefect_server_with_ray(prefect_server, ray_local, d
             result = annotate(shards=[str(robot)], output=str(tmp_path), runner="ray", workers=2,
                               recipe=recipe(models, server.url, retry={"max_retries": 0}))
             flow_runs, task_runs = asyncio.run(_runs())
+            APILogWorker.drain_all(timeout=10)  # the flow's last logs reach the server before the session stops it
     output = tmp_path / robot.name
     summary = result["datasets"][robot.name]
     audit = pq.read_table(output / "audit.parquet").to_pylist()
