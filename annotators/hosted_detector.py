@@ -150,8 +150,18 @@ class DdsClient:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base_url + path, data=data, method=method,
                                          headers={"Token": self._token, "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=self.retry.timeout_s) as response:
+        with _OPENER.open(request, timeout=self.retry.timeout_s) as response:
             return response.read()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as an HTTP error: following it would send the token to wherever it points."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def _answer(raw: bytes, method: str, path: str) -> dict[str, Any]:

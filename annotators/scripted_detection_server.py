@@ -3,8 +3,8 @@
 `POST /v2/task/grounding_dino/detection` (header `Token`) queues a task and answers its `task_uuid`;
 `GET /v2/task_status/<uuid>` answers "waiting", then "running" for `polls_until_done` polls, then "success" with
 the objects a `responder(pixels, phrases) -> [{"bbox", "score", "category"}]` found (or "failed"). It can be told to
-misbehave on the next requests: answer with an HTTP status (401, 429 with Retry-After, 500, 503), stall (slower
-than the client's timeout), or answer garbage that is not JSON. It listens on 127.0.0.1 only.
+misbehave on the next requests: answer with an HTTP status (401, 429 with Retry-After, 500, 503, a redirect), stall
+(slower than the client's timeout), or answer garbage that is not JSON. It listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -54,10 +54,12 @@ class ScriptedDetectionServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def fail_next(self, status: int, count: int = 1, *, retry_after: str | None = None) -> None:
-        """Answer the next `count` requests with HTTP `status` (and Retry-After when given)."""
+    def fail_next(self, status: int, count: int = 1, *, retry_after: str | None = None,
+                  location: str | None = None) -> None:
+        """Answer the next `count` requests with HTTP `status` (and Retry-After or Location when given)."""
+        headers = {k: v for k, v in (("Retry-After", retry_after), ("Location", location)) if v is not None}
         with self._lock:
-            self._faults.extend([("status", (status, retry_after))] * count)
+            self._faults.extend([("status", (status, headers))] * count)
 
     def stall_next(self, seconds: float, count: int = 1) -> None:
         """Hold the next `count` requests for `seconds`, then answer them normally."""
@@ -91,9 +93,8 @@ class ScriptedDetectionServer:
             kind, value = self._faults.popleft() if self._faults else ("", None)
         time.sleep(self.latency_s + (value if kind == "stall" else 0.0))
         if kind == "status":
-            status, retry_after = value
-            return status, _json({"code": status, "msg": f"scripted failure {status}"}), (
-                {"Retry-After": retry_after} if retry_after else {})
+            status, extra = value
+            return status, _json({"code": status, "msg": f"scripted failure {status}"}), extra
         if kind == "garbage":
             return 200, b"<html>502 Bad Gateway</html>", {}
         if headers.get("token") != self.token:

@@ -115,6 +115,14 @@ def test_a_malformed_object_and_a_failed_task_fail_only_their_image():
     assert "failed on the server: scripted task failure" in frames[0].runs[0].error
 
 
+def test_a_redirect_is_not_followed_with_the_token():
+    with ScriptedDetectionServer(mug_responder, token=TOKEN) as server:
+        server.fail_next(302, location=server.url + "/elsewhere")
+        (frame,) = _stage(server)([_frame()])
+    assert frame.runs[0].status == RunStatus.FAILED and "HTTP 302" in frame.runs[0].error
+    assert len(server.received) == 1
+
+
 def test_task_that_never_finishes_times_out():
     with ScriptedDetectionServer(mug_responder, token=TOKEN, polls_until_done=10_000) as server:
         (frame,) = _stage(server, task_timeout_s=0.2, poll_interval_s=0.05)([_frame()])
