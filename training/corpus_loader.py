@@ -52,8 +52,8 @@ from vlaforge.pipelines.drops import Drop, count_by_reason
 from vlaforge.training import bad_samples
 from vlaforge.training.bad_samples import BadSampleError, BadSamplePolicy
 from vlaforge.training.collate import Batcher, CorpusBatch, make_collate
-from vlaforge.training.corpus_stream import CorpusStream
-from vlaforge.training.robot_batches import KIND, RobotSampleTransform
+from vlaforge.training.corpus_stream import CorpusStream, StreamField
+from vlaforge.training.robot_batches import RobotSampleTransform
 from vlaforge.training.shard_urls import ShardOpener, resolve_url
 from vlaforge.training.stream_state import combine_states
 from vlaforge.training.vl_batches import VlSampleTransform
@@ -138,7 +138,7 @@ class CorpusDataset(IterableDataset):
             raw = next(samples, None)
             if raw is None:
                 break
-            kind = ComponentKind(raw[KIND])
+            kind = ComponentKind(raw[StreamField.KIND.value])
             index = batcher.draw(kind)
             if index is None:
                 continue

@@ -41,13 +41,13 @@ from vlaforge.training.component_cursor import (
     World,
     new_stats,
 )
-
-__all__ = ["CorpusStream", "StreamField"]
 from vlaforge.training.mixture_schedule import MixtureEntry, MixtureSchedule
 from vlaforge.training.shard_assignment import PlanSpec
 from vlaforge.training.shard_samples import ShardEntry, ShardReader, StreamField
 from vlaforge.training.shard_urls import ShardOpener, resolve_url
 from vlaforge.training.stream_state import STATE_FORMAT, resume
+
+__all__ = ["CorpusStream", "StreamField"]
 
 log = logging.getLogger(__name__)
 

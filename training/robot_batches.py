@@ -31,12 +31,8 @@ from vlaforge.pipelines.drops import DropReason
 from vlaforge.training.bad_samples import BadSampleError
 from vlaforge.training.policy import normalization
 from vlaforge.training.policy.normalization import MODEL_WIDTH
+from vlaforge.training.shard_samples import StreamField
 
-# Fields the corpus stream adds to every sample (training/corpus_stream.py).
-URL = "__url__"
-COMPONENT = "component"
-KIND = "kind"
-EPOCH = "epoch"
 FIELDS = ("state", "action")
 
 
@@ -161,7 +157,7 @@ class RobotSampleTransform:
         self._members = tuple(SampleKey.camera(camera) for camera in config.cameras)
 
     def __call__(self, sample: Mapping[str, Any]) -> RobotExample:
-        key, url = sample.get(SampleKey.KEY.value, "?"), sample.get(URL, "?")
+        key, url = sample.get(SampleKey.KEY.value, "?"), sample.get(StreamField.URL.value, "?")
         meta = self._meta(sample, key, url)
         images, image_mask = self._images(sample, key, url)
         scalers = self._scalers(sample, meta, key, url)
@@ -174,7 +170,8 @@ class RobotSampleTransform:
         actions[:valid_len] = scalers["action"](chunk[:valid_len])
         actions, action_mask = normalization.pad_last(actions, self.config.width)
         return RobotExample(
-            key=key, component=sample.get(COMPONENT, ""), epoch=int(sample.get(EPOCH, 0)),
+            key=key, component=sample.get(StreamField.COMPONENT.value, ""),
+            epoch=int(sample.get(StreamField.EPOCH.value, 0)),
             embodiment=meta[MetaField.EMBODIMENT.value],
             instruction=meta.get(MetaField.INSTRUCTION.value, ""), images=images, image_mask=image_mask,
             state=state, state_mask=state_mask, actions=actions, action_mask=action_mask, valid_len=valid_len,
@@ -213,7 +210,7 @@ class RobotSampleTransform:
         return images, mask
 
     def _scalers(self, sample: Mapping[str, Any], meta: Mapping[str, Any], key: str, url: str) -> dict[str, Scaler]:
-        component, embodiment = sample.get(COMPONENT, ""), meta[MetaField.EMBODIMENT.value]
+        component, embodiment = sample.get(StreamField.COMPONENT.value, ""), meta[MetaField.EMBODIMENT.value]
         found = self.scalers.get(component, {}).get(embodiment)
         if found is None:
             raise BadSampleError(url=url, key=key, reason=DropReason.BAD_RECORD,

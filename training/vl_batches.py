@@ -29,7 +29,7 @@ from vlaforge.datasets.schema import ChatRole, VlMetaField, VlSampleKey
 from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.vl_samples import VlSampleError, check_conversation
 from vlaforge.training.bad_samples import BadSampleError
-from vlaforge.training.robot_batches import COMPONENT, EPOCH, URL
+from vlaforge.training.shard_samples import StreamField
 
 IGNORE_INDEX = -100
 """Label of a position that carries no loss (the value transformers' cross-entropy ignores)."""
@@ -140,7 +140,7 @@ class VlSampleTransform:
     def __call__(self, sample: Mapping[str, Any]) -> VlExample:
         if self.processor is None:
             raise RuntimeError("VlSampleTransform.setup() must run before the transform is called")
-        key, url = sample.get(VlSampleKey.KEY.value, "?"), sample.get(URL, "?")
+        key, url = sample.get(VlSampleKey.KEY.value, "?"), sample.get(StreamField.URL.value, "?")
         conversation = self._json(sample, VlSampleKey.CONVERSATION.value, key, url)
         meta = self._json(sample, VlSampleKey.META.value, key, url)
         images = self._images(sample, key, url)
@@ -159,7 +159,8 @@ class VlSampleTransform:
         mask = torch.from_numpy(supervised_positions(ids.tolist(), self._start_id, self._end_id, self._headers,
                                                      self._newlines))
         return VlExample(
-            key=key, component=sample.get(COMPONENT, ""), epoch=int(sample.get(EPOCH, 0)),
+            key=key, component=sample.get(StreamField.COMPONENT.value, ""),
+            epoch=int(sample.get(StreamField.EPOCH.value, 0)),
             task=meta.get(VlMetaField.TASK.value, ""),
             input_ids=ids, mm_token_type_ids=inputs["mm_token_type_ids"][0],
             labels=torch.where(mask, ids, torch.full_like(ids, IGNORE_INDEX)),

@@ -13,6 +13,7 @@ from PIL import Image
 
 from vlaforge.pipelines.drops import DropReason
 from vlaforge.training.bad_samples import BadSampleError
+from vlaforge.training.corpus_stream import CorpusStream
 from vlaforge.training.robot_batches import NormKind, RobotSampleTransform, decode_frame
 
 CAMERAS = ("exterior_1", "exterior_2", "wrist", "left_wrist")
@@ -156,6 +157,21 @@ def test_unknown_embodiment_and_too_short_chunks_are_explained(shards, raw_sampl
         {"droid": stats})
     with pytest.raises(BadSampleError, match="--chunk-len >= 40"):
         transform(raw_samples[1])
+
+
+def test_samples_from_a_corpus_stream_keep_their_component_epoch_and_shard(small_corpus):
+    stream = CorpusStream(str(small_corpus), config=CorpusStream.Config(block=16))
+    samples = [s for s in (next(stream) for _ in range(400)) if s["kind"] == "robot"]
+    stats = {name: json.loads((small_corpus.parent / name / "stats.json").read_text()) for name in ("arm_a", "arm_b")}
+    transform = RobotSampleTransform.Config(image_size=(16, 16), chunk_length=4).build(stats)
+    picked = [next(s for s in samples if (s["component"], s["epoch"]) == pair) for pair in
+              [("arm_a", 0), ("arm_b", 0), ("arm_b", 1)]]  # arm_b (100 samples) is in its second epoch by now
+    assert [(e.key, e.component, e.epoch) for e in map(transform, picked)] == [
+        (s["__key__"], s["component"], s["epoch"]) for s in picked]
+    broken = dict(picked[2], **{"meta.json": b"{"})
+    with pytest.raises(BadSampleError, match="arm_b/train/") as caught:
+        transform(broken)
+    assert caught.value.url == picked[2]["__url__"] and caught.value.url.endswith(".tar")
 
 
 def test_config_names_the_bad_field():

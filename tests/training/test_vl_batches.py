@@ -14,6 +14,7 @@ from vlaforge.datasets.synth.vl import CAPTIONS, write_vl_dataset
 from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.vl_samples import assistant, system, user
 from vlaforge.training.bad_samples import BadSampleError
+from vlaforge.training.corpus_stream import CorpusStream
 from vlaforge.training.vl_batches import IGNORE_INDEX, VlSampleTransform
 
 
@@ -151,3 +152,15 @@ def test_text_only_samples_have_no_pixels(transform):
     assert example.image_grid_thw.shape == (0, 3) and not example.mm_token_type_ids.any()
     assert np.array_equal(example.labels[example.labels != IGNORE_INDEX].numpy(),
                           transform.processor.tokenizer.encode("Hi.<|im_end|>", add_special_tokens=False))
+
+
+def test_samples_from_a_corpus_stream_keep_their_component_epoch_and_shard(small_corpus, transform):
+    stream = CorpusStream(str(small_corpus), config=CorpusStream.Config(block=16))
+    samples = [s for s in (next(stream) for _ in range(520)) if s["kind"] == "vl"]
+    picked = [next(s for s in samples if s["epoch"] == epoch) for epoch in (0, 1)]  # 64 samples: epoch 1 by now
+    assert [(e.key, e.component, e.epoch) for e in map(transform, picked)] == [
+        (s["__key__"], "synth-vl-caption", s["epoch"]) for s in picked]
+    broken = dict(picked[1], **{"conversation.json": b"["})
+    with pytest.raises(BadSampleError, match="conversation.json is not JSON") as caught:
+        transform(broken)
+    assert caught.value.url == picked[1]["__url__"] and "/vl/" in caught.value.url
