@@ -2,12 +2,16 @@
 
 import json
 
+import numpy as np
 import pytest
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from vlaforge.annotators.grounding_frame import GroundingFrame, RunStatus
+from vlaforge.annotators.hosted_detector import HostedDetector
 from vlaforge.annotators.scripted_detection_server import ScriptedDetectionServer
 from vlaforge.annotators.tiny_models import write_tiny_detector, write_tiny_sam
+from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.flows.annotate import check_resumable, record_recipe
 from vlaforge.flows.annotate_cli import recipe_from_args
 from vlaforge.flows.cli import build_parser, main
@@ -86,3 +90,23 @@ def test_annotate_then_report_from_the_command_line(prefect_server, droid_shards
     assert (output / "report" / "index.html").exists()
     assert main(["report", "build", str(output), "--output", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "index.html").exists()
+
+
+def test_hosted_token_from_a_prefect_secret_block(prefect_server):
+    from prefect.blocks.system import Secret
+
+    pixels = np.zeros((32, 48, 3), np.uint8)
+    frame = GroundingFrame(dataset="d", episode_id="e", source_file="f", step=0, camera="wrist",
+                           jpeg=encode_jpeg(pixels, FrameConfig()), pixels=pixels, selected_by="first",
+                           instructions=[], phrases=["cup"])
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        Secret(value=TOKEN).save("dds-token-test", overwrite=True)
+        with ScriptedDetectionServer(lambda pixels, phrases: [], token=TOKEN) as server:
+            stage = HostedDetector.Config(base_url=server.url, api_token_block="dds-token-test",
+                                          poll_interval_s=0.01).build()
+            stage.setup()
+            stage([frame])
+        missing = HostedDetector.Config(base_url=server.url, api_token_block="no-such-block").build()
+        with pytest.raises(ValueError, match="Prefect Secret block 'no-such-block' could not be loaded"):
+            missing.setup()
+    assert frame.runs[0].status == RunStatus.OK and TOKEN not in repr(stage.config)
