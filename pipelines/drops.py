@@ -56,6 +56,8 @@ class DropReason(str, enum.Enum):
     NO_ASSISTANT_TURN = "no_assistant_turn"
     BAD_CONVERSATION = "bad_conversation"
     DUPLICATE_IMAGE = "duplicate_image"
+    # The training loader: a sample that decodes but does not fit the model's token budget is quarantined.
+    TOO_MANY_TOKENS = "too_many_tokens"
 
 
 @dataclasses.dataclass(frozen=True)

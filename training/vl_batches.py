@@ -153,9 +153,10 @@ class VlSampleTransform:
         inputs = self.processor(text=[text], images=images or None, return_tensors="pt")
         ids = inputs["input_ids"][0]
         if len(ids) > self.config.max_length:
-            raise BadSampleError(url=url, key=key, reason=DropReason.BAD_RECORD,
+            raise BadSampleError(url=url, key=key, reason=DropReason.TOO_MANY_TOKENS,
                                  message=f"{len(ids)} tokens exceed max_length {self.config.max_length}; raise "
-                                         f"VlSampleTransform.Config.max_length or shrink the images")
+                                         "VlSampleTransform.Config.max_length (CorpusLoader.Config.vl_max_length) "
+                                         "or shrink the images")
         mask = torch.from_numpy(supervised_positions(ids.tolist(), self._start_id, self._end_id, self._headers,
                                                      self._newlines))
         return VlExample(

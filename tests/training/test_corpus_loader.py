@@ -188,6 +188,15 @@ def test_a_corrupt_frame_is_quarantined_by_reason_or_stops_the_run(tmp_path, cor
         until_epoch_done(strict, train_keys(copy / "corpus.json"))
 
 
+def test_vl_samples_over_the_token_budget_are_quarantined_as_too_many_tokens(corpus, processor_dir):
+    loader = make_loader(corpus, processor_dir, num_workers=0, vl_max_length=16, bad_samples="quarantine")
+    batches = list(itertools.islice(loader, 3))
+    assert all(batch.vl is None for batch in batches) and sum(len(batch) for batch in batches) == 3 * 7
+    counts = loader.quarantine_counts()
+    assert list(counts) == ["too_many_tokens"] and counts["too_many_tokens"] >= 3  # 1 VL draw in 7
+    assert all("exceed max_length 16" in drop.message for drop in loader.quarantined.values())
+
+
 @pytest.fixture
 def trainer_exit_hook():
     """A thread-exit hook like the ones Prefect's log and event services register in a process that ran a flow: it

@@ -134,8 +134,9 @@ def test_bad_samples_are_explained(processor_dir, transform, camera):
     assert caught.value.reason is DropReason.BAD_IMAGE
     short = VlSampleTransform.Config(processor=str(processor_dir), max_length=16).build()
     short.setup()
-    with pytest.raises(BadSampleError, match="exceed max_length 16"):
+    with pytest.raises(BadSampleError, match="exceed max_length 16") as caught:
         short(hand_sample([user(None, "What is on the table today?"), assistant("Coffee.")], [image]))
+    assert caught.value.reason is DropReason.TOO_MANY_TOKENS
 
 
 def test_config_names_the_bad_field():
