@@ -159,3 +159,19 @@ def test_timestamps_for_only_some_streams_are_a_named_bad_record(clocked, tmp_pa
         del handle["timestamps/action"]
     _, (drop,), _ = _read(tmp_path)
     assert drop.reason.value == "bad_record" and "not for ['/action']" in drop.message
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_frames_are_read_on_access_and_a_file_changed_meanwhile_is_a_named_error(fixed, tmp_path, compress):
+    from vlaforge.datasets.teleop import FrameReadError
+    from vlaforge.datasets.teleop_frames import LazyFrames
+
+    path = write_aloha_hdf5(tmp_path / "episode_0.hdf5", fixed, compress=compress)
+    (episode,), _, _ = _read(tmp_path)
+    assert isinstance(episode.frames["exterior_1"], LazyFrames) and len(episode.frames["exterior_1"]) == 60
+    with h5py.File(path, "r+") as handle:  # the source let go of the file: it opens for writing
+        del handle["observations/images/cam_high"]
+    assert len(list(episode.frames["left_wrist"])) == 60
+    with pytest.raises(FrameReadError, match="episode_0.hdf5: /observations/images/cam_high, measurement 0 cannot be "
+                                             "read again"):
+        episode.frames["exterior_1"][0]

@@ -209,3 +209,18 @@ def test_config_errors_name_the_field():
         TeleopMcapSource.Config(root="x", cameras={"/cam": "top"})
     with pytest.raises(ValueError, match="timestamps must be one of"):
         TeleopMcapSource.Config(root="x", timestamps="publish")
+
+
+def test_frames_are_read_on_access_and_a_file_changed_meanwhile_is_a_named_error(recording, tmp_path):
+    from vlaforge.datasets.teleop import FrameReadError
+    from vlaforge.datasets.teleop_frames import LazyFrames
+
+    path = write_teleop_mcap(tmp_path / "e.mcap", recording)
+    (episode,), _, _ = _read(tmp_path)
+    frames, track = episode.frames["left_wrist"], recording.cameras["cam_left_wrist"]
+    ticks = _ticks([t.stamps for t in _tracks(recording)])
+    assert isinstance(frames, LazyFrames) and frames[-1] == track.jpeg[_nearest(track.stamps, ticks)[-1]]
+    path.write_bytes(path.read_bytes()[:4096])  # cut short after the first pass
+    with pytest.raises(FrameReadError, match=r"e.mcap: /cam_left_wrist/image_raw/compressed, measurement \d+ cannot "
+                                             r"be read again .* the file changed or became unreadable"):
+        frames[len(frames) // 2]

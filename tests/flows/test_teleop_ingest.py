@@ -154,3 +154,29 @@ def test_bad_timestamps_under_the_raise_policy_stop_the_cli_with_a_named_error(t
     error = capsys.readouterr().err
     assert "dup.mcap: /cam_high/image_raw/compressed: measurement 7 repeats the timestamp of measurement 6" in error
     assert not (tmp_path / "out" / "manifest.parquet").exists()
+
+
+def test_every_segment_of_a_split_recording_lands_in_the_recordings_split(tmp_path, ingest_locally):
+    from vlaforge.datasets.timeline import NS_PER_S
+    from vlaforge.pipelines.split import split_of
+
+    for seed, name in ((31, "holed"), (32, "wipe")):  # each recording's segments hash, by their own ids, to both
+        recording = make_recording(seed=seed, duration_s=3.0)
+        track = recording.cameras["cam_left_wrist"]
+        t = (track.stamps - recording.start_ns) / NS_PER_S
+        keep = ~(((t > 0.8) & (t < 1.1)) | ((t > 1.9) & (t < 2.2)))
+        track.stamps, track.log = track.stamps[keep], track.log[keep]
+        track.jpeg = [jpeg for jpeg, k in zip(track.jpeg, keep) if k]
+        write_teleop_mcap(tmp_path / "in" / f"{name}.mcap", recording)
+    ingest_locally("teleop-mcap", tmp_path / "in", tmp_path / "out", validation_fraction=0.5,
+                   source_options={"on_gap": "split", "dataset_name": "teleop"})
+    splits = {}
+    for row in pq.read_table(tmp_path / "out" / "manifest.parquet").to_pylist():
+        for episode in row["episodes"]:
+            splits.setdefault(episode, set()).add(row["split"])
+    for name in ("holed", "wipe"):
+        segments = [episode for episode in splits if episode.startswith(f"teleop-{name}-seg")]
+        assert len(segments) >= 3  # cut at the two holes (and at any longer dropout the synthetic camera has)
+        assert len({split_of(episode, 0.5) for episode in segments}) == 2  # hashed per segment, they would straddle
+        assert set().union(*(splits[episode] for episode in segments)) == {split_of(f"teleop-{name}", 0.5).value}
+    assert {split for found in splits.values() for split in found} == {"train", "validation"}

@@ -66,3 +66,20 @@ def test_short_episodes_are_dropped_with_their_length():
 def test_bad_config_values_are_named():
     with pytest.raises(ValueError, match="min_steps must be >= 1, got 0"):
         MinLengthFilter.Config(min_steps=0)
+
+
+def test_trimming_lazy_frames_keeps_them_lazy_and_reads_none():
+    from vlaforge.datasets.teleop_frames import LazyFrames
+
+    episode = make_episode(n_steps=30, idle_head=6, idle_tail=5)
+    eager = {camera: list(frames) for camera, frames in episode.frames.items()}
+    reads = []
+
+    def reader(frames):
+        return lambda index: reads.append(index) or frames[index]
+
+    episode.frames = {camera: LazyFrames(reader(frames), np.arange(len(frames))) for camera, frames in eager.items()}
+    batch = NonFiniteFilter.Config().build()([episode])
+    (trimmed,) = MinLengthFilter.Config().build()(IdleTrimmer.Config().build()(batch))
+    assert reads == [] and all(isinstance(frames, LazyFrames) for frames in trimmed.frames.values())
+    assert list(trimmed.frames["wrist"]) == eager["wrist"][5:26]

@@ -52,3 +52,46 @@ def test_split_is_per_episode_deterministic_and_near_the_fraction():
     episode = make_episode("held-out-candidate")
     builder = RobotSampleBuilder.Config(validation_fraction=0.5).build()
     assert len({s.split for s in builder([episode])}) == 1
+
+
+def _lazily(episode, reads):
+    """`episode` with each camera's frames read on access (as the teleop sources hand them over), logged in `reads`."""
+    from vlaforge.datasets.teleop_frames import LazyFrames
+
+    def reader(frames):
+        def read(index):
+            reads.append(index)
+            return frames[index]
+        return read
+
+    episode.frames = {camera: LazyFrames(reader(frames), np.arange(len(frames))) for camera, frames in
+                      episode.frames.items()}
+    return episode
+
+
+def test_iter_samples_builds_each_step_when_asked_and_matches_the_list():
+    reads = []
+    eager = make_episode(n_steps=20)
+    lazy = _lazily(make_episode(n_steps=20), reads)
+    builder = RobotSampleBuilder.Config(chunk_len=6, validation_fraction=0.0).build()
+    samples = builder.iter_samples(lazy)
+    assert reads == []
+    first = next(samples)
+    assert reads == [0, 0]  # step 0 of each camera, nothing more
+    rest = list(samples)
+    assert [(s.key, s.members) for s in [first, *rest]] == [(s.key, s.members) for s in builder([eager])]
+    chunks, valid = action_chunks(eager.action, 6)
+    assert [_load(s.members["action.npy"]).tolist() for s in rest] == chunks[1:].tolist()
+    assert [json.loads(s.members["meta.json"])["valid_len"] for s in rest] == valid[1:].tolist()
+
+
+def test_episodes_of_one_split_group_share_its_split():
+    builder = RobotSampleBuilder.Config(validation_fraction=0.5).build()
+    ids = [f"rec-seg{k:02d}" for k in range(8)]
+    assert len({split_of(i, 0.5) for i in ids}) == 2  # on their own ids, they would straddle the splits
+    segments = [make_episode(i, n_steps=3) for i in ids]
+    for segment in segments:
+        segment.split_group = "rec"
+    assert {s.split for s in builder(segments)} == {split_of("rec", 0.5)}
+    alone = make_episode("rec-seg01", n_steps=3)
+    assert alone.split_key == "rec-seg01" and {s.split for s in builder([alone])} == {split_of("rec-seg01", 0.5)}
