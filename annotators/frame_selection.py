@@ -13,7 +13,7 @@ import numpy as np
 import simplejpeg
 
 from vlaforge.annotators.grounding_frame import GroundingFrame
-from vlaforge.datasets.schema import Episode
+from vlaforge.datasets.schema import Episode, MetaField
 from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.stage import Stage, StageConfig
 
@@ -128,4 +128,5 @@ class FrameSelector(Stage):
             dataset=dataset, episode_id=episode.episode_id, source_file=episode.lineage.file,
             step=episode.first_step + step, camera=camera, jpeg=data, pixels=pixels, selected_by=policy,
             instructions=[text for text in episode.instructions if text],
+            split=episode.flags.get(MetaField.SPLIT.value),
         )

@@ -74,6 +74,8 @@ class GroundingFrame:
     selected_by: str
     """Which frame policy chose it ("first", "every_k", "gripper_close", ...)."""
     instructions: list[str]
+    split: str | None = None
+    """The robot episode's own split (from its shard); its VL samples keep it. None hashes the episode id."""
     phrases: list[str] = dataclasses.field(default_factory=list)
     """Objects to ground, lower case, in a stable order."""
     negatives: list[str] = dataclasses.field(default_factory=list)

@@ -126,7 +126,7 @@ class GroundingSampleBuilder(Stage):
         variants: tuple[str, ...] = VARIANTS
         """Which samples to make per image: any of "single", "multi", "referring"."""
         validation_fraction: float = 0.05
-        """Episodes held out (by a hash of the episode id, like the robot shards)."""
+        """Episodes held out by a hash of the episode id, for episodes whose shards carry no split of their own."""
         detector_settings: tuple[tuple[str, str], ...] = ()
         """(detector name, JSON of its settings) for provenance; the recipe fills it."""
 
@@ -183,6 +183,7 @@ class GroundingSampleBuilder(Stage):
                 key=f"{frame.image_key}_{variant}", task=VlTask.GROUNDING, dataset=config.dataset, images=[frame.jpeg],
                 conversation=conversation, source_key=frame.source_key, source_group=frame.episode_id,
                 provenance=self._provenance(frame, objects), validation_fraction=config.validation_fraction,
+                split=frame.split,
                 consensus_id=objects[0].candidate.candidate_id, extra=_extra(frame, variant, objects),
             )
         except VlSampleError as error:

@@ -26,6 +26,7 @@ def test_gripper_key_steps_find_closing_and_opening():
 def test_selector_takes_first_and_gripper_frames_for_every_camera():
     episode = _with_gripper(make_episode("ep-7", n_steps=20), np.r_[np.zeros(8), np.ones(12)])
     episode.first_step = 100
+    episode.flags["split"] = "validation"
     frames = FrameSelector.Config(policies=("first", "gripper"), dataset="droid").build()([episode])
     assert [(f.step, f.camera, f.selected_by) for f in frames] == [
         (100, "exterior_1", "first"), (100, "wrist", "first"),
@@ -33,6 +34,7 @@ def test_selector_takes_first_and_gripper_frames_for_every_camera():
     assert frames[0].pixels.shape == (48, 64, 3) and frames[0].jpeg == episode.frames["exterior_1"][0]
     assert frames[2].source_key == "ep-7_000108" and frames[2].image_key == "ep-7_000108_exterior_1"
     assert frames[0].dataset == "droid" and frames[0].instructions == ["put the red mug on the shelf"]
+    assert {f.split for f in frames} == {"validation"}
 
 
 def test_every_k_one_camera_and_the_cap():

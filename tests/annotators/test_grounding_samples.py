@@ -90,6 +90,13 @@ def test_referring_expression_geometry(frame_factory):
     assert referring_expression(alone[0], alone, 64, 48) is None
 
 
+def test_samples_keep_their_episodes_split(frame_factory):
+    frame = _decided(frame_factory(), [("red mug", MUG_LEFT)])
+    frame.split = "validation"
+    (sample,) = GroundingSampleBuilder.Config(variants=("single",), validation_fraction=0.0).build()([frame])
+    assert sample.split.value == "validation" and _meta(sample)["split"] == "validation"
+
+
 def test_variants_are_validated():
     with pytest.raises(ValueError, match="variants must be a non-empty subset"):
         GroundingSampleBuilder.Config(variants=("caption",))

@@ -119,8 +119,10 @@ def test_annotate_flow_on_a_prefect_server_with_ray(prefect_server, ray_local, d
     accepted = {r["candidate_id"] for r in audit if r["decision"] == "accepted"}
     samples = list(_samples(output))
     assert len(samples) == summary["samples"]
+    robot_split = {e: r.split for r in read_manifest(robot / "manifest.parquet") for e in r.episodes}
     for sample in samples:
         meta = sample["meta.json"]
+        assert meta["split"] == robot_split[meta["source_group"]]  # an episode's VL samples keep its split
         assert meta["task"] == "grounding" and {o["candidate_id"] for o in meta["extra"]["objects"]} <= accepted
         assert sample["conversation.json"][1]["content"][0]["text"].startswith("```json\n[{\"bbox_2d\": [")
 
