@@ -4,7 +4,7 @@ The cursor reads its slot's portion of the current epoch's plan in position orde
 at a time, and hands the block out in the block's permutation. `consumed` counts positions handed out, including
 positions whose shard was refused (they hold no sample and are passed over), so the state means the same thing
 after a resume. At the end of its portion it moves to the next epoch, whose plan is the default one unless a
-resume left a remainder plan for it in `plans`.
+resume left a remainder plan for it in `plans`; a `one_pass` cursor stops there instead (`next_sample()` is None).
 """
 
 from __future__ import annotations
@@ -68,12 +68,14 @@ class World:
 class ComponentCursor:
     def __init__(self, component: ComponentShards, world: World, reader: ShardReader, *,
                  policy: BadShardPolicy, stats: dict[str, Any], epoch: int = 0, consumed: int = 0,
-                 plans: Mapping[int, PlanSpec] | None = None) -> None:
+                 plans: Mapping[int, PlanSpec] | None = None, one_pass: bool = False) -> None:
         self.component = component
         self.world = world
         self.epoch = epoch
         self.consumed = consumed
         self.plans = dict(plans or {})
+        self.one_pass = one_pass
+        """Read this epoch's portion once, then stop (evaluation) instead of starting the next epoch."""
         self._reader = reader
         self._policy = policy
         self._stats = stats
@@ -86,10 +88,14 @@ class ComponentCursor:
         return {"epoch": self.epoch, "consumed": self.consumed,
                 "plans": {str(epoch): spec.as_dict() for epoch, spec in sorted(self.plans.items())}}
 
-    def next_sample(self) -> dict[str, Any]:
-        """The next sample: {"__key__", "__url__", "component", "kind", "epoch", ext: bytes}."""
+    def next_sample(self) -> dict[str, Any] | None:
+        """The next sample: {"__key__", "__url__", "component", "kind", "epoch", ext: bytes}; None once a one-pass
+        cursor has handed out its whole portion."""
         while True:
             if self.consumed >= self._sequence.length:
+                if self.one_pass:
+                    self.close()
+                    return None
                 self._finish_epoch()
                 continue
             index = self.consumed // self._sequence.block

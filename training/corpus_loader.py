@@ -22,6 +22,16 @@ checkpoint whose streams the new slots split between them (`stream_state`): noth
 skipped or repeated under `MixPolicy.MIXED`. Under `BY_KIND`, samples consumed after the oldest sample still waiting
 in a kind's buffer are read again (at most what was drawn while that buffer filled).
 
+Evaluation: `Config(split="validation", one_pass=True)` makes a loader that ends. Its workers' streams read every
+sample of the split once over all ranks and workers, each component in full and with no mixture draw
+(`corpus_stream`), and each worker's last batch may be short. A pass that ran to its end leaves the position at the
+start again, so every `for batch in loader:` is one whole pass.
+
+    val = CorpusLoader(CorpusLoader.Config(corpus_url=url, processor=vlm, split="validation", one_pass=True),
+                       rank=rank, world_size=world_size)
+    for batch in val:                                 # every validation sample of this rank once, then the loop ends
+        ...
+
 Bad samples: `BadSamplePolicy.RAISE` stops the run with the error; `QUARANTINE` sets the sample aside, and the
 loader gathers each worker's records in `quarantined` (one per sample, by reason, however often it is re-read).
 
@@ -112,7 +122,7 @@ class CorpusDataset(IterableDataset):
         worker = (physical + self.plan.rotation) % workers
         stream = CorpusStream(config.corpus_url, rank=self.plan.rank, world_size=self.plan.world_size,
                               worker_id=worker, num_workers=workers, seed=config.seed, split=config.split,
-                              verify_sha256=config.verify_sha256, config=config.stream)
+                              one_pass=config.one_pass, verify_sha256=config.verify_sha256, config=config.stream)
         robot = config.robot.build(self.plan.stats)
         vl = None
         if self.plan.processor is not None:
@@ -150,7 +160,7 @@ class CorpusDataset(IterableDataset):
             for batch, resume in batcher.add(index, kind, example):
                 yield WorkerBatch(batch, worker, resume, drops, _plain(stream.stats))
                 drops = []
-        for batch, resume in batcher.finish():  # the corpus stream is endless; a finite one ends here
+        for batch, resume in batcher.finish():  # a one-pass stream ends: its partial batches go out
             yield WorkerBatch(batch, worker, resume, drops, _plain(stream.stats))
             drops = []
 
@@ -181,7 +191,8 @@ def _plain(stats: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class CorpusLoader:
-    """One rank's endless iterator of `CorpusBatch`es over a corpus manifest URL (see the module docstring)."""
+    """One rank's iterator of `CorpusBatch`es over a corpus manifest URL: endless, or one pass of a split for
+    evaluation (see the module docstring)."""
 
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Config:
@@ -208,6 +219,9 @@ class CorpusLoader:
         """Shard order and shuffle seed; None: the corpus manifest's."""
         split: str = "train"
         """The split of every component to read."""
+        one_pass: bool = False
+        """Evaluation: every sample of `split` exactly once over all ranks and workers, each component in full (no
+        mixture draw), then the loop ends; each `for` over the loader is one whole pass."""
         verify_sha256: bool = False
         """Check every shard's sha256 before using it (remote shards are spooled while hashed)."""
         stream: CorpusStream.Config = dataclasses.field(default_factory=CorpusStream.Config)
@@ -260,6 +274,8 @@ class CorpusLoader:
                 self._take(item)
                 if item.batch is not None:
                     yield item.batch
+            if self.config.one_pass:  # the pass is complete: the next `for` starts the next one
+                self._records, self._next_worker = {}, 0
         finally:
             if self._iterator is iterator:
                 self.close()
@@ -339,7 +355,8 @@ class CorpusLoader:
     def _fresh_state(self, worker: int) -> dict[str, Any]:
         config = self.config
         stream = CorpusStream(config.corpus_url, rank=self.rank, world_size=self.world_size, worker_id=worker,
-                              num_workers=self.slots, seed=config.seed, split=config.split, config=config.stream)
+                              num_workers=self.slots, seed=config.seed, split=config.split,
+                              one_pass=config.one_pass, config=config.stream)
         return stream.state_dict()
 
     def _load_stats(self) -> dict[str, dict[str, Any]]:

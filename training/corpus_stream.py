@@ -14,6 +14,13 @@ What each slot reads (slot = rank * num_workers + worker_id, S = world_size * nu
   finishes its run of a component starts that component's next epoch, so each sample is seen once per epoch.
 - Memory: one block of samples per component, plus `interleave` open shards per component.
 
+Evaluation (`one_pass=True`, e.g. with `split="validation"`): one pass over every sample of the split, then
+StopIteration. There is no mixture draw: the slot reads its portion of each component in full, component after
+component in the manifest's order, from epoch 0's plan, so across all slots every sample of every component comes
+exactly once (a slot may get nothing of a component smaller than the number of slots). The pass is deterministic
+for a seed, and `state_dict()` / `load_state_dict()` work as in training (a one-pass state only resumes a one-pass
+stream).
+
 State: `state_dict()` is this slot's position (JSON-able, small; see `stream_state` for the format);
 `load_state_dict()` takes either this slot's own state or a checkpoint of every slot (`combine_states`), and
 resumes exactly (same seed, S, block and interleave) or elastically (anything else: what the old world left unread
@@ -53,7 +60,7 @@ log = logging.getLogger(__name__)
 
 
 class CorpusStream:
-    """An endless iterator over one slot's samples of a corpus; see the module docstring."""
+    """An iterator over one slot's samples of a corpus, endless or (`one_pass`) one pass; see the module docstring."""
 
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Config:
@@ -80,13 +87,15 @@ class CorpusStream:
                                  f"{[p.value for p in BadShardPolicy]}, got {self.on_bad_shard!r}")
 
     def __init__(self, corpus_url: str, *, rank: int = 0, world_size: int = 1, worker_id: int = 0,
-                 num_workers: int = 1, seed: int | None = None, split: str = "train", verify_sha256: bool = False,
-                 config: CorpusStream.Config | None = None) -> None:
+                 num_workers: int = 1, seed: int | None = None, split: str = "train", one_pass: bool = False,
+                 verify_sha256: bool = False, config: CorpusStream.Config | None = None) -> None:
+        """`one_pass`: every sample of `split` once over all slots, each component in full, then StopIteration."""
         _check_slot("rank", rank, "world_size", world_size)
         _check_slot("worker_id", worker_id, "num_workers", num_workers)
         self.config = config or CorpusStream.Config()
         self.corpus_url = corpus_url
         self.split = split
+        self.one_pass = one_pass
         opener = ShardOpener(self.config.opener)
         data = opener.read_bytes(corpus_url)
         self.corpus_sha256 = hashlib.sha256(data).hexdigest()
@@ -104,11 +113,22 @@ class CorpusStream:
         return self
 
     def __next__(self) -> dict[str, Any]:
-        name = self._schedule.peek()
-        sample = self._cursors[name].next_sample()
-        self._schedule.advance(name, self._components[name].kind)
+        if self.one_pass:
+            sample = self._next_in_pass()
+        else:
+            name = self._schedule.peek()
+            sample = self._cursors[name].next_sample()
+            self._schedule.advance(name, self._components[name].kind)
         self.stats["samples"] += 1
         return sample
+
+    def _next_in_pass(self) -> dict[str, Any]:
+        """The next sample of the first component (in manifest order) whose portion is not done yet."""
+        for cursor in self._cursors.values():
+            sample = cursor.next_sample()
+            if sample is not None:
+                return sample
+        raise StopIteration
 
     def state_dict(self) -> dict[str, Any]:
         """This slot's position: everything handed out so far counts as consumed."""
@@ -116,6 +136,7 @@ class CorpusStream:
             "format": STATE_FORMAT,
             "corpus_sha256": self.corpus_sha256,
             "split": self.split,
+            "one_pass": self.one_pass,
             "world": self.world.key(),
             "slot": self.world.slot,
             "mixture": self._schedule.state_dict(),
@@ -125,7 +146,7 @@ class CorpusStream:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from this slot's own state, or from a checkpoint of every slot (`combine_states`)."""
         components, mixture = resume(state, corpus_sha256=self.corpus_sha256, split=self.split, world=self.world,
-                                     components=list(self._components))
+                                     components=list(self._components), one_pass=self.one_pass)
         self.close()
         self._start(components, mixture)
 
@@ -146,7 +167,8 @@ class CorpusStream:
             name: ComponentCursor(
                 shards, self.world, self._reader, policy=BadShardPolicy(self.config.on_bad_shard), stats=self.stats,
                 epoch=int(components[name].get("epoch", 0)), consumed=int(components[name].get("consumed", 0)),
-                plans={int(e): PlanSpec.from_dict(p) for e, p in components[name].get("plans", {}).items()})
+                plans={int(e): PlanSpec.from_dict(p) for e, p in components[name].get("plans", {}).items()},
+                one_pass=self.one_pass)
             for name, shards in self._components.items()
         }
 
@@ -161,7 +183,7 @@ class CorpusStream:
                 log.warning("%s: component %s has no %r samples; it is left out of this stream", self.corpus_url,
                             component.name, self.split)
                 continue
-            if total < self.world.slots:
+            if total < self.world.slots and not self.one_pass:  # one pass: a slot may read nothing of it
                 raise CorpusError(
                     f"{self.corpus_url}: component {component.name!r} has {total} {self.split!r} samples, fewer "
                     f"than the {self.world.slots} (rank, worker) slots that each need one; use fewer workers or "

@@ -1,7 +1,7 @@
 """Checkpoints of a `CorpusStream`: one state per (rank, worker) slot, combined, resumed exactly or elastically.
 
 A slot's state (`CorpusStream.state_dict()`) is small JSON-able data:
-  {"format", "corpus_sha256", "split", "world": {"seed", "slots", "block", "interleave"}, "slot",
+  {"format", "corpus_sha256", "split", "one_pass", "world": {"seed", "slots", "block", "interleave"}, "slot",
    "mixture": {"kinds": {...}, "components": {...}},                        draws so far, for the VL:robot schedule
    "components": {name: {"epoch", "consumed", "plans": {epoch: PlanSpec}}}}  per component: the epoch, positions
                                                                             handed out, and any remainder plans
@@ -26,6 +26,8 @@ from vlaforge.training.shard_assignment import ALL, PlanSpec, Remainder
 
 STATE_FORMAT = "vlaforge.corpus-stream-state/1"
 CHECKPOINT_FORMAT = "vlaforge.corpus-stream-checkpoint/1"
+_RUN_FIELDS = {"corpus_sha256": None, "split": None, "one_pass": False, "world": None}
+"""What every slot state of one checkpoint shares, with the value a state that lacks the field means."""
 
 
 class StreamStateError(ValueError):
@@ -42,10 +44,10 @@ def combine_states(states: Iterable[dict[str, Any]]) -> dict[str, Any]:
             raise StreamStateError(f"not a CorpusStream slot state (format {state.get('format')!r})")
     first = states[0]
     for state in states[1:]:
-        for field in ("corpus_sha256", "split", "world"):
-            if state[field] != first[field]:
-                raise StreamStateError(f"slot states disagree on {field}: {first[field]!r} and {state[field]!r}; "
-                                       "they come from different runs")
+        for field, default in _RUN_FIELDS.items():
+            if state.get(field, default) != first.get(field, default):
+                raise StreamStateError(f"slot states disagree on {field}: {first.get(field, default)!r} and "
+                                       f"{state.get(field, default)!r}; they come from different runs")
     slots = sorted(state["slot"] for state in states)
     expected = list(range(first["world"]["slots"]))
     if slots != expected:
@@ -56,8 +58,8 @@ def combine_states(states: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {"format": CHECKPOINT_FORMAT, "slots": sorted(states, key=lambda state: state["slot"])}
 
 
-def resume(state: dict[str, Any], *, corpus_sha256: str, split: str, world: World,
-           components: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+def resume(state: dict[str, Any], *, corpus_sha256: str, split: str, world: World, components: list[str],
+           one_pass: bool = False) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
     """Per component, the cursor state this slot starts from, and the mixture state (None: start afresh)."""
     slots = state["slots"] if state.get("format") == CHECKPOINT_FORMAT else [state]
     for slot_state in slots:
@@ -68,6 +70,9 @@ def resume(state: dict[str, Any], *, corpus_sha256: str, split: str, world: Worl
                                    f"{slot_state['corpus_sha256'][:12]}..., this one is {corpus_sha256[:12]}...)")
         if slot_state["split"] != split:
             raise StreamStateError(f"the state was saved for split {slot_state['split']!r}, not {split!r}")
+        if slot_state.get("one_pass", False) != one_pass:  # states written before one_pass existed: training
+            raise StreamStateError(f"the state was saved by a stream with one_pass={not one_pass}, this one has "
+                                   f"one_pass={one_pass}; an evaluation pass and training keep separate states")
         if sorted(slot_state["components"]) != sorted(components):
             raise StreamStateError(f"the state has components {sorted(slot_state['components'])}, the stream "
                                    f"{sorted(components)}")

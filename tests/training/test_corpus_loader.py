@@ -55,14 +55,27 @@ def corpus(tmp_path_factory, droid_shards):
     return path
 
 
-def train_keys(corpus_path):
-    """{component: every train sample key}, read straight from the shards."""
+@pytest.fixture(scope="module")
+def eval_corpus(tmp_path_factory, droid_shards):
+    """DROID shards (about a third of the episodes in validation) and a VL dataset with half its samples there."""
+    root = tmp_path_factory.mktemp("eval-corpus")
+    vl_dir = write_vl_dataset(root / "vl", n_samples=40, image_size=(32, 32), shard_samples=8,
+                              validation_fraction=0.5)
+    inputs = [CorpusInput(path=droid_shards[0], kind=ComponentKind.ROBOT, name="droid"),
+              CorpusInput(path=vl_dir, kind=ComponentKind.VL, name="captions")]
+    path = root / "corpus.json"
+    write_corpus(build_corpus(inputs, path, CorpusConfig(seed=5)), path)
+    return path
+
+
+def train_keys(corpus_path, split="train"):
+    """{component: every sample key of `split`}, read straight from the shards."""
     manifest = json.loads(corpus_path.read_text())
     keys = {}
     for component in manifest["components"]:
         keys[component["name"]] = set()
         for shard in component["shards"]:
-            if shard["split"] == "train":
+            if shard["split"] == split:
                 with open(corpus_path.parent / shard["url"], "rb") as handle:
                     keys[component["name"]] |= {s["__key__"] for s in iter_samples(handle, shard["url"], ("x",))}
     return keys
@@ -70,10 +83,11 @@ def train_keys(corpus_path):
 
 def make_loader(corpus_path, processor_dir, **options):
     batch = Batcher.Config(batch_size=options.pop("batch_size", 7), policy=options.pop("policy", MixPolicy.MIXED))
+    rank, world_size = options.pop("rank", 0), options.pop("world_size", 1)
     config = CorpusLoader.Config(corpus_url=str(corpus_path), processor=processor_dir, robot=ROBOT, batch=batch,
                                  robot_vlm_inputs=options.pop("robot_vlm_inputs", False),
                                  **{"num_workers": 2, "seed": 11, **options})
-    return CorpusLoader(config)
+    return CorpusLoader(config, rank=rank, world_size=world_size)
 
 
 def samples_of(batch):
@@ -231,6 +245,21 @@ def test_leaving_a_loop_early_shuts_the_workers_down_cleanly(corpus, processor_d
     loader.close()
     assert len(first) == len(again) == 7 and not set(first.keys) & set(again.keys)
     assert set(multiprocessing.active_children()) == before
+
+
+def test_an_evaluation_loader_gives_every_validation_sample_once_over_2_ranks_by_2_workers_and_ends(
+        eval_corpus, processor_dir, trainer_exit_hook):
+    expected = train_keys(eval_corpus, "validation")
+    assert all(expected.values())
+    loaders = [make_loader(eval_corpus, processor_dir, split="validation", one_pass=True, rank=rank, world_size=2)
+               for rank in (0, 1)]
+    passes = [[samples_of(batch) for batch in loader] for loader in loaders]  # each `for` ends by itself
+    for component, keys in expected.items():
+        got = [key for batches in passes for batch in batches for c, _, key in batch if c == component]
+        assert sorted(got) == sorted(keys), component  # every sample once, whatever the 1:6 ratio would draw
+    assert {epoch for batches in passes for batch in batches for _, epoch, _ in batch} == {0}
+    assert set(loaders[0].stream_stats) == {0, 1}  # both workers of a rank took part
+    assert [samples_of(batch) for batch in loaders[0]] == passes[0]  # the next `for` is the same whole pass
 
 
 def test_config_and_state_errors_name_the_problem(corpus, processor_dir):

@@ -6,6 +6,7 @@ Keys and bytes are compared with what an independent reader (`pipelines.shard_re
 import collections
 import hashlib
 import io
+import itertools
 import json
 import pathlib
 import pickle
@@ -161,6 +162,74 @@ def test_checkpoints_are_checked_before_they_are_used(small_corpus, tmp_path):
 def test_a_component_smaller_than_the_slots_is_refused(small_corpus):
     with pytest.raises(ValueError, match="fewer than the 66"):
         CorpusStream(str(small_corpus), world_size=33, num_workers=2, config=CONFIG)
+
+
+# Evaluation: one pass over the validation split.
+
+
+@pytest.fixture(scope="module")
+def eval_corpus(tmp_path_factory, droid_shards):
+    """DROID shards (about a third of the episodes in validation) and a VL dataset with half its samples there."""
+    from vlaforge.datasets.synth.vl import write_vl_dataset
+
+    root = tmp_path_factory.mktemp("eval-corpus")
+    vl = write_vl_dataset(root / "vl", n_samples=40, image_size=(16, 16), shard_samples=8, validation_fraction=0.5)
+    inputs = [CorpusInput(path=droid_shards[0], kind=ComponentKind.ROBOT, name="droid"),
+              CorpusInput(path=vl, kind=ComponentKind.VL, name="captions")]
+    corpus = root / "corpus.json"
+    write_corpus(build_corpus(inputs, corpus, CorpusConfig(seed=2)), corpus)
+    return corpus
+
+
+def split_keys(corpus, split):
+    """{component: [every key of `split`]}, read from the shards the manifest lists."""
+    keys = {}
+    for component in json.loads(corpus.read_text())["components"]:
+        keys[component["name"]] = []
+        for shard in component["shards"]:
+            if shard["split"] == split:
+                url = corpus.parent / shard["url"] if not pathlib.Path(shard["url"]).is_absolute() else shard["url"]
+                with open(url, "rb") as handle:
+                    keys[component["name"]] += [s["__key__"] for s in iter_samples(handle, str(url), wanted=())]
+    return keys
+
+
+def drain(stream, limit=5_000):
+    """Every sample up to the stream's end, which must come before `limit` samples."""
+    samples = list(itertools.islice(stream, limit))
+    assert len(samples) < limit, "the stream did not end"
+    return samples
+
+
+def test_one_pass_gives_every_validation_sample_once_over_2_ranks_by_2_workers_then_stops(eval_corpus):
+    expected = split_keys(eval_corpus, "validation")
+    assert all(expected.values())
+    slots = [drain(stream) for stream in open_streams(eval_corpus, 2, 2, split="validation", one_pass=True)]
+    for component, keys in expected.items():
+        got = [s["__key__"] for samples in slots for s in samples if s["component"] == component]
+        assert sorted(got) == sorted(keys), component  # complete, and no sample twice
+    for samples in slots:
+        assert all(s["epoch"] == 0 for s in samples)
+        # No mixture draw: a slot hands out its part of each component in full, in the manifest's order.
+        order = [s["component"] for s in samples]
+        assert order == sorted(order, key=list(expected).index)
+    again = [drain(stream) for stream in open_streams(eval_corpus, 2, 2, split="validation", one_pass=True)]
+    assert [[s["__key__"] for s in samples] for samples in again] == [[s["__key__"] for s in x] for x in slots]
+
+
+def test_a_one_pass_stream_stays_ended_and_resumes_within_its_pass(eval_corpus):
+    stream = open_streams(eval_corpus, 1, 2, split="validation", one_pass=True)[1]
+    head = take(stream, 9)
+    state = json.loads(json.dumps(stream.state_dict()))
+    rest = drain(stream)
+    with pytest.raises(StopIteration):
+        next(stream)
+    resumed = open_streams(eval_corpus, 1, 2, split="validation", one_pass=True)[1]
+    resumed.load_state_dict(state)
+    assert [s["__key__"] for s in drain(resumed)] == [s["__key__"] for s in rest] and head and rest
+    training = open_streams(eval_corpus, 1, 2, split="validation")[1]
+    with pytest.raises(StreamStateError, match="one_pass=True"):
+        training.load_state_dict(state)
 
 
 # Bad shards: a copy of the corpus tree with one shard damaged.
