@@ -68,7 +68,7 @@ def eval_corpus(tmp_path_factory, droid_shards):
     return path
 
 
-def train_keys(corpus_path, split="train"):
+def split_keys(corpus_path, split="train"):
     """{component: every sample key of `split`}, read straight from the shards."""
     manifest = json.loads(corpus_path.read_text())
     keys = {}
@@ -113,7 +113,7 @@ def until_epoch_done(loader, expected, limit=200):
 
 
 def test_two_workers_deliver_every_sample_exactly_once_per_epoch_in_the_ratio(corpus, processor_dir):
-    expected = train_keys(corpus)
+    expected = split_keys(corpus)
     loader = make_loader(corpus, processor_dir)
     seen = until_epoch_done(loader, expected)
     for component, keys in expected.items():
@@ -156,7 +156,7 @@ def test_a_state_taken_before_any_batch_resumes_from_the_start(corpus, processor
 
 
 def test_elastic_resume_from_two_workers_to_one_neither_repeats_nor_skips(corpus, processor_dir):
-    expected = train_keys(corpus)
+    expected = split_keys(corpus)
     first = make_loader(corpus, processor_dir)
     before = [s for batch in take(first, 6) for s in batch]
     state = json.loads(json.dumps(first.state_dict()))
@@ -191,7 +191,7 @@ def test_a_corrupt_frame_is_quarantined_by_reason_or_stops_the_run(tmp_path, cor
     path.write_bytes(bytes(data))
 
     loader = make_loader(copy / "corpus.json", processor_dir, bad_samples="quarantine")
-    seen = until_epoch_done(loader, {"droid": train_keys(copy / "corpus.json")["droid"] - {bad_key}})
+    seen = until_epoch_done(loader, {"droid": split_keys(copy / "corpus.json")["droid"] - {bad_key}})
     assert bad_key not in seen["droid"]
     assert loader.quarantine_counts() == {"bad_image": 1}
     drop = next(iter(loader.quarantined.values()))
@@ -199,7 +199,7 @@ def test_a_corrupt_frame_is_quarantined_by_reason_or_stops_the_run(tmp_path, cor
 
     strict = make_loader(copy / "corpus.json", processor_dir)
     with pytest.raises(Exception, match=bad_key):
-        until_epoch_done(strict, train_keys(copy / "corpus.json"))
+        until_epoch_done(strict, split_keys(copy / "corpus.json"))
 
 
 def test_vl_samples_over_the_token_budget_are_quarantined_as_too_many_tokens(corpus, processor_dir):
@@ -240,7 +240,7 @@ def test_leaving_a_loop_early_shuts_the_workers_down_cleanly(corpus, processor_d
             break
     # The workers are gone, having exited 0 (a worker exiting 1 makes the shutdown raise, here or in __del__).
     assert set(multiprocessing.active_children()) == before
-    gc.collect()
+    gc.collect()  # whatever still holds the first iteration goes now, while this test runs
     again = next(iter(loader))  # the loader goes on from its position after the early exit
     loader.close()
     assert len(first) == len(again) == 7 and not set(first.keys) & set(again.keys)
@@ -249,7 +249,7 @@ def test_leaving_a_loop_early_shuts_the_workers_down_cleanly(corpus, processor_d
 
 def test_an_evaluation_loader_gives_every_validation_sample_once_over_2_ranks_by_2_workers_and_ends(
         eval_corpus, processor_dir, trainer_exit_hook):
-    expected = train_keys(eval_corpus, "validation")
+    expected = split_keys(eval_corpus, "validation")
     assert all(expected.values())
     loaders = [make_loader(eval_corpus, processor_dir, split="validation", one_pass=True, rank=rank, world_size=2)
                for rank in (0, 1)]
