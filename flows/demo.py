@@ -1,47 +1,115 @@
-"""`vlaforge demo`: write small sample datasets of every supported format, then ingest each through the flow."""
+"""`vlaforge demo`: the whole pipeline, as far as it is built, on built-in sample data, with no network and no weights.
+
+Raw episodes in, a few training steps out, each step through the flow or API its CLI verb uses:
+1. five robot datasets in their published formats -> the `ingest` flow -> robot shards;
+2. a general VL Parquet file -> the `ingest-vl` flow -> VL shards;
+3. the `relabel` flow on the DROID shards: trajectories (projection, no VLM) and captions (a tiny random-weight
+   Qwen3-VL: noise);
+4. the `annotate` flow on the DROID shards (tiny random-weight Grounding DINO, LLMDet, SAM) and the auditor's report;
+5. a corpus manifest over every dataset, and what `vlaforge corpus inspect` prints;
+6. `CorpusLoader` batches of both kinds; 7. three AdamW steps of the tiny VLA model.
+
+Everything goes under `--output`; `demo_summary.json` there lists what ran, the counts, the paths and the losses.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import pathlib
+import time
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
-from vlaforge.datasets.synth.droid import write_droid_dataset
-from vlaforge.datasets.synth.lerobot import write_lerobot_dataset
-from vlaforge.datasets.synth.teleop_hdf5 import write_aloha_dataset
-from vlaforge.datasets.synth.teleop_mcap import write_teleop_mcap_dataset
-from vlaforge.flows.ingest_cli import add_runner_options, print_report
+from vlaforge.flows.demo_steps import (DemoDataset, DemoSizes, build_demo_corpus, component_counts, ground,
+                                       ingest_general_vl, ingest_robot, relabel_robot)
+from vlaforge.flows.ingest_cli import add_runner_options
 
-
-def write_samples(raw: pathlib.Path) -> dict[str, tuple[str, pathlib.Path]]:
-    """Sample datasets by name: (source format, dataset path)."""
-    return {
-        "droid": ("droid", write_droid_dataset(raw / "droid", n_episodes=6, n_shards=2)),
-        "molmoact-v3": ("lerobot", write_lerobot_dataset(raw / "molmoact_v30", version="v3.0", n_episodes=4)),
-        "lerobot-v21": ("lerobot", write_lerobot_dataset(raw / "lerobot_v21", version="v2.1", n_episodes=3)),
-        "teleop-mcap": ("teleop-mcap", write_teleop_mcap_dataset(raw / "teleop_mcap", n_episodes=2, duration_s=3.0)),
-        "teleop-hdf5": ("teleop-hdf5", write_aloha_dataset(raw / "teleop_aloha", n_episodes=2, duration_s=3.0)),
-    }
+SUMMARY_NAME = "demo_summary.json"
+STEP_OF_TASK = {"general": "ingest-vl", "grounding": "annotate"}
+"""The flow that made a VL dataset of each task (the others come from `relabel`)."""
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
-    demo = verbs.add_parser("demo", help="write sample datasets of every format and run the pipeline on them")
+    demo = verbs.add_parser("demo", help="run the whole pipeline on built-in sample data: ingest, VL data, "
+                                         "grounding, corpus, loader, training steps")
     demo.add_argument("--output", default="demo-output", help="where to write (default ./demo-output)")
+    demo.add_argument("--quick", action="store_true", help="smaller sample datasets (every step still runs)")
     add_runner_options(demo)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from vlaforge.flows.ingest import ingest
-
-    output = pathlib.Path(args.output)
-    console.print(f"writing sample datasets under {output / 'raw'}")
-    for name, (source, path) in write_samples(output / "raw").items():
-        report = ingest(
-            source=source, input_path=str(path), output=str(output / "shards" / name),
-            options={"shard_max_samples": 200, "validation_fraction": 0.2},
-            runner=args.runner, ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress,
-        )
-        print_report(report, console)
-    console.print(f"shards, manifests, statistics and quarantine tables are under {output / 'shards'}")
+    run_demo(args, console)
     return 0
+
+
+def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """Every step in order; returns (and writes to `<output>/demo_summary.json`) what they made."""
+    from vlaforge.flows.demo_training import stream_batches, train_steps
+
+    started = time.monotonic()
+    output = pathlib.Path(args.output)
+    sizes = DemoSizes.quick() if args.quick else DemoSizes()
+    flow_run = {"runner": args.runner, "ray_address": args.ray_address, "workers": args.workers,
+                "progress": not args.no_progress}
+    datasets = ingest_robot(output, sizes, flow_run, console)
+    datasets.append(ingest_general_vl(output, sizes, flow_run, console))
+    datasets += relabel_robot(output, sizes, flow_run, console)
+    grounding, report = ground(output, sizes, flow_run, console)
+    datasets.append(grounding)
+    corpus, included = build_demo_corpus(output, datasets, sizes, console)
+    vlm_dir = output / "models" / "tiny-qwen3-vl"
+    batches = stream_batches(corpus, vlm_dir, sizes, console)
+    losses = train_steps(batches, vlm_dir, console)
+    summary = {
+        "output": str(output), "runner": args.runner, "quick": bool(args.quick),
+        "datasets": [_dataset_entry(d, d in included) for d in datasets],
+        "report": report, "corpus": str(corpus), "components": component_counts(corpus),
+        "models": {path.name: str(path) for path in sorted((output / "models").iterdir())},
+        "batches": [{"robot": len(b.robot or ()), "vl": len(b.vl or ()),
+                     "components": (b.robot.components if b.robot else []) + (b.vl.components if b.vl else [])}
+                    for b in batches],
+        "losses": [dataclasses.asdict(loss) for loss in losses],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (output / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
+    print_summary(summary, console)
+    return summary
+
+
+def _dataset_entry(dataset: DemoDataset, in_corpus: bool) -> dict[str, Any]:
+    return {"name": dataset.name, "kind": dataset.kind, "task": dataset.task, "path": str(dataset.path),
+            "samples": dataset.samples, "in_corpus": in_corpus}
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    """One screen: what ran, how many samples each step made, where it is (relative to the output directory)."""
+    output = pathlib.Path(summary["output"])
+
+    def where(path: str) -> str:
+        return str(pathlib.Path(path).relative_to(output)) if pathlib.Path(path).is_relative_to(output) else path
+
+    console.rule(f"vlaforge demo: done in {summary['seconds']:.0f} s ({summary['runner']} runner)")
+    table = Table(title=f"under {output}/")
+    for column in ("step", "made", "samples", "where"):
+        table.add_column(column, justify="right" if column == "samples" else "left", no_wrap=column == "where")
+    notes = {"trajectory": " (projected)", "caption": " (tiny VLM: noise)", "grounding": " (tiny detectors)"}
+    for entry in summary["datasets"]:
+        step = "ingest" if entry["kind"] == "robot" else STEP_OF_TASK.get(entry["task"], "relabel")
+        made = entry["name"] + notes.get(entry["task"], "") + ("" if entry["in_corpus"] else " (not in corpus)")
+        table.add_row(step, made, f"{entry['samples']:,}", where(entry["path"]))
+    table.add_row("report", "consensus report", "", where(summary["report"]))
+    kinds = {kind: sum(c["samples"] for c in summary["components"].values() if c["kind"] == kind)
+             for kind in ("robot", "vl")}
+    table.add_row("corpus", f"{len(summary['components'])} components, VL:robot 1:6",
+                  f"{kinds['robot']:,} + {kinds['vl']:,} VL", where(summary["corpus"]))
+    batches = summary["batches"]
+    table.add_row("loader", f"{len(batches)} batches, both kinds",
+                  f"{sum(b['robot'] for b in batches)} + {sum(b['vl'] for b in batches)} VL", "CorpusLoader")
+    losses = " ".join(f"{loss['total']:.2f}" for loss in summary["losses"])
+    table.add_row("train", f"{len(summary['losses'])} AdamW steps, loss {losses}", "", "plain PyTorch")
+    console.print(table)
+    console.print(f"open {summary['report']}; every count and path: {output / SUMMARY_NAME}", markup=False)

@@ -1,0 +1,67 @@
+"""`vlaforge demo --quick --runner local`, in-process against a real Prefect server: every step of the pipeline runs
+on the built-in sample data and leaves what a user would look for (manifests, the report, the corpus, batches of
+both kinds, three finite losses)."""
+
+import json
+import math
+import pathlib
+
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from vlaforge.flows.cli import main
+from vlaforge.pipelines.manifest import read_manifest
+
+ROBOT = {"droid", "molmoact-v3", "lerobot-v21", "teleop-mcap", "teleop-hdf5"}
+VL = {"llava-instruct-mix": "general", "droid-trajectory": "trajectory", "droid-caption": "caption",
+      "grounding-droid": "grounding"}
+
+
+@pytest.mark.slow
+def test_demo_runs_every_step_from_raw_episodes_to_training_losses(prefect_server, tmp_path, capsys):
+    output = tmp_path / "demo"
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        code = main(["demo", "--output", str(output), "--quick", "--runner", "local", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads((output / "demo_summary.json").read_text())
+
+    datasets = {d["name"]: d for d in summary["datasets"]}
+    assert set(datasets) == ROBOT | set(VL)
+    for name, dataset in datasets.items():
+        path = pathlib.Path(dataset["path"])
+        assert path.is_relative_to(output)  # everything under --output
+        records = read_manifest(path / "manifest.parquet")
+        assert sum(r.samples for r in records) == dataset["samples"] > 0, name
+        assert all((path / r.url).is_file() for r in records)
+        assert dataset["kind"] == ("robot" if name in ROBOT else "vl")
+        if name in VL:
+            assert dataset["task"] == VL[name]
+    assert "Its captions are NOISE" in " ".join(out.split())  # the tiny VLM's text is called what it is
+
+    report = (output / "grounding" / "report" / "index.html").read_text()
+    assert summary["report"] == str(output / "grounding" / "report" / "index.html")
+    assert "grounding_dino" in report and "llmdet" in report
+
+    corpus = json.loads((output / "corpus" / "corpus.json").read_text())
+    assert {c["name"]: c["kind"] for c in corpus["components"]} == {
+        **{name: "robot" for name in ROBOT}, **{name: "vl" for name in VL}}
+    assert corpus["ratio"] == {"vl": 1.0, "robot": 6.0}
+    assert f"{len(ROBOT) + len(VL)} components" in out
+    assert "corpus (VL:robot 1:6, seed 0)" in out and "a run: 3 steps x 12 = 36 draws" in out  # `corpus inspect`
+
+    batches = summary["batches"]
+    assert len(batches) == 3 and all(b["robot"] + b["vl"] == 12 for b in batches)
+    assert sum(b["robot"] for b in batches) > 0 and sum(b["vl"] for b in batches) > 0
+    assert {c for b in batches for c in b["components"]} <= set(datasets)
+
+    losses = summary["losses"]
+    assert [loss["step"] for loss in losses] == [1, 2, 3]
+    assert all(math.isfinite(loss["total"]) for loss in losses)
+    for loss in losses:
+        parts = [loss[k] for k in ("flow_matching", "next_token") if loss[k] is not None]
+        assert loss["total"] == pytest.approx(sum(parts), rel=1e-5)
+        assert f"{loss['total']:.4f}" in out  # printed in the training table
+    assert any(loss["flow_matching"] is not None for loss in losses)
+    assert any(loss["next_token"] is not None for loss in losses)
+    assert "no DeepSpeed trainer yet" in " ".join(out.split())
