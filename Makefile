@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The whole pipeline on built-in sample data, offline, with tiny random-weight models (flows/demo.py).
 demo: $(STAMP)
 	rm -rf demo-output
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/vlaforge demo --output demo-output
