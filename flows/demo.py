@@ -24,13 +24,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from vlaforge.datasets.schema import VlTask
 from vlaforge.flows.demo_steps import (DemoDataset, DemoSizes, build_demo_corpus, component_counts, ground,
                                        ingest_general_vl, ingest_robot, relabel_robot)
 from vlaforge.flows.ingest_cli import add_runner_options
+from vlaforge.pipelines.corpus_manifest import ComponentKind
 
 SUMMARY_NAME = "demo_summary.json"
-STEP_OF_TASK = {"general": "ingest-vl", "grounding": "annotate"}
+STEP_OF_TASK = {VlTask.GENERAL.value: "ingest-vl", VlTask.GROUNDING.value: "annotate"}
 """The flow that made a VL dataset of each task (the others come from `relabel`)."""
+NOTES = {VlTask.TRAJECTORY.value: " (projected)", VlTask.CAPTION.value: " (tiny VLM: noise)",
+         VlTask.GROUNDING.value: " (tiny detectors)"}
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -81,7 +85,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 
 def _dataset_entry(dataset: DemoDataset, in_corpus: bool) -> dict[str, Any]:
-    return {"name": dataset.name, "kind": dataset.kind, "task": dataset.task, "path": str(dataset.path),
+    return {"name": dataset.name, "kind": dataset.kind.value, "task": dataset.task, "path": str(dataset.path),
             "samples": dataset.samples, "in_corpus": in_corpus}
 
 
@@ -96,16 +100,16 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     table = Table(title=f"under {output}/")
     for column in ("step", "made", "samples", "where"):
         table.add_column(column, justify="right" if column == "samples" else "left", no_wrap=column == "where")
-    notes = {"trajectory": " (projected)", "caption": " (tiny VLM: noise)", "grounding": " (tiny detectors)"}
     for entry in summary["datasets"]:
-        step = "ingest" if entry["kind"] == "robot" else STEP_OF_TASK.get(entry["task"], "relabel")
-        made = entry["name"] + notes.get(entry["task"], "") + ("" if entry["in_corpus"] else " (not in corpus)")
+        robot = entry["kind"] == ComponentKind.ROBOT.value
+        step = "ingest" if robot else STEP_OF_TASK.get(entry["task"], "relabel")
+        made = entry["name"] + NOTES.get(entry["task"], "") + ("" if entry["in_corpus"] else " (not in corpus)")
         table.add_row(step, made, f"{entry['samples']:,}", where(entry["path"]))
     table.add_row("report", "consensus report", "", where(summary["report"]))
-    kinds = {kind: sum(c["samples"] for c in summary["components"].values() if c["kind"] == kind)
-             for kind in ("robot", "vl")}
+    kinds = {kind: sum(c["samples"] for c in summary["components"].values() if c["kind"] == kind.value)
+             for kind in ComponentKind}
     table.add_row("corpus", f"{len(summary['components'])} components, VL:robot 1:6",
-                  f"{kinds['robot']:,} + {kinds['vl']:,} VL", where(summary["corpus"]))
+                  f"{kinds[ComponentKind.ROBOT]:,} + {kinds[ComponentKind.VL]:,} VL", where(summary["corpus"]))
     batches = summary["batches"]
     table.add_row("loader", f"{len(batches)} batches, both kinds",
                   f"{sum(b['robot'] for b in batches)} + {sum(b['vl'] for b in batches)} VL", "CorpusLoader")

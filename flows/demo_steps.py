@@ -18,6 +18,7 @@ from vlaforge.datasets.synth.droid import write_droid_dataset
 from vlaforge.datasets.synth.lerobot import write_lerobot_dataset
 from vlaforge.datasets.synth.teleop_hdf5 import write_aloha_dataset
 from vlaforge.datasets.synth.teleop_mcap import write_teleop_mcap_dataset
+from vlaforge.pipelines.corpus_manifest import ComponentKind
 
 RELABELLED = "droid"
 """The robot dataset the VL generators and the grounding run on (its poses project through a calibration)."""
@@ -49,8 +50,9 @@ class DemoSizes:
 
     @classmethod
     def quick(cls) -> "DemoSizes":
-        return cls(droid_episodes=6, lerobot_episodes=(2, 2), teleop=(1, 2.0), vl_rows=12, caption_frames=1,
-                   grounding_frames=("first", "gripper"))
+        # DROID keeps its 6 episodes: the random detectors' few chance agreements (the grounding samples) are on
+        # those frames, and fewer would leave the grounding dataset empty.
+        return cls(lerobot_episodes=(2, 2), teleop=(1, 2.0), vl_rows=12, caption_frames=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +60,7 @@ class DemoDataset:
     """One dataset the demo wrote: a corpus component."""
 
     name: str
-    kind: str
-    """"robot" or "vl" (the corpus manifest's component kinds)."""
+    kind: ComponentKind
     path: pathlib.Path
     samples: int
     task: str | None = None
@@ -93,7 +94,7 @@ def ingest_robot(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], co
         report = ingest(source=source, input_path=str(path), output=str(target),
                         options={"shard_max_samples": 200, "validation_fraction": 0.2}, **run)
         print_report(report, console)
-        datasets.append(DemoDataset(name, "robot", target, sum(report["steps_by_split"].values())))
+        datasets.append(DemoDataset(name, ComponentKind.ROBOT, target, sum(report["steps_by_split"].values())))
     console.print(f"shards, manifests, statistics and quarantine tables are under {output / 'shards'}")
     return datasets
 
@@ -112,7 +113,7 @@ def ingest_general_vl(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any
                         sample_options={"validation_fraction": 0.2}, **run)
     print_summary(summary, console, f"ingest {VL_PARQUET}")
     console.print(f"{source} (its missing-image, no-answer and duplicate rows are quarantined by reason) -> {target}")
-    return DemoDataset("llava-instruct-mix", "vl", target, summary["samples"], summary["task"])
+    return DemoDataset("llava-instruct-mix", ComponentKind.VL, target, summary["samples"], summary["task"])
 
 
 def relabel_robot(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], console: Console) -> list[DemoDataset]:
@@ -140,7 +141,7 @@ def relabel_robot(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], c
                                                    "validation": NO_CHECKS}, **run)
     print_summary(caption, console, "relabel caption")
     console.print(f"one noise caption: {_first_answer(output / 'vl' / f'{RELABELLED}-caption')!r}", markup=False)
-    return [DemoDataset(s["dataset"], "vl", output / "vl" / s["dataset"], s["samples"], s["task"])
+    return [DemoDataset(s["dataset"], ComponentKind.VL, output / "vl" / s["dataset"], s["samples"], s["task"])
             for s in (trajectory, caption)]
 
 
@@ -190,7 +191,7 @@ def ground(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], console:
     console.print("candidates by decision: " + ", ".join(f"{n} {d} ({r})" for (d, r), n in reasons.most_common()))
     report = result["report"]["path"]
     console.print(f"the auditor's report: {report}")
-    return DemoDataset(summary["dataset"], "vl", output / "grounding" / RELABELLED, summary["samples"],
+    return DemoDataset(summary["dataset"], ComponentKind.VL, output / "grounding" / RELABELLED, summary["samples"],
                        summary["task"]), report
 
 
@@ -207,15 +208,14 @@ def build_demo_corpus(output: pathlib.Path, datasets: list[DemoDataset], sizes: 
     `vlaforge corpus inspect` prints. Returns the manifest's path and the datasets in it."""
     from vlaforge.flows.cli import build_parser
     from vlaforge.flows.corpus_cli import run as corpus_verb
-    from vlaforge.pipelines.corpus_manifest import (ComponentKind, CorpusConfig, CorpusInput, build_corpus,
-                                                    write_corpus)
+    from vlaforge.pipelines.corpus_manifest import CorpusConfig, CorpusInput, build_corpus, write_corpus
 
     console.rule("5. the corpus: every robot and VL dataset, drawn VL:robot 1:6 (as `vlaforge corpus build`)")
     included = [d for d in datasets if d.samples > 0]
     for empty in (d for d in datasets if d.samples == 0):
         console.print(f"{empty.name}: no samples (nothing accepted), so not a component: a corpus lists shards")
     path = output / "corpus" / "corpus.json"
-    inputs = [CorpusInput(path=d.path, kind=ComponentKind(d.kind), name=d.name) for d in included]
+    inputs = [CorpusInput(path=d.path, kind=d.kind, name=d.name) for d in included]
     manifest = build_corpus(inputs, path, CorpusConfig())
     write_corpus(manifest, path)
     console.print(f"wrote {path}: {len(manifest.components)} components, "

@@ -4,7 +4,6 @@ AdamW steps of the tiny VLA model on them (plain PyTorch: there is no DeepSpeed 
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
 
 from rich.console import Console
@@ -23,10 +22,6 @@ class StepLoss:
     flow_matching: float | None
     next_token: float | None
     total: float
-
-    @property
-    def finite(self) -> bool:
-        return math.isfinite(self.total)
 
 
 def stream_batches(corpus: pathlib.Path, vlm_dir: pathlib.Path, sizes: DemoSizes, console: Console) -> list:
