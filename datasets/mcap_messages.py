@@ -3,9 +3,10 @@
 `located_records` streams a file as `mcap`'s `StreamReader` does (CRCs checked, one chunk in memory at a time) and
 gives each record with its `MessageLocation`: the file offset of the top-level record holding it (a chunk, or the
 message itself when it sits outside chunks) and its ordinal among that chunk's records. `McapMessages` reads a
-message back from its location: it seeks to the record and decompresses the chunk, keeping the last few chunks, so
-a walk in file order (a sample per tick) decompresses each chunk about once. It needs no summary or index section,
-so it works on any file the first pass could stream.
+message back from its location: it seeks to the record, decompresses the chunk and finds where each of its records
+starts (parsing only the one asked for), keeping the last few chunks, so a walk in file order (a sample per tick)
+decompresses each chunk about once. It needs no summary or index section, so it works on any file the first pass
+could stream.
 
 The file is opened on first use and held open until `release()`, which closes it and drops the chunks; the teleop
 source releases it when the consumer moves on from the file's episodes. A read after that opens the file for that
@@ -15,8 +16,10 @@ read only, so an episode kept longer never holds a file handle.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import pathlib
+import struct
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
@@ -24,10 +27,14 @@ from mcap.data_stream import ReadDataStream
 from mcap.exceptions import McapError
 from mcap.opcode import Opcode
 from mcap.records import Chunk, McapRecord, Message
-from mcap.stream_reader import StreamReader, breakup_chunk
+from mcap.stream_reader import StreamReader, breakup_chunk, get_chunk_data_stream
 
 MAGIC_SIZE = 8
 """Bytes of the magic before an MCAP file's first record."""
+_LISTED = (Opcode.CHANNEL, Opcode.MESSAGE, Opcode.SCHEMA)
+"""The chunk records `breakup_chunk` lists (it passes over others), which ordinals count."""
+_RECORD_HEADER = struct.Struct("<BQ")
+"""A record's opcode (uint8) and body length (uint64)."""
 
 
 class MessageLocation(NamedTuple):
@@ -55,6 +62,35 @@ def located_records(handle: BinaryIO) -> Iterator[tuple[McapRecord, MessageLocat
         offset = handle.tell()  # the reader has consumed the record (and its padding): the next one starts here
 
 
+@dataclasses.dataclass
+class _Chunk:
+    """A decompressed chunk's records, and where each record `breakup_chunk` lists starts among them."""
+
+    data: bytes
+    starts: list[int]
+
+    @classmethod
+    def of(cls, chunk: Chunk) -> "_Chunk":
+        stream, size = get_chunk_data_stream(chunk, validate_crc=True)
+        data, starts, position = stream.read(size), [], 0
+        while position < size:  # record headers only: the one record asked for is parsed in `record`
+            opcode, length = _RECORD_HEADER.unpack_from(data, position)
+            if opcode in _LISTED:
+                starts.append(position)
+            position += _RECORD_HEADER.size + length
+        return cls(data, starts)
+
+    def record(self, ordinal: int) -> Message | None:
+        """The record at `ordinal` when it is a message."""
+        if not 0 <= ordinal < len(self.starts):
+            return None
+        buffer = io.BytesIO(self.data)  # shares the bytes, copies nothing
+        buffer.seek(self.starts[ordinal])
+        stream = ReadDataStream(buffer)
+        opcode, length = stream.read1(), stream.read8()
+        return Message.read(stream, length) if opcode == Opcode.MESSAGE else None
+
+
 class McapMessages:
     """Reads messages of one MCAP file back by their `MessageLocation`, keeping the last `chunks_kept` chunks."""
 
@@ -63,15 +99,14 @@ class McapMessages:
         self.chunks_kept = chunks_kept
         self._handle: BinaryIO | None = None
         self._released = False
-        self._chunks: collections.OrderedDict[int, list[McapRecord]] = collections.OrderedDict()
+        self._chunks: collections.OrderedDict[int, _Chunk] = collections.OrderedDict()
 
     def message(self, location: MessageLocation) -> Message:
         """The message at `location`; raises McapError (or OSError, EndOfFile) when the file no longer holds it."""
         if location.ordinal < 0:
-            record: McapRecord = self._record_at(location.offset)
+            record: McapRecord | None = self._record_at(location.offset)
         else:
-            records = self._chunk_records(location.offset)
-            record = records[location.ordinal] if location.ordinal < len(records) else None
+            record = self._chunk(location.offset).record(location.ordinal)
         if not isinstance(record, Message):
             raise McapError(f"{self.path}: no message at offset {location.offset} (record {location.ordinal}); the "
                             f"file changed after it was read")
@@ -85,17 +120,17 @@ class McapMessages:
             self._handle = None
         self._chunks.clear()
 
-    def _chunk_records(self, offset: int) -> list[McapRecord]:
-        records = self._chunks.pop(offset, None)
-        if records is None:
-            chunk = self._record_at(offset)
-            if not isinstance(chunk, Chunk):
+    def _chunk(self, offset: int) -> _Chunk:
+        chunk = self._chunks.pop(offset, None)
+        if chunk is None:
+            record = self._record_at(offset)
+            if not isinstance(record, Chunk):
                 raise McapError(f"{self.path}: no chunk at offset {offset}; the file changed after it was read")
-            records = breakup_chunk(chunk, validate_crc=True)
-        self._chunks[offset] = records  # most recently used last
+            chunk = _Chunk.of(record)
+        self._chunks[offset] = chunk  # most recently used last
         while len(self._chunks) > self.chunks_kept:
             self._chunks.popitem(last=False)
-        return records
+        return chunk
 
     def _record_at(self, offset: int) -> Chunk | Message:
         if self._released:

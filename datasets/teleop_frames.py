@@ -8,14 +8,13 @@ measurement from the file and makes it the JPEG stored in the shard (`stored_jpe
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from typing import overload
 
 import numpy as np
 import simplejpeg
 
-from vlaforge.datasets.frames import BadImageError, FrameConfig, conform_jpeg, jpeg_shape
+from vlaforge.datasets.frames import BadImageError, FrameConfig, encode_jpeg, jpeg_shape
 
 
 class LazyFrames(Sequence[bytes]):
@@ -63,5 +62,7 @@ def check_jpeg(data: bytes, config: FrameConfig) -> None:
 
 def stored_jpeg(data: bytes, config: FrameConfig) -> bytes:
     """The frame as stored in a shard, the bytes `conform_jpeg(data, config)` gives, for a frame that passed
-    `check_jpeg` (so only its header is parsed again)."""
-    return conform_jpeg(data, dataclasses.replace(config, verify="header"))
+    `check_jpeg`: it is not checked again (its header is parsed only when a target size needs comparing)."""
+    if config.size is None or simplejpeg.decode_jpeg_header(data)[:2] == tuple(config.size):
+        return data
+    return encode_jpeg(simplejpeg.decode_jpeg(data, colorspace="RGB"), config)

@@ -161,6 +161,7 @@ class _OpenFile:
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         self._handle: h5py.File | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
         self._released = False
 
     def handle(self) -> h5py.File:
@@ -170,33 +171,59 @@ class _OpenFile:
 
     def rows(self, path: str, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of the dataset at `path`."""
-        if not self._released:
-            return self.handle()[path][start:stop]
-        with h5py.File(self.path, "r") as handle:
-            return handle[path][start:stop]
+        if self._released:
+            with h5py.File(self.path, "r") as handle:
+                return handle[path][start:stop]
+        return self._dataset(path)[start:stop]
+
+    def chunk(self, path: str, offset: tuple[int, ...]) -> bytes | None:
+        """The stored bytes of the chunk at `offset` of the dataset at `path`, as is (a third of the cost of
+        h5py's selection machinery); None once released (then `rows` opens the file for each read)."""
+        return None if self._released else self._dataset(path).id.read_direct_chunk(offset)[1]
+
+    def _dataset(self, path: str) -> h5py.Dataset:
+        dataset = self._datasets.get(path)
+        if dataset is None:  # looking a dataset up costs more than reading a few rows of it
+            dataset = self._datasets[path] = self.handle()[path]
+        return dataset
 
     def release(self) -> None:
         self._released = True
+        self._datasets.clear()
         if self._handle is not None:
             self._handle.close()
             self._handle = None
 
 
 class _Rows:
-    """The rows of one image dataset, read forward in blocks of consecutive rows; the last block is kept."""
+    """The rows of one uint8 image dataset that the grid chose, read forward in blocks (runs of consecutive chosen
+    rows, as one h5py read each), or row by row as stored chunks where each row is one unfiltered chunk (ALOHA's
+    layout); the last block is kept."""
 
-    def __init__(self, opened: _OpenFile, path: str, shape: tuple[int, ...]) -> None:
-        self.opened, self.path, self.length = opened, path, shape[0]
-        row_bytes = max(int(np.prod(shape[1:])), 1)
-        self.block_rows = int(np.clip(_BLOCK_BYTES // row_bytes, 1, _BLOCK_ROWS))
-        self._start, self._block = 0, np.empty((0, *shape[1:]), np.uint8)
+    def __init__(self, opened: _OpenFile, path: str, dataset: h5py.Dataset) -> None:
+        self.opened, self.path, shape = opened, path, dataset.shape
+        self.row_shape = shape[1:]
+        self.block_rows = int(np.clip(_BLOCK_BYTES // max(int(np.prod(self.row_shape)), 1), 1, _BLOCK_ROWS))
+        self.direct = (dataset.chunks == (1, *self.row_shape) and dataset.id.get_create_plist().get_nfilters() == 0
+                       and dataset.id.get_num_chunks() == shape[0])  # every row written: no chunk left unallocated
+        self.chosen = np.zeros(0, np.int64)
+        """Sorted rows that will be read (set by the check): a block never reads a row outside them."""
+        self._start, self._block = 0, np.empty((0, *self.row_shape), np.uint8)
+        self._origin = (0,) * len(self.row_shape)
 
     def row(self, index: int) -> np.ndarray:
         """Row `index` [L] or [H, W, 3]; reading a block from it when it is not in the kept one."""
+        if self.direct and (chunk := self.opened.chunk(self.path, (index, *self._origin))) is not None:
+            return np.frombuffer(chunk, np.uint8).reshape(self.row_shape)
         if not self._start <= index < self._start + len(self._block):
-            stop = min(index + self.block_rows, self.length)
-            self._start, self._block = index, self.opened.rows(self.path, index, stop)
+            self._start, self._block = index, self.opened.rows(self.path, index, index + self._run(index))
         return self._block[index - self._start]
+
+    def _run(self, index: int) -> int:
+        """How many consecutive chosen rows start at `index` (at most `block_rows`; 1 for a row not chosen)."""
+        at = int(np.searchsorted(self.chosen, index))
+        ahead = self.chosen[at : at + self.block_rows] - index
+        return max(int(np.count_nonzero(ahead == np.arange(len(ahead)))), 1)
 
 
 class _Reader:
@@ -285,13 +312,14 @@ class _Reader:
         raw = dataset.ndim == 4
         lengths = None if raw else self._jpeg_lengths(camera, dataset.shape[0])
         frames, name = self.config.frames, f"/{IMAGES}/{camera}"
-        rows = _Rows(self.opened, f"{IMAGES}/{camera}", dataset.shape)
+        rows = _Rows(self.opened, f"{IMAGES}/{camera}", dataset)
 
         def jpeg(index: int) -> bytes:
             row = rows.row(index)
             return (row[: lengths[index]] if lengths is not None else row).tobytes().rstrip(b"\x00")
 
         def check(indices: np.ndarray) -> None:
+            rows.chosen = indices
             for index in indices.tolist():
                 if raw:
                     rows.row(index)  # reading it is the check: raw rows of a known good shape always encode

@@ -92,6 +92,11 @@ class _Images:
     """`MessageLocation.offset` of each message."""
     ordinals: array = dataclasses.field(default_factory=lambda: array("q"))
     """`MessageLocation.ordinal` of each message."""
+    starts: array = dataclasses.field(default_factory=lambda: array("q"))
+    """Where the JPEG (the CDR `data` field) starts in each message's bytes, so reading it again needs no decode;
+    -1 where it could not be found there (then the message is decoded again)."""
+    lengths: array = dataclasses.field(default_factory=lambda: array("q"))
+    """The JPEG's length in bytes."""
     bad: dict[int, ValueError] = dataclasses.field(default_factory=dict)
     """Measurement index -> why its JPEG cannot be stored (`check_jpeg`)."""
 
@@ -104,7 +109,7 @@ class _Buffers:
     joints: dict[str, _Joints]
     texts: list[str] = dataclasses.field(default_factory=list)
     decoders: dict[int, Callable[[bytes], Any]] = dataclasses.field(default_factory=dict)
-    """Channel id -> CDR decoder, for the image channels (their frames are decoded again when read)."""
+    """Channel id -> CDR decoder, for the image channels (for a frame whose bytes were not found in its message)."""
 
 
 class TeleopMcapSource(Source):
@@ -272,12 +277,12 @@ class TeleopMcapSource(Source):
         stamp = self._stamp(message, record)
         if expected == COMPRESSED_IMAGE:
             buffers.decoders[channel.id] = decoder
-            self._image(images[topic], stamp, location, bytes(message.data))
+            self._image(images[topic], stamp, location, record.data, bytes(message.data))
         else:
             self._joint_values(file, index, topic, message, stamp, joints[topic])
 
-    def _image(self, images: _Images, stamp: int, location: MessageLocation, jpeg: bytes) -> None:
-        """Keep the image's stamp and location, and whether it can be stored; not its bytes."""
+    def _image(self, images: _Images, stamp: int, location: MessageLocation, cdr: bytes, jpeg: bytes) -> None:
+        """Keep the image's stamp, where it is, and whether it can be stored; not its bytes."""
         try:
             check_jpeg(jpeg, self.config.frames)
         except ValueError as error:  # BadImageError
@@ -285,6 +290,8 @@ class TeleopMcapSource(Source):
         images.stamps.append(stamp)
         images.offsets.append(location.offset)
         images.ordinals.append(location.ordinal)
+        images.starts.append(_find(cdr, jpeg))
+        images.lengths.append(len(jpeg))
 
     def _stamp(self, message: Any, record: Message) -> int:
         if self.config.timestamps == "header":
@@ -335,7 +342,8 @@ class TeleopMcapSource(Source):
     def _frame_stream(self, file: str, topic: str, images: _Images, messages: McapMessages,
                       decoders: dict[int, Callable[[bytes], Any]]) -> FrameStream:
         config, bad = self.config.frames, images.bad
-        offsets, ordinals = np.frombuffer(images.offsets, np.int64), np.frombuffer(images.ordinals, np.int64)
+        offsets, ordinals, starts, lengths = (np.frombuffer(column, np.int64) for column in (
+            images.offsets, images.ordinals, images.starts, images.lengths))
 
         def check(indices: np.ndarray) -> None:
             chosen_bad = sorted(bad.keys() & set(indices.tolist()))
@@ -345,7 +353,12 @@ class TeleopMcapSource(Source):
         def read(index: int) -> bytes:
             try:
                 message = messages.message(MessageLocation(int(offsets[index]), int(ordinals[index])))
-                return stored_jpeg(bytes(decoders[message.channel_id](message.data).data), config)
+                start = int(starts[index])
+                if start < 0:
+                    jpeg = bytes(decoders[message.channel_id](message.data).data)
+                else:
+                    jpeg = message.data[start : start + int(lengths[index])]
+                return stored_jpeg(jpeg, config)
             except (McapError, EndOfFile, OSError, KeyError, ValueError, struct.error, zstandard.ZstdError) as error:
                 raise FrameReadError(file, topic, index, error) from error
 
@@ -357,6 +370,16 @@ class TeleopMcapSource(Source):
         return [VectorStream(topic, "extra.qvel", np.frombuffer(joints[topic].stamps, np.int64),
                              np.frombuffer(joints[topic].velocity, np.float64).reshape(-1, width))
                 for topic in self.config.state_topics]
+
+
+def _find(cdr: bytes, data: bytes) -> int:
+    """Where `data` (a decoded `uint8[]` field, stored as is after its length) starts in the message `cdr`; -1 when
+    it is not there. Its first bytes are looked for, then the whole is compared: a search for a whole JPEG costs
+    more than decoding the message."""
+    start = cdr.find(data[:16])
+    if start >= 0 and cdr[start : start + len(data)] != data:
+        start = cdr.find(data)
+    return start
 
 
 def _vectors(topic: str, role: str, joints: _Joints, width: int) -> VectorStream:

@@ -175,3 +175,28 @@ def test_frames_are_read_on_access_and_a_file_changed_meanwhile_is_a_named_error
     with pytest.raises(FrameReadError, match="episode_0.hdf5: /observations/images/cam_high, measurement 0 cannot be "
                                              "read again"):
         episode.frames["exterior_1"][0]
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("layout", [{"chunks": None}, {"chunks": True, "compression": "gzip"}])
+def test_images_stored_contiguous_or_compressed_give_the_same_frames(fixed, tmp_path, compress, layout):
+    write_aloha_hdf5(tmp_path / "aloha" / "episode_0.hdf5", fixed, compress=compress)
+    path = write_aloha_hdf5(tmp_path / "other" / "episode_0.hdf5", fixed, compress=compress)
+    with h5py.File(path, "r+") as handle:  # one row per chunk (ALOHA's) -> contiguous, or gzip in h5py's chunks
+        for name in CAMERAS:
+            rows = handle[f"observations/images/{name}"][()]
+            del handle[f"observations/images/{name}"]
+            handle.create_dataset(f"observations/images/{name}", data=rows, **layout)
+    (aloha,), _, _ = _read(tmp_path / "aloha")
+    (other,), drops, _ = _read(tmp_path / "other")  # read after the source let go of the file
+    assert drops == []
+    expected = {camera: list(frames) for camera, frames in aloha.frames.items()}
+    assert {camera: list(frames) for camera, frames in other.frames.items()} == expected
+    assert _frames_while_held(tmp_path / "other") == [expected]  # read as an ingest reads them
+
+
+def _frames_while_held(root):
+    """Each episode's frames, read while the source holds its file (as the unit worker reads them)."""
+    source = TeleopHdf5Source.Config(root=str(root)).build()
+    return [{camera: list(frames) for camera, frames in episode.frames.items()}
+            for unit in source.plan() for episode in source.read(unit, DropLedger())]
