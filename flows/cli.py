@@ -34,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    if not {"-v", "--verbose"} & set(arguments):
+        # Prefect reads its log level when it is first imported (verb modules import it): set it before parsing.
+        # Each flow run's INFO lines would land between the tables; the progress bars and tables say enough.
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    args = build_parser().parse_args(arguments)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         # Ray Data narrates every dataset execution at INFO; the progress bar and the summary table say enough.
