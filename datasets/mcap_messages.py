@@ -62,6 +62,16 @@ def located_records(handle: BinaryIO) -> Iterator[tuple[McapRecord, MessageLocat
         offset = handle.tell()  # the reader has consumed the record (and its padding): the next one starts here
 
 
+def field_offset(message: bytes, field: bytes) -> int:
+    """Where the bytes of a decoded byte-array field (a CDR `uint8[]`, stored as is after its length) start in the
+    encoded `message`, so it can be cut out again without decoding; -1 when they are not there. Its first bytes
+    are looked for, then the whole is compared: searching for a whole JPEG costs more than decoding the message."""
+    start = message.find(field[:16])
+    if start >= 0 and message[start : start + len(field)] != field:
+        start = message.find(field)
+    return start
+
+
 @dataclasses.dataclass
 class _Chunk:
     """A decompressed chunk's records, and where each record `breakup_chunk` lists starts among them."""

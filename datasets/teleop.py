@@ -3,9 +3,9 @@
 A source reads one file into a `Recording` (every stream's timestamps, joint values and a way to fetch frames), then
 `TimelineAssembler` puts it on the tick grid (`timeline.py`), applies the gap, missing-stream and bad-timestamp
 policies, checks the frames the grid chose, and builds `Episode`s whose frames are read from the file only when a
-sample is built (`teleop_frames.py`): memory does not grow with an episode's length. Every outcome is counted: an episode set
-aside is a quarantine row (bad input) or a counted drop (where a policy says so), and each resampled recording
-leaves one report row per stream for `resampling.parquet`.
+sample is built (`teleop_frames.py`): memory does not grow with an episode's length. Every outcome is counted: an
+episode set aside is a quarantine row (bad input) or a counted drop (where a policy says so), and each resampled
+recording leaves one report row per stream for `resampling.parquet`.
 """
 
 from __future__ import annotations

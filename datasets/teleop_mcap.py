@@ -39,7 +39,7 @@ from mcap.stream_reader import CRCValidationError
 from mcap_ros2.decoder import DecoderFactory
 
 from vlaforge.datasets.bimanual import ACTION_TOPICS, ARM_JOINTS, ARMS, INSTRUCTION_TOPIC, STATE_TOPICS, mcap_cameras
-from vlaforge.datasets.mcap_messages import McapMessages, MessageLocation, located_records
+from vlaforge.datasets.mcap_messages import McapMessages, MessageLocation, field_offset, located_records
 from vlaforge.datasets.schema import safe_key_part
 from vlaforge.datasets.source import Source, SourceError, WorkUnit
 from vlaforge.datasets.teleop import (
@@ -264,8 +264,8 @@ class TeleopMcapSource(Source):
             found = f"{schema.name if schema else 'no schema'} in {channel.message_encoding!r} encoding"
             raise _FileProblem(DropReason.BAD_RECORD, f"{file}: topic {topic} carries {found}, but vlaforge reads "
                                f"{expected} (cdr) from it. Fix: map the topic that carries {expected}")
-        decoder = self._decoders.decoder_for(channel.message_encoding, schema)
         try:
+            decoder = self._decoders.decoder_for(channel.message_encoding, schema)
             message = decoder(record.data)
         except (McapError, ValueError, IndexError, struct.error, UnicodeDecodeError) as error:
             raise _FileProblem(DropReason.BAD_RECORD,
@@ -290,7 +290,7 @@ class TeleopMcapSource(Source):
         images.stamps.append(stamp)
         images.offsets.append(location.offset)
         images.ordinals.append(location.ordinal)
-        images.starts.append(_find(cdr, jpeg))
+        images.starts.append(field_offset(cdr, jpeg))
         images.lengths.append(len(jpeg))
 
     def _stamp(self, message: Any, record: Message) -> int:
@@ -370,16 +370,6 @@ class TeleopMcapSource(Source):
         return [VectorStream(topic, "extra.qvel", np.frombuffer(joints[topic].stamps, np.int64),
                              np.frombuffer(joints[topic].velocity, np.float64).reshape(-1, width))
                 for topic in self.config.state_topics]
-
-
-def _find(cdr: bytes, data: bytes) -> int:
-    """Where `data` (a decoded `uint8[]` field, stored as is after its length) starts in the message `cdr`; -1 when
-    it is not there. Its first bytes are looked for, then the whole is compared: a search for a whole JPEG costs
-    more than decoding the message."""
-    start = cdr.find(data[:16])
-    if start >= 0 and cdr[start : start + len(data)] != data:
-        start = cdr.find(data)
-    return start
 
 
 def _vectors(topic: str, role: str, joints: _Joints, width: int) -> VectorStream:

@@ -8,7 +8,7 @@ import pytest
 from mcap.records import Channel, Message, Schema
 from mcap.writer import Writer
 
-from vlaforge.datasets.mcap_messages import McapMessages, located_records
+from vlaforge.datasets.mcap_messages import McapMessages, field_offset, located_records
 from vlaforge.datasets.synth.teleop import make_recording
 from vlaforge.datasets.synth.teleop_mcap import write_teleop_mcap
 
@@ -85,3 +85,13 @@ def _open_fds(path):
     target = os.path.realpath(path)
     return sum(os.path.realpath(f"/proc/self/fd/{fd}") == target for fd in os.listdir("/proc/self/fd")
                if os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+def test_field_offset_finds_a_byte_field_in_its_encoded_message():
+    jpeg = b"\xff\xd8" + bytes(range(256)) * 4 + b"\xff\xd9"
+    cdr = b"\x00\x01\x00\x00" + b"\x07\x00\x00\x00cam_hi\x00" + struct.pack("<I", len(jpeg)) + jpeg + b"\x00\x00"
+    start = field_offset(cdr, jpeg)
+    assert cdr[start : start + len(jpeg)] == jpeg and start == 19
+    decoy = jpeg[:16] + b"not it" + cdr  # the same first bytes earlier in the message: the whole is compared
+    assert decoy[field_offset(decoy, jpeg) :][: len(jpeg)] == jpeg
+    assert field_offset(cdr, b"\xff\xd8 absent") == -1

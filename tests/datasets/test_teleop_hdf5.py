@@ -55,7 +55,8 @@ def test_a_fixed_rate_compressed_file_resamples_50_hz_rows_onto_30_hz_ticks(fixe
     qvel = _joined(fixed.follower, "velocity")[chosen].astype(np.float32)
     np.testing.assert_array_equal(episode.extras["qvel"], qvel)
     for name, camera in CAMERAS.items():
-        assert list(episode.frames[camera]) == [fixed.cameras[name].jpeg[i] for i in chosen]  # padding cut by compress_len
+        # The padding is cut by compress_len.
+        assert list(episode.frames[camera]) == [fixed.cameras[name].jpeg[i] for i in chosen]
     assert episode.instructions == [fixed.instruction] and episode.state_names == DIMENSION_NAMES
     assert episode.lineage.source_version == "aloha-hdf5 (compress=True)" and episode.episode_id.endswith("-episode_0")
     assert {row["stream"] for row in rows} == {"/observations/qpos", "/action",

@@ -224,3 +224,14 @@ def test_frames_are_read_on_access_and_a_file_changed_meanwhile_is_a_named_error
     with pytest.raises(FrameReadError, match=r"e.mcap: /cam_left_wrist/image_raw/compressed, measurement \d+ cannot "
                                              r"be read again .* the file changed or became unreadable"):
         frames[len(frames) // 2]
+
+
+def test_a_frame_whose_bytes_are_not_found_in_its_message_is_decoded_again(recording, tmp_path, monkeypatch):
+    import vlaforge.datasets.teleop_mcap as teleop_mcap
+
+    write_teleop_mcap(tmp_path / "e.mcap", recording)
+    (cut_out,), _, _ = _read(tmp_path)
+    monkeypatch.setattr(teleop_mcap, "field_offset", lambda message, field: -1)
+    (decoded,), _, _ = _read(tmp_path)
+    for camera in CAMERAS.values():
+        assert list(decoded.frames[camera]) == list(cut_out.frames[camera])

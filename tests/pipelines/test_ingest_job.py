@@ -43,7 +43,8 @@ def _eagerly(read):
 
     def read_eagerly(self, unit, ledger):
         for episode in read(self, unit, ledger):
-            yield dataclasses.replace(episode, frames={camera: list(frames) for camera, frames in episode.frames.items()})
+            frames = {camera: list(frames) for camera, frames in episode.frames.items()}
+            yield dataclasses.replace(episode, frames=frames)
 
     return read_eagerly
 
