@@ -70,6 +70,9 @@ def model_outputs(draw):
 @given(model_outputs(), st.floats(0.1, 0.9))
 def test_fusion_matches_ensemble_boxes(outputs, iou_thr):
     per_model, weights = outputs
+    # An IoU exactly at the threshold (boxes on a grid against a threshold such as 0.5) is a tie that the last bit
+    # of float rounding decides, differently in numpy and in plain floats: keep the threshold off such ties.
+    iou_thr += 3.7e-9
     ours = weighted_boxes_fusion([b for b, _ in per_model], [s for _, s in per_model], weights=weights,
                                  iou_thr=iou_thr)
     ref_boxes, ref_scores, _ = reference_wbf(
