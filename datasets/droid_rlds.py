@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import hashlib
 import logging
-import pathlib
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -126,10 +125,6 @@ class DroidRldsSource(Source):
     def dataset_name(self) -> str:
         """The TFDS builder name from dataset_info.json ("droid", or "r2d2_faceblur" in older copies)."""
         return self._meta().info.name
-
-    @property
-    def root(self) -> pathlib.Path:
-        return pathlib.Path(self.config.root)
 
     def plan(self) -> list[WorkUnit]:
         """One unit per `files_per_unit` shard files, in shard order; every listed shard must exist."""

@@ -123,10 +123,6 @@ class LeRobotSource(Source):
         self._camera_map: dict[str, str] | None = None
 
     @property
-    def root(self) -> pathlib.Path:
-        return pathlib.Path(self.config.root)
-
-    @property
     def dataset_name(self) -> str:
         if self.config.dataset_name:
             return self.config.dataset_name

@@ -9,7 +9,6 @@ episode's own action at that step.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 import tarfile
 from collections.abc import Iterator
 from typing import Any
@@ -42,10 +41,6 @@ class RobotShardSource(Source):
         def __post_init__(self) -> None:
             if self.shards_per_unit < 1:
                 raise ValueError(f"RobotShardSource.Config.shards_per_unit must be >= 1, got {self.shards_per_unit}")
-
-    @property
-    def root(self) -> pathlib.Path:
-        return pathlib.Path(self.config.root)
 
     @property
     def dataset_name(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import pathlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -64,6 +65,11 @@ class Source(abc.ABC):
 
     def __init__(self, config: SourceConfig) -> None:
         self.config = config
+
+    @property
+    def root(self) -> pathlib.Path:
+        """The dataset directory."""
+        return pathlib.Path(self.config.root)
 
     @property
     @abc.abstractmethod

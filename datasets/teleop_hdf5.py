@@ -107,10 +107,6 @@ class TeleopHdf5Source(Source):
         self.assembler = TimelineAssembler(config, self.name)
 
     @property
-    def root(self) -> pathlib.Path:
-        return pathlib.Path(self.config.root)
-
-    @property
     def dataset_name(self) -> str:
         return self.config.dataset_name or safe_key_part(self.root.resolve().name)
 

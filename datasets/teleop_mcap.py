@@ -25,7 +25,6 @@ topic and the message index; the timeline's own checks (order, missing streams, 
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 import struct
 from array import array
 from collections.abc import Callable, Iterator, Mapping
@@ -148,10 +147,6 @@ class TeleopMcapSource(Source):
         super().__init__(config)
         self.assembler = TimelineAssembler(config, self.name)
         self._decoders = DecoderFactory()
-
-    @property
-    def root(self) -> pathlib.Path:
-        return pathlib.Path(self.config.root)
 
     @property
     def dataset_name(self) -> str:

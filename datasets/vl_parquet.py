@@ -70,10 +70,6 @@ class VlParquetSource(Source):
         """(file, row -> (status, duplicate_of)) of the file being read: one file's rows in memory at a time."""
 
     @property
-    def root(self) -> pathlib.Path:
-        return pathlib.Path(self.config.root)
-
-    @property
     def base(self) -> pathlib.Path:
         return self.root if self.root.is_dir() else self.root.parent
 

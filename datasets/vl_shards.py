@@ -8,7 +8,6 @@ from it so far, and the run goes on.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 import tarfile
 from collections.abc import Iterator
 from typing import Any
@@ -50,10 +49,6 @@ class VlShardSource(Source):
                 raise ValueError(f"VlShardSource.Config.shards_per_unit must be >= 1, got {self.shards_per_unit}")
 
     config: Config
-
-    @property
-    def root(self) -> pathlib.Path:
-        return pathlib.Path(self.config.root)
 
     @property
     def dataset_name(self) -> str:
