@@ -87,7 +87,7 @@ class GroundingDinoDetector(Stage):
         self.device, self.dtype = torch_runtime(config.device, config.dtype)
         model_class = getattr(transformers, ARCHITECTURES[config.architecture])
         self.processor = transformers.AutoProcessor.from_pretrained(config.model, revision=config.revision)
-        model = model_class.from_pretrained(config.model, revision=config.revision)
+        model = model_class.from_pretrained(config.model, revision=config.revision, use_safetensors=True)  # no pickle
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.max_text_len = int(self.model.config.max_text_len)
         self.revision = weights_revision(config.model, config.revision)

@@ -55,7 +55,7 @@ class SamMasker(Stage):
         config: SamMasker.Config = self.config  # type: ignore[assignment]
         self.device, self.dtype = torch_runtime(config.device, config.dtype)
         self.processor = AutoProcessor.from_pretrained(config.model, revision=config.revision)
-        model = SamModel.from_pretrained(config.model, revision=config.revision)
+        model = SamModel.from_pretrained(config.model, revision=config.revision, use_safetensors=True)  # no pickle
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.revision = weights_revision(config.model, config.revision)
 

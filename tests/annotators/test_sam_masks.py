@@ -51,3 +51,20 @@ def test_different_boxes_prompt_different_masks(tiny_sam, frame_factory):
     frames, _ = _run(tiny_sam, [_with_runs(frame_factory(0))])
     first, second, whole = _masks(frames)
     assert not np.array_equal(first, whole) or not np.array_equal(second, whole)
+
+
+def test_a_pickled_checkpoint_is_refused(tiny_sam, tmp_path):
+    """Only safetensors weights load: a `pytorch_model.bin` (a pickle) is never unpickled."""
+    import shutil
+
+    import torch
+    from transformers import SamModel
+
+    # transformers 5 only writes safetensors; an older checkpoint is config.json + a torch.save'd state dict.
+    pickled = tmp_path / "pickled-sam"
+    shutil.copytree(tiny_sam, pickled, ignore=shutil.ignore_patterns("*.safetensors"))
+    torch.save(SamModel.from_pretrained(tiny_sam).state_dict(), pickled / "pytorch_model.bin")
+    assert (pickled / "pytorch_model.bin").exists() and not list(pickled.glob("*.safetensors"))
+    stage = SamMasker.Config(model=str(pickled), device="cpu").build()
+    with pytest.raises(OSError, match="safetensors"):
+        stage.setup()
