@@ -24,3 +24,13 @@ def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
     temporary = temporary_path(path)
     temporary.write_bytes(data)
     publish(temporary, path)
+
+
+def atomic_write_table(path: pathlib.Path, table: "pyarrow.Table") -> None:
+    """`table` as a Parquet file at `path`, written like `atomic_write_bytes`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())

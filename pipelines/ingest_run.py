@@ -15,14 +15,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vlaforge.datasets.source import WorkUnit
 from vlaforge.datasets.teleop import ReportsResampling
 from vlaforge.datasets.timeline import summarize
 from vlaforge.pipelines import norm_stats
-from vlaforge.pipelines.atomic_files import atomic_write_bytes
-from vlaforge.pipelines.drops import count_by_reason
+from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
+from vlaforge.pipelines.drops import count_by_reason, write_quarantine
 from vlaforge.pipelines.ingest_job import UNITS_DIR, IngestJob, UnitSummary, UnitWorker, unit_marker
 from vlaforge.pipelines.manifest import COMMITS_DIR, load_commits, write_manifest
 from vlaforge.pipelines.runners import LocalRunner, RayRunner
@@ -30,12 +29,7 @@ from vlaforge.pipelines.split import Split
 
 logger = logging.getLogger(__name__)
 
-QUARANTINE_NAME = "quarantine.parquet"
 SUMMARY_NAME = "summary.json"
-QUARANTINE_SCHEMA = pa.schema(
-    [("file", pa.string()), ("episode", pa.string()), ("reason", pa.string()), ("message", pa.string()),
-     ("steps", pa.int64())]
-)
 RESAMPLING_NAME = "resampling.parquet"
 RESAMPLING_SCHEMA = pa.schema(
     [("episode_id", pa.string()), ("file", pa.string()), ("outcome", pa.string()), ("segments", pa.int64()),
@@ -106,7 +100,7 @@ def finalize(
     records = load_commits(output)
     manifest = write_manifest(output, records)
     drops = [drop for summary in summaries for drop in summary.drop_records()]
-    _write_quarantine(output, [d for d in drops if d.quarantined])
+    write_quarantine(output, drops)
     resampling = [row for summary in summaries for row in summary.resampling]
     if isinstance(job.source.build(), ReportsResampling):
         _write_table(output / RESAMPLING_NAME, resampling, RESAMPLING_SCHEMA)
@@ -154,17 +148,10 @@ def _load_marker(output: pathlib.Path, unit: WorkUnit) -> UnitSummary:
     return UnitSummary.from_dict(json.loads(marker.read_text()))
 
 
-def _write_quarantine(output: pathlib.Path, drops: list) -> None:
-    rows = [{k: v for k, v in d.as_row().items() if k in QUARANTINE_SCHEMA.names} for d in drops]
-    _write_table(output / QUARANTINE_NAME, rows, QUARANTINE_SCHEMA)
-
-
 def _write_table(path: pathlib.Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
     """`rows` (extra keys ignored) as a Parquet file, written atomically."""
     columns = [{name: row.get(name) for name in schema.names} for row in rows]
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(columns, schema=schema), sink)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    atomic_write_table(path, pa.Table.from_pylist(columns, schema=schema))
 
 
 def _report(job: IngestJob, summaries: list[UnitSummary], records: list, drops: list) -> IngestReport:

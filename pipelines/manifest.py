@@ -15,7 +15,7 @@ import pathlib
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlaforge.pipelines.atomic_files import atomic_write_bytes
+from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
 
 MANIFEST_NAME = "manifest.parquet"
 COMMITS_DIR = "_commits"
@@ -83,11 +83,8 @@ def load_commits(output: pathlib.Path) -> list[ShardRecord]:
 
 def write_manifest(output: pathlib.Path, records: list[ShardRecord]) -> pathlib.Path:
     """Write `manifest.parquet` from the shard records (atomically)."""
-    table = pa.Table.from_pylist([r.as_dict() for r in records], schema=MANIFEST_SCHEMA)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
     path = output / MANIFEST_NAME
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    atomic_write_table(path, pa.Table.from_pylist([r.as_dict() for r in records], schema=MANIFEST_SCHEMA))
     return path
 
 

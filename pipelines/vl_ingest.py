@@ -26,7 +26,7 @@ from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.source import WorkUnit
 from vlaforge.datasets.vl_parquet import DUPLICATE, KEEP, OVER_LIMIT, REJECTED, VlParquetSource
 from vlaforge.datasets.vl_rows import RowReject, where
-from vlaforge.pipelines.atomic_files import atomic_write_bytes
+from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
 from vlaforge.pipelines.shard_writer import ShardConfig
 from vlaforge.pipelines.vl_dataset import DEFAULT_SHARDS, SUMMARY_NAME
 from vlaforge.pipelines.vl_job import VlJob
@@ -89,9 +89,7 @@ class IndexWorker:
         path = unit_index_path(self.job.output, unit.index)
         if not path.exists():
             rows = [self._indexed(unit.files[0], row, record) for row, record in self.source.records(unit)]
-            sink = pa.BufferOutputStream()
-            pq.write_table(pa.Table.from_pylist(rows, schema=_INDEX_COLUMNS), sink)
-            atomic_write_bytes(path, sink.getvalue().to_pybytes())
+            atomic_write_table(path, pa.Table.from_pylist(rows, schema=_INDEX_COLUMNS))
         return {"unit": unit.index}
 
     def _indexed(self, file: str, row: int, record: Any) -> dict[str, Any]:
@@ -121,9 +119,7 @@ def select_rows(job: VlIngestJob, units: list[WorkUnit]) -> dict[str, int]:
         return _counts(pq.read_table(job.selection_path).column("status").to_pylist())
     index = pa.concat_tables([pq.read_table(unit_index_path(job.output, u.index)) for u in units])
     selection = _selected(index, job.limit, job.dedup)
-    sink = pa.BufferOutputStream()
-    pq.write_table(selection, sink)
-    atomic_write_bytes(job.selection_path, sink.getvalue().to_pybytes())
+    atomic_write_table(job.selection_path, selection)
     atomic_write_bytes(settings_path, json.dumps(settings).encode())
     return _counts(selection.column("status").to_pylist())
 

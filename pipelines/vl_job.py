@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.source import SourceConfig, WorkUnit
-from vlaforge.pipelines.atomic_files import atomic_write_bytes
-from vlaforge.pipelines.drops import Drop, DropLedger, count_by_reason
+from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
+from vlaforge.pipelines.drops import Drop, DropLedger, count_by_reason, write_quarantine
 from vlaforge.pipelines.shard_sink import ShardSink
 from vlaforge.pipelines.shard_writer import ShardConfig
 from vlaforge.pipelines.stage import StageConfig
@@ -38,9 +38,6 @@ logger = logging.getLogger(__name__)
 
 UNITS_DIR = "_units"
 TABLES_DIR = "_tables"
-QUARANTINE_NAME = "quarantine.parquet"
-DROP_COLUMNS = pa.schema([("file", pa.string()), ("episode", pa.string()), ("reason", pa.string()),
-                          ("message", pa.string()), ("quarantined", pa.bool_()), ("steps", pa.int64())])
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -146,7 +143,7 @@ class VlUnitWorker:
             sink.abort()
             raise
         for name, table_rows in rows.items():
-            _write_parquet(table_part(self.output, name, unit.index), pa.Table.from_pylist(table_rows))
+            atomic_write_table(table_part(self.output, name, unit.index), pa.Table.from_pylist(table_rows))
         summary.samples_written = sum(by_split.values())
         summary.samples_by_split = dict(sorted(by_split.items()))
         summary.shards_written, summary.shards_skipped = len(sink.records), len(sink.skipped)
@@ -172,12 +169,6 @@ def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
     """`items` in lists of `size` (the last may be shorter), pulled lazily."""
     while batch := list(itertools.islice(items, size)):
         yield batch
-
-
-def _write_parquet(path: pathlib.Path, table: pa.Table) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def plan_vl_units(job: VlJob) -> list[WorkUnit]:
@@ -206,13 +197,12 @@ def finalize_vl_job(job: VlJob, units: list[WorkUnit]) -> dict[str, Any]:
             raise RuntimeError(f"unit {unit.index} ({', '.join(unit.files)}) has not finished; rerun the job")
         summaries.append(VlUnitSummary.from_dict(json.loads(marker.read_text())))
     drops = [Drop.from_row(row) for s in summaries for row in s.drops]
-    quarantined = [d.as_row() for d in drops if d.quarantined]
-    _write_parquet(output / QUARANTINE_NAME, pa.Table.from_pylist(quarantined, schema=DROP_COLUMNS))
+    write_quarantine(output, drops)
     tables = sorted({name for s in summaries for name in s.table_rows})
     for name in tables:
         parts = [table_part(output, name, s.unit) for s in summaries if s.table_rows.get(name)]
         table = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
-        _write_parquet(output / f"{name}.parquet", table)
+        atomic_write_table(output / f"{name}.parquet", table)
     extra = {
         "units": len(summaries),
         "episodes_read": sum(s.episodes_read for s in summaries),
