@@ -28,6 +28,7 @@ from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.source import SourceConfig, WorkUnit
 from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
 from vlaforge.pipelines.drops import Drop, DropLedger, count_by_reason, write_quarantine
+from vlaforge.pipelines.ingest_job import unit_marker  # the same completion markers as ingest
 from vlaforge.pipelines.shard_sink import ShardSink
 from vlaforge.pipelines.shard_writer import ShardConfig
 from vlaforge.pipelines.stage import StageConfig
@@ -36,7 +37,6 @@ from vlaforge.pipelines.vl_samples import VlSample
 
 logger = logging.getLogger(__name__)
 
-UNITS_DIR = "_units"
 TABLES_DIR = "_tables"
 
 
@@ -87,10 +87,6 @@ class VlUnitSummary:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "VlUnitSummary":
         return cls(**data)
-
-
-def unit_marker(output: pathlib.Path, unit: int) -> pathlib.Path:
-    return output / UNITS_DIR / f"{unit:05d}.json"
 
 
 def table_part(output: pathlib.Path, name: str, unit: int) -> pathlib.Path:
