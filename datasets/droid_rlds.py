@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from vlaforge.datasets.frames import FrameConfig, conform_jpeg
+from vlaforge.datasets.frames import FrameConfig, FrameConformer
 from vlaforge.datasets.schema import Camera, Episode, Lineage
 from vlaforge.datasets.source import Source, SourceConfig, SourceError, WorkUnit
 from vlaforge.datasets.tf_example import ExampleDecodeError, decode_example
@@ -120,6 +120,8 @@ class DroidRldsSource(Source):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self._metadata: _Metadata | None = None
+        self._conformers: dict[str, FrameConformer] = {}
+        """One per camera feature: a camera's frames share a header, which is then parsed once."""
 
     @property
     def dataset_name(self) -> str:
@@ -200,7 +202,7 @@ class DroidRldsSource(Source):
             ledger.quarantine(file=file, episode="", reason=DropReason.UNREADABLE_FILE, message=message)
             return
         with handle:
-            reader = TFRecordReader(handle, file, reuse_buffer=True)
+            reader = TFRecordReader(handle, file, map_records=True)  # frames are views into the mapped record
             while True:
                 try:
                     record = reader.read()
@@ -262,7 +264,7 @@ class DroidRldsSource(Source):
         keys = [*config.state_features, *config.action_features, *config.extra_features, *config.cameras]
         keys += [*config.instruction_features, *(key for key in (FILE_PATH, RECORDING_FOLDERPATH) if key in specs)]
         try:
-            return decode_episode(decode_example(record.data), specs, keys)
+            return decode_episode(decode_example(record.data, views=config.cameras), specs, keys)
         except InconsistentStepsError as error:
             reason, detail = DropReason.INCONSISTENT_LENGTHS, str(error)
         except ExampleDecodeError as error:
@@ -308,12 +310,13 @@ class DroidRldsSource(Source):
         return np.concatenate(parts, axis=1, dtype=np.float32), names
 
     def _frames(self, decoded: DecodedEpisode) -> dict[str, list[bytes]]:
+        """Each camera's frames: views into the record when they pass through (the episode then holds its record)."""
         frames: dict[str, list[bytes]] = {}
         for key, camera in self.config.cameras.items():
-            conformed = []
+            conformed, conform = [], self._conformers.setdefault(key, FrameConformer(self.config.frames))
             for step, data in enumerate(decoded.values[key]):
                 try:
-                    conformed.append(conform_jpeg(data, self.config.frames))
+                    conformed.append(conform(data))
                 except ValueError as error:  # BadImageError, or a decoder error while re-encoding to the target size
                     raise _FrameError(key, camera, step, error) from error
             frames[camera] = conformed

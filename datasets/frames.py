@@ -36,13 +36,13 @@ class FrameConfig:
             raise ValueError(f"FrameConfig.size must be (height, width) > 0, got {self.size}")
 
 
-def jpeg_shape(data: bytes, verify: str = "header") -> tuple[int, int]:
+def jpeg_shape(data: bytes | memoryview, verify: str = "header") -> tuple[int, int]:
     """(height, width) of a JPEG; raises BadImageError when it is not a complete JPEG.
 
     "header" mode checks the start and end markers and parses the header: it catches truncation and garbage but
     not a bit flip inside the entropy-coded data, which "full" mode (a real decode) does catch.
     """
-    if not data.startswith(_SOI) or not data.rstrip(b"\x00").endswith(_EOI):
+    if not _has_markers(data):
         raise BadImageError(f"not a complete JPEG ({len(data)} bytes, missing start or end marker)")
     try:
         if verify == "full":
@@ -54,6 +54,58 @@ def jpeg_shape(data: bytes, verify: str = "header") -> tuple[int, int]:
     return int(height), int(width)
 
 
+def _has_markers(data: bytes | memoryview) -> bool:
+    """Starts with SOI and ends with EOI (trailing zero padding allowed, as some writers add it)."""
+    if bytes(data[:2]) != _SOI:
+        return False
+    return bytes(data[-2:]) == _EOI or bytes(data).rstrip(b"\x00").endswith(_EOI)
+
+
+def header_length(data: bytes | memoryview) -> int:
+    """Bytes from SOI through the end of the first start-of-scan (SOS) segment: everything a header parse reads.
+    0 when the markers do not lead to an SOS."""
+    size, position = len(data), 2
+    while position + 4 <= size and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        position += 4 + ((data[position + 2] << 8) | data[position + 3]) - 2
+        if marker == 0xDA:
+            return position if position <= size else 0
+    return 0
+
+
+class FrameConformer:
+    """`conform_jpeg` for the frames of one camera, which a recording encodes with one encoder and settings.
+
+    In "header" mode a frame whose bytes up to the end of its SOS segment equal those of the previous frame that
+    passed has the same header, so the same parse result and shape: only its end marker is checked again. Any
+    other frame is parsed in full and becomes the one compared against.
+    """
+
+    def __init__(self, config: FrameConfig) -> None:
+        self.config = config
+        self._header = b""
+        self._shape: tuple[int, int] = (0, 0)
+
+    def __call__(self, data: bytes | memoryview) -> bytes | memoryview:
+        shape = self._known_shape(data)
+        if shape is None:
+            shape = jpeg_shape(data, self.config.verify)
+            if self.config.verify == "header":
+                self._header, self._shape = bytes(data[: header_length(data)]), shape
+        if self.config.size is None or shape == tuple(self.config.size):
+            return data
+        return encode_jpeg(simplejpeg.decode_jpeg(data, colorspace="RGB"), self.config)
+
+    def _known_shape(self, data: bytes | memoryview) -> tuple[int, int] | None:
+        header = self._header
+        if header and bytes(data[: len(header)]) == header and bytes(data[-2:]) == _EOI:
+            return self._shape
+        return None
+
+
 def encode_jpeg(pixels: np.ndarray, config: FrameConfig) -> bytes:
     """Encode an RGB uint8 [H, W, 3] frame, resized to `config.size` first when that differs."""
     if config.size is not None and tuple(pixels.shape[:2]) != tuple(config.size):
@@ -62,9 +114,6 @@ def encode_jpeg(pixels: np.ndarray, config: FrameConfig) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(pixels), quality=config.quality, colorspace="RGB")
 
 
-def conform_jpeg(data: bytes, config: FrameConfig) -> bytes:
+def conform_jpeg(data: bytes | memoryview, config: FrameConfig) -> bytes | memoryview:
     """The frame as stored in a shard: the same bytes when already a JPEG of the target size, else re-encoded."""
-    shape = jpeg_shape(data, config.verify)
-    if config.size is None or shape == tuple(config.size):
-        return data
-    return encode_jpeg(simplejpeg.decode_jpeg(data, colorspace="RGB"), config)
+    return FrameConformer(config)(data)

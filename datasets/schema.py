@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 from collections.abc import Sequence
 
@@ -67,6 +68,7 @@ class MetaField(str, enum.Enum):
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
+@functools.lru_cache(maxsize=1024)  # called once per sample with the same episode id
 def safe_key_part(text: str) -> str:
     """`text` reduced to the characters a WebDataset key may hold: no dots, no slashes."""
     return _KEY_UNSAFE.sub("-", text).strip("-") or "x"

@@ -16,7 +16,7 @@ and unpacked repeated encodings are both accepted, as protobuf parsers must. Any
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -31,40 +31,44 @@ class ExampleDecodeError(ValueError):
     """Bytes that are not a well-formed serialized `tf.train.Example`."""
 
 
-def decode_example(data: bytes | bytearray | memoryview) -> dict[str, FeatureValue]:
+def decode_example(data: bytes | bytearray | memoryview, *, views: Collection[str] = ()) -> dict[str, FeatureValue]:
     """The features of one serialized Example, by key: list[bytes], float32 [k] or int64 [k] arrays.
 
-    Every returned value is a copy, so `data` may be a reused buffer.
+    Every returned value is a copy, so `data` may be a reused buffer; except the bytes_list values of the features
+    named in `views`, which are read-only memoryviews into `data`, which must then be read-only (bytes, or a
+    mapped record). A JPEG per frame is most of an episode's bytes: copying them out costs more than reading it.
     """
+    if views and not memoryview(data).readonly:
+        raise TypeError(f"decode_example(views=...) needs read-only data, got a writable {type(data).__name__}")
+    source = memoryview(data) if views else None
     features: dict[str, FeatureValue] = {}
     for field, wire, start, stop in _fields(data, 0, len(data)):
         if field == 1 and wire == _LEN:
-            _decode_features(data, start, stop, features)
+            for field, wire, entry_start, entry_stop in _fields(data, start, stop):
+                if field == 1 and wire == _LEN:
+                    key, value = _decode_map_entry(data, entry_start, entry_stop, views, source)
+                    features[key] = value
     return features
 
 
-def _decode_features(buf: bytes, pos: int, end: int, out: dict[str, FeatureValue]) -> None:
-    for field, wire, start, stop in _fields(buf, pos, end):
-        if field == 1 and wire == _LEN:
-            key, value = _decode_map_entry(buf, start, stop)
-            out[key] = value
-
-
-def _decode_map_entry(buf: bytes, pos: int, end: int) -> tuple[str, FeatureValue]:
+def _decode_map_entry(buf: bytes, pos: int, end: int, views: Collection[str],
+                      source: memoryview | None) -> tuple[str, FeatureValue]:
     key, value = b"", None
     for field, wire, start, stop in _fields(buf, pos, end):
         if field == 1 and wire == _LEN:
             key = buf[start:stop]
         elif field == 2 and wire == _LEN:
-            value = _decode_feature(buf, start, stop)
+            value = (start, stop)
     try:
         name = bytes(key).decode("utf-8")
     except UnicodeDecodeError as error:
         raise ExampleDecodeError(f"feature key at byte {pos} is not UTF-8: {key[:40]!r}") from error
-    return name, [] if value is None else value
+    if value is None:
+        return name, []
+    return name, _decode_feature(buf, *value, source if name in views else None)
 
 
-def _decode_feature(buf: bytes, pos: int, end: int) -> FeatureValue:
+def _decode_feature(buf: bytes, pos: int, end: int, source: memoryview | None) -> FeatureValue:
     """The Feature's list. A oneof set twice keeps the last kind; the same kind twice concatenates (merge)."""
     kind, chunks = None, []
     for field, wire, start, stop in _fields(buf, pos, end):
@@ -72,7 +76,8 @@ def _decode_feature(buf: bytes, pos: int, end: int) -> FeatureValue:
             continue
         if field != kind:
             kind, chunks = field, []
-        chunks.append(_LIST_DECODERS[field](buf, start, stop))
+        chunks.append(_bytes_list(buf, start, stop, source) if field == _BYTES_LIST else
+                      _LIST_DECODERS[field](buf, start, stop))
     if kind is None:
         return []
     if kind == _BYTES_LIST:
@@ -80,13 +85,14 @@ def _decode_feature(buf: bytes, pos: int, end: int) -> FeatureValue:
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
-def _bytes_list(buf: bytes, pos: int, end: int) -> list[bytes]:
-    """Values of a BytesList. Hot path (one entry per frame): an inlined loop for the usual `value = 1` tags."""
+def _bytes_list(buf: bytes, pos: int, end: int, source: memoryview | None = None) -> list[bytes]:
+    """Values of a BytesList: copies, or views of `source` (the same bytes as `buf`) when given. Hot path (one entry
+    per frame): an inlined loop for the usual `value = 1` tags."""
     out: list[bytes] = []
     while pos < end:
         if buf[pos] != 0x0A:  # not field 1 / LEN: let the general parser handle (or skip) the rest
-            rest = _fields(buf, pos, end)
-            return out + [bytes(buf[a:b]) for field, wire, a, b in rest if field == 1 and wire == _LEN]
+            rest = [(a, b) for field, wire, a, b in _fields(buf, pos, end) if field == 1 and wire == _LEN]
+            return out + [bytes(buf[a:b]) if source is None else source[a:b] for a, b in rest]
         if pos + 1 < end and buf[pos + 1] < 0x80:  # under 128 B: per-step text such as instructions
             size, pos = buf[pos + 1], pos + 2
         elif pos + 2 < end and buf[pos + 1] >= 0x80 and buf[pos + 2] < 0x80:  # 128 B..16 KiB: many JPEG frames
@@ -96,7 +102,7 @@ def _bytes_list(buf: bytes, pos: int, end: int) -> list[bytes]:
         stop = pos + size
         if stop > end:
             raise ExampleDecodeError(f"bytes value at byte {pos} runs {stop - end} bytes past its list")
-        out.append(bytes(buf[pos:stop]))
+        out.append(bytes(buf[pos:stop]) if source is None else source[pos:stop])
         pos = stop
     return out
 
@@ -126,7 +132,7 @@ def _int64_list(buf: bytes, pos: int, end: int) -> np.ndarray:
     return values.view(np.int64)
 
 
-_LIST_DECODERS = {_BYTES_LIST: _bytes_list, _FLOAT_LIST: _float_list, _INT64_LIST: _int64_list}
+_LIST_DECODERS = {_FLOAT_LIST: _float_list, _INT64_LIST: _int64_list}
 
 
 def _packed_varints(buf: bytes, pos: int, end: int) -> np.ndarray:

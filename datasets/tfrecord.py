@@ -16,6 +16,7 @@ record. It checks both checksums and tells three failures apart, because they ca
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 import struct
 from collections.abc import Iterable, Iterator
@@ -62,7 +63,7 @@ class Record:
     offset: int
     """Byte offset of the record's length field in the file."""
     data: bytes | memoryview
-    """The payload; a memoryview into the reader's buffer when it reuses one (valid until the next read)."""
+    """The payload: bytes, or a read-only memoryview of a memory map when the reader maps records."""
 
 
 class TFRecordReader:
@@ -72,21 +73,22 @@ class TFRecordReader:
     positioned at the next record; after a `TruncatedRecordError` or `LengthCrcError` it is finished and
     `read()` returns None.
 
-    With `reuse_buffer=True` every record is read into one growing buffer and `Record.data` is a memoryview
-    that the next `read()` overwrites: use it when each record is fully decoded before the next is read. That
-    saves allocating (and page-faulting) a fresh multi-megabyte bytes object per record, which can cost more
-    than the read itself.
+    With `map_records=True` (and a real file) each record's data is a read-only memoryview of a memory map of
+    just that record: nothing is copied, and the view stays valid for as long as it is referenced (the map goes
+    when the last view does), so values decoded as views into it can outlive the next `read()`. Reading a
+    multi-megabyte record into a fresh bytes object instead costs page faults that can exceed the read itself.
     """
 
-    def __init__(self, file: BinaryIO, name: str = "", *, verify_data: bool = True, reuse_buffer: bool = False) -> None:
+    def __init__(self, file: BinaryIO, name: str = "", *, verify_data: bool = True, map_records: bool = False) -> None:
         self._file = file
         self.name = name or str(getattr(file, "name", "<stream>"))
         self.verify_data = verify_data
-        self._buffer = bytearray() if reuse_buffer else None
         self.index = 0
         self.offset = 0
         self.finished = False
         self._size = _file_size(file)
+        self._start = file.tell() if map_records and self._size is not None else None
+        """Where the reader began in the file, when it maps records (None: it reads them)."""
 
     def __iter__(self) -> Iterator[Record]:
         """Every record, raising on the first error (use `read()` to recover from a `DataCrcError`)."""
@@ -102,7 +104,7 @@ class TFRecordReader:
         if length is None:
             self.finished = True
             return None
-        data = self._read_exact(length, index, offset, "data")
+        data = self._read_exact(length, index, offset, "data") if self._start is None else self._map(length, offset)
         (data_crc,) = _FOOTER.unpack(self._read_exact(_FOOTER.size, index, offset, "data checksum"))
         self.index, self.offset = index + 1, offset + _HEADER.size + length + _FOOTER.size
         if self.verify_data and masked_crc32c(data) != data_crc:
@@ -125,20 +127,22 @@ class TFRecordReader:
             )
         return length
 
-    def _read_exact(self, size: int, index: int, offset: int, what: str) -> bytes | memoryview:
-        if self._buffer is None or size <= _FOOTER.size:
-            data = self._file.read(size)
-            got = len(data)
-        else:
-            if size > len(self._buffer):  # a new buffer, so views handed out earlier stay intact
-                # A quarter more than before at least: few reallocations while records grow, and at most 1.25x
-                # the largest record held (doubling could hold twice it, all of it resident: bytearray zero-fills).
-                self._buffer = bytearray(max(size, len(self._buffer) * 5 // 4))
-            data = memoryview(self._buffer)[:size]
-            got = self._file.readinto(data) or 0
-        if got < size:
-            self._fail(TruncatedRecordError, index, offset, f"file ends inside the {what} ({got} of {size} bytes)")
+    def _read_exact(self, size: int, index: int, offset: int, what: str) -> bytes:
+        data = self._file.read(size)
+        if len(data) < size:
+            self._fail(TruncatedRecordError, index, offset, f"file ends inside the {what} ({len(data)} of {size} bytes)")
         return data
+
+    def _map(self, length: int, offset: int) -> memoryview:
+        """The record's `length` data bytes, mapped; the file is left after them. `_read_length` has checked that
+        the file holds them."""
+        start = self._start + offset + _HEADER.size
+        page_start = start - start % mmap.ALLOCATIONGRANULARITY
+        self._file.seek(length, os.SEEK_CUR)
+        if length == 0:
+            return memoryview(b"")
+        mapped = mmap.mmap(self._file.fileno(), start + length - page_start, offset=page_start, access=mmap.ACCESS_READ)
+        return memoryview(mapped)[start - page_start :]
 
     def _fail(self, error: type[TFRecordError], index: int, offset: int, detail: str) -> NoReturn:
         self.finished = True

@@ -6,7 +6,8 @@ import dataclasses
 import functools
 import io
 import json
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -53,21 +54,62 @@ def json_bytes(value: object) -> bytes:
     return _JSON.encode(value).encode()
 
 
+def _json_scalar(value: object) -> bytes:
+    """`json_bytes(value)`, without the encoder's overhead for the ints and finite floats of every step."""
+    if type(value) is int:
+        return b"%d" % value
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value).encode()  # what the json module writes for a float
+    return json_bytes(value)
+
+
 class _MetaEncoder:
     """`json_bytes` of each step's meta of one episode, with the fields every step shares encoded only once.
 
-    The shared fields (name lists, instructions, lineage) are most of the bytes and most of the encoding time.
+    The shared fields (name lists, instructions, lineage) are most of the bytes and most of the encoding time; the
+    per-step fields are filled into a `%`-template of the rest, in the order sort_keys writes them.
     """
 
-    def __init__(self, shared: dict[str, object], step_fields: Iterable[str]) -> None:
-        # In the order sort_keys writes them: a per-step field by name, a shared one as its encoded '"key":value'.
-        per_step = set(step_fields)
-        keys = sorted({*shared, *per_step})
-        self._parts = [key if key in per_step else json_bytes({key: shared[key]})[1:-1] for key in keys]
+    def __init__(self, shared: dict[str, object], step_fields: tuple[str, ...]) -> None:
+        if list(step_fields) != sorted(step_fields):
+            raise ValueError(f"step fields must be given in sorted order, got {step_fields}")
+        keys = sorted({*shared, *step_fields})
+        parts = [json_bytes(key) + b":%s" if key in step_fields else json_bytes({key: shared[key]})[1:-1].replace(
+            b"%", b"%%") for key in keys]
+        self._template = b"{" + b",".join(parts) + b"}"
 
-    def encode(self, step_values: dict[str, object]) -> bytes:
-        parts = [p if isinstance(p, bytes) else json_bytes({p: step_values[p]})[1:-1] for p in self._parts]
-        return b"{" + b",".join(parts) + b"}"
+    def encode(self, *step_values: object) -> bytes:
+        """The meta of one step, given the values of `step_fields` in that order."""
+        return self._template % tuple(map(_json_scalar, step_values))
+
+
+class _NpyRows:
+    """`npy_bytes` of each row of a per-step array, encoded a block of steps at a time with a few numpy calls.
+
+    `rows(start, stop)` gives the steps' values [stop - start, ...]; only one block's encodings are held.
+    """
+
+    BLOCK_STEPS = 256
+
+    def __init__(self, rows: Callable[[int, int], np.ndarray], n: int) -> None:
+        self._rows, self._n = rows, n
+        self._block, self._encoded, self._width = -1, b"", 0
+
+    def __getitem__(self, step: int) -> bytes:
+        block, index = divmod(step, self.BLOCK_STEPS)
+        if block != self._block:
+            self._encode(block)
+        return self._encoded[index * self._width : (index + 1) * self._width]
+
+    def _encode(self, block: int) -> None:
+        start = block * self.BLOCK_STEPS
+        values = np.ascontiguousarray(self._rows(start, min(start + self.BLOCK_STEPS, self._n)))
+        header = np.frombuffer(_npy_header(values.dtype, values.shape[1:], "C"), np.uint8)
+        data = values.view(np.uint8).reshape(len(values), -1)
+        encoded = np.empty((len(values), len(header) + data.shape[1]), np.uint8)
+        encoded[:, : len(header)] = header
+        encoded[:, len(header) :] = data
+        self._block, self._encoded, self._width = block, encoded.tobytes(), encoded.shape[1]
 
 
 def action_chunks(action: np.ndarray, chunk_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,11 +119,18 @@ def action_chunks(action: np.ndarray, chunk_len: int) -> tuple[np.ndarray, np.nd
     padded = np.concatenate([action, np.zeros((chunk_len - 1, dims), action.dtype)])
     windows = np.lib.stride_tricks.sliding_window_view(padded, chunk_len, axis=0)  # [n, Da, T]
     valid = np.minimum(chunk_len, n - np.arange(n))
-    return np.ascontiguousarray(windows.transpose(0, 2, 1)), valid
+    return _windows(padded, chunk_len), valid
+
+
+def _windows(padded: np.ndarray, chunk_len: int) -> np.ndarray:
+    """[k, chunk_len, Da] windows of `padded` [k + chunk_len - 1, Da], one starting at each of its first k rows."""
+    windows = np.lib.stride_tricks.sliding_window_view(padded, chunk_len, axis=0)  # [k, Da, T]
+    return np.ascontiguousarray(windows.transpose(0, 2, 1))
 
 
 _STEP_FIELDS = (MetaField.STEP.value, MetaField.TIMESTAMP.value, MetaField.VALID_LEN.value)
-"""Meta fields that differ from step to step; the rest are the same for the whole episode."""
+"""Meta fields that differ from step to step (in sorted order); the rest are the same for the whole episode."""
+_STATE, _ACTION, _META = SampleKey.STATE.value, SampleKey.ACTION.value, SampleKey.META.value
 
 
 class RobotSampleBuilder(Stage):
@@ -116,27 +165,25 @@ class RobotSampleBuilder(Stage):
     def iter_samples(self, episode: Episode) -> Iterator[RobotSample]:
         """The episode's samples in step order, each built (and its frames read) when it is asked for."""
         split = split_of(episode.split_key, self.config.validation_fraction)
-        chunk_len = self.config.chunk_len
+        chunk_len, n, episode_id = self.config.chunk_len, len(episode), episode.episode_id
         action = episode.action.astype(np.float32)
         padded = np.concatenate([action, np.zeros((chunk_len - 1, action.shape[1]), np.float32)])  # [n + T - 1, Da]
         state = episode.state.astype(np.float32)
-        extras = {SampleKey.extra(name): values.astype(np.float32) for name, values in episode.extras.items()}
-        cameras = {SampleKey.camera(camera): frames for camera, frames in episode.frames.items()}
+        arrays = [(_STATE, _NpyRows(lambda a, b: state[a:b], n)),
+                  (_ACTION, _NpyRows(lambda a, b: _windows(padded[a : b + chunk_len - 1], chunk_len), n))]
+        for name, values in episode.extras.items():
+            extra = values.astype(np.float32)
+            arrays.append((SampleKey.extra(name), _NpyRows(lambda a, b, extra=extra: extra[a:b], n)))
+        cameras = [(SampleKey.camera(camera), frames) for camera, frames in episode.frames.items()]
         meta = _MetaEncoder(self._shared_meta(episode, split), _STEP_FIELDS)
-        n = len(episode)
+        timestamps = episode.timestamps.tolist()
         for i in range(n):
             step = episode.first_step + i
-            members = {member: frames[i] for member, frames in cameras.items()}
-            members[SampleKey.STATE.value] = npy_bytes(state[i])
-            members[SampleKey.ACTION.value] = npy_bytes(padded[i : i + chunk_len])  # = action_chunks(...)[0][i]
-            for member, values in extras.items():
-                members[member] = npy_bytes(values[i])
-            members[SampleKey.META.value] = meta.encode({
-                MetaField.STEP.value: step,
-                MetaField.TIMESTAMP.value: round(float(episode.timestamps[i]), 6),
-                MetaField.VALID_LEN.value: min(chunk_len, n - i),
-            })
-            yield RobotSample(sample_key(episode.episode_id, step), split, members, episode.episode_id)
+            members = {member: frames[i] for member, frames in cameras}
+            for member, rows in arrays:
+                members[member] = rows[i]
+            members[_META] = meta.encode(step, round(timestamps[i], 6), min(chunk_len, n - i))
+            yield RobotSample(sample_key(episode_id, step), split, members, episode_id)
 
     @staticmethod
     def _shared_meta(episode: Episode, split: Split) -> dict[str, object]:

@@ -50,9 +50,10 @@ class ShardSink:
     def add(self, sample: ShardSample) -> None:
         shard = self._open.get(sample.split.value) or self._start(sample.split.value)
         if shard.writer is not None:
-            shard.writer.write(sample.key, sample.members)
+            shard.data_bytes += shard.writer.write(sample.key, sample.members)
+        else:
+            shard.data_bytes += sum(len(v) for v in sample.members.values())
         shard.samples += 1
-        shard.data_bytes += sum(len(v) for v in sample.members.values())
         if not shard.episodes or shard.episodes[-1] != sample.episode_id:
             shard.episodes.append(sample.episode_id)
         if self.config.is_full(shard.samples, shard.data_bytes):

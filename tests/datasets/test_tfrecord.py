@@ -122,10 +122,28 @@ def test_a_huge_length_with_a_valid_checksum_is_truncation_not_an_allocation(tmp
         TFRecordReader(file, "huge").read()
 
 
-def test_reused_buffer_hands_out_the_same_records(tmp_path):
+def test_mapped_records_are_read_only_views_that_outlive_the_file(tmp_path):
     path = tmp_path / "a.tfrecord"
     write_records(path, RECORDS)
     with open(path, "rb") as file:
-        reader = TFRecordReader(file, "a", reuse_buffer=True)
-        seen = [bytes(record.data) for record in reader]
-    assert seen == RECORDS
+        records = list(TFRecordReader(file, "a", map_records=True))
+    assert [bytes(record.data) for record in records] == RECORDS  # every view still holds its record
+    assert all(isinstance(record.data, memoryview) and record.data.readonly for record in records)
+    with pytest.raises(TypeError):
+        records[0].data[0] = 0
+
+
+def test_mapped_records_report_truncation_and_bad_checksums_like_read_ones(tmp_path):
+    path = tmp_path / "a.tfrecord"
+    size = write_records(path, RECORDS)
+    data = bytearray(path.read_bytes())
+    data[20] ^= 0xFF  # inside the first record's payload
+    path.write_bytes(bytes(data[: size - 3]))
+    with open(path, "rb") as file:
+        reader = TFRecordReader(file, "a", map_records=True)
+        with pytest.raises(DataCrcError):
+            reader.read()
+        assert bytes(reader.read().data) == RECORDS[1]
+        with pytest.raises(TruncatedRecordError):
+            while reader.read() is not None:
+                pass

@@ -95,3 +95,25 @@ def test_episodes_of_one_split_group_share_its_split():
     assert {s.split for s in builder(segments)} == {split_of("rec", 0.5)}
     alone = make_episode("rec-seg01", n_steps=3)
     assert alone.split_key == "rec-seg01" and {s.split for s in builder([alone])} == {split_of("rec-seg01", 0.5)}
+
+
+def test_long_episode_samples_match_a_plain_encoding_of_every_step():
+    """Arrays are encoded a block of steps at a time: steps on both sides of a block boundary, and the last ones,
+    carry exactly the bytes np.save and json.dumps give for that step alone."""
+    from vlaforge.pipelines.samples import json_bytes, npy_bytes
+
+    episode = make_episode(n_steps=600)
+    episode.instructions = ['pour 50% of the "water"', "then stop"]  # '%' and quotes in the shared meta
+    episode.timestamps = episode.timestamps + 1e-7  # timestamps that round to 6 places
+    samples = RobotSampleBuilder.Config(chunk_len=8, validation_fraction=0.0).build()([episode])
+    chunks, valid = action_chunks(episode.action.astype(np.float32), 8)
+    for i in (0, 255, 256, 511, 512, 599):
+        members = samples[i].members
+        assert members["state.npy"] == npy_bytes(episode.state[i].astype(np.float32))
+        assert members["action.npy"] == npy_bytes(chunks[i])
+        assert members["cartesian_position.npy"] == npy_bytes(episode.extras["cartesian_position"][i])
+        meta = json.loads(members["meta.json"])
+        assert members["meta.json"] == json_bytes(meta)  # compact, key-sorted: the bytes json.dumps writes
+        assert meta["step"] == i and meta["valid_len"] == valid[i]
+        assert meta["timestamp"] == round(float(episode.timestamps[i]), 6)
+        assert meta["instructions"] == episode.instructions

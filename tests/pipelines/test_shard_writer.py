@@ -70,3 +70,37 @@ def test_shard_config_limits():
     assert not ShardConfig(max_samples=5, max_bytes=100).is_full(4, 99)
     with pytest.raises(ValueError, match="needs max_samples or max_bytes"):
         ShardConfig(max_samples=None, max_bytes=None)
+
+
+def test_a_shard_of_many_chunks_is_byte_identical_to_tarfile_and_hashed_whole(tmp_path):
+    """Past several write chunks, with frames large enough to be written from their own buffers: the same bytes
+    as Python's tarfile writing the same members with the same fixed metadata."""
+    samples = [(f"ep-b_{i:06d}", {"front.jpg": bytes([i % 256]) * (5000 + i), "state.npy": b"s" * (i % 600),
+                                  "meta.json": b'{"i":%d}' % i}) for i in range(1200)]
+    writer = TarShardWriter(tmp_path / "s.tar")
+    data_bytes = [writer.write(key, members) for key, members in samples]
+    written = writer.finish()
+    assert data_bytes == [sum(map(len, members.values())) for _, members in samples]
+
+    expected = io.BytesIO()
+    with tarfile.open(fileobj=expected, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, members in samples:
+            for extension in sorted(members):
+                info = tarfile.TarInfo(f"{key}.{extension}")
+                info.size, info.mode, info.mtime = len(members[extension]), 0o444, 0
+                tar.addfile(info, io.BytesIO(members[extension]))
+    shard = (tmp_path / "s.tar").read_bytes()
+    assert written.bytes > 4 * 2**20 and len(shard) == written.bytes
+    assert shard == expected.getvalue()
+    assert written.sha256 == hashlib.sha256(shard).hexdigest()
+
+
+def test_a_refused_sample_leaves_nothing_in_the_shard(tmp_path):
+    writer = TarShardWriter(tmp_path / "s.tar")
+    with pytest.raises(ValueError, match="not a safe WebDataset name"):
+        writer.write("ep-c_000000", {"a.jpg": b"x" * 10_000, "b/../c": b"y"})  # refused after a frame was encoded
+    writer.write(*SAMPLES[1])
+    written = writer.finish()
+    with tarfile.open(tmp_path / "s.tar") as tar:
+        assert [m.name for m in tar.getmembers()] == ["ep-a_000001.meta.json", "ep-a_000001.state.npy"]
+    assert written.samples == 1

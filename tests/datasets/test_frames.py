@@ -1,0 +1,80 @@
+"""JPEG frames: the header check a camera's frames share, and bytes-like frames (views into a mapped record)."""
+
+import numpy as np
+import pytest
+import simplejpeg
+
+from vlaforge.datasets import frames as frames_module
+from vlaforge.datasets.frames import BadImageError, FrameConfig, FrameConformer, header_length, jpeg_shape
+
+
+def _jpeg(seed: int, height: int = 48, width: int = 64, quality: int = 90) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    return simplejpeg.encode_jpeg(pixels, quality=quality, colorspace="RGB")
+
+
+@pytest.fixture
+def parses(monkeypatch):
+    """Counts the header parses (simplejpeg.decode_jpeg_header calls)."""
+    calls = []
+    real = simplejpeg.decode_jpeg_header
+
+    def counted(data, *args, **kwargs):
+        calls.append(len(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(frames_module.simplejpeg, "decode_jpeg_header", counted)
+    return calls
+
+
+def test_header_length_ends_at_the_start_of_scan_segment():
+    data = _jpeg(0)
+    sos = data.index(b"\xff\xda")
+    assert header_length(data) == sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    assert header_length(memoryview(data)) == header_length(data)
+    assert header_length(b"\xff\xd8garbage") == 0 and header_length(data[: sos + 3]) == 0
+
+
+def test_frames_sharing_a_header_are_parsed_once_and_pass_through_as_given(parses):
+    frames = [memoryview(_jpeg(seed)) for seed in range(6)]
+    conform = FrameConformer(FrameConfig(size=(48, 64)))
+    assert all(conform(frame) is frame for frame in frames)
+    assert len(parses) == 1
+
+
+def test_a_truncated_frame_with_the_shared_header_is_still_refused(parses):
+    conform = FrameConformer(FrameConfig())
+    conform(_jpeg(0))
+    cut = _jpeg(1)
+    with pytest.raises(BadImageError, match="missing start or end marker"):
+        conform(cut[: len(cut) // 2])
+
+
+def test_a_frame_with_another_header_is_parsed_and_resized_to_the_target(parses):
+    conform = FrameConformer(FrameConfig(size=(48, 64)))
+    conform(_jpeg(0))
+    larger = conform(_jpeg(1, height=96, width=128))
+    assert jpeg_shape(larger) == (48, 64) and len(parses) == 3  # the first frame, the larger one, its re-encoding
+    lower_quality = _jpeg(2, quality=50)  # other quantization tables: another header, parsed again
+    assert conform(lower_quality) is lower_quality and len(parses) == 4
+
+
+def test_a_damaged_header_is_parsed_and_refused_even_after_good_frames():
+    conform = FrameConformer(FrameConfig())
+    good = _jpeg(0)
+    conform(good)
+    sof = good.index(b"\xff\xc0")
+    damaged = good[:sof] + b"\xff\xc0\x00\x02" + good[sof + 4 :]  # an SOF segment length too short to parse
+    with pytest.raises(BadImageError, match="does not decode"):
+        conform(damaged)
+
+
+def test_full_verification_decodes_every_frame(monkeypatch):
+    decodes = []
+    real = simplejpeg.decode_jpeg
+    monkeypatch.setattr(frames_module.simplejpeg, "decode_jpeg",
+                        lambda data, **kwargs: decodes.append(1) or real(data, **kwargs))
+    conform = FrameConformer(FrameConfig(verify="full"))
+    for seed in range(3):
+        conform(_jpeg(seed))
+    assert len(decodes) == 3
