@@ -157,14 +157,16 @@ def _packed_varints(buf: bytes, pos: int, end: int) -> np.ndarray:
 def _fields(buf: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
     """(field number, wire type, start, stop) per field in buf[pos:end]; a varint field's value is in `start`."""
     while pos < end:
-        tag, pos = _varint(buf, pos, end)
+        tag = buf[pos]
+        tag, pos = (tag, pos + 1) if tag < 0x80 else _varint(buf, pos, end)  # one byte for fields 1..15
         field, wire = tag >> 3, tag & 7
         if wire == _VARINT:
             value, pos = _varint(buf, pos, end)
             yield field, wire, value, pos
             continue
         if wire == _LEN:
-            size, pos = _varint(buf, pos, end)
+            size = buf[pos] if pos < end else 0x80
+            size, pos = (size, pos + 1) if size < 0x80 else _varint(buf, pos, end)
         elif wire in (_I32, _I64):
             size = 4 if wire == _I32 else 8
         else:

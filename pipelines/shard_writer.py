@@ -116,14 +116,19 @@ class TarShardWriter:
         if not _KEY.match(key):
             raise ValueError(f"sample key {key!r} is not a safe WebDataset name: a key is letters, digits, _ and -")
         encoded_key = key.encode("ascii")
-        key_sum = sum(encoded_key)
+        key_sum = sum(encoded_key) + _FIXED_SUM
         pieces, small, data_bytes, added = [], [], 0, 0
         for extension in sorted(members):
             dotted, dotted_sum = self._extensions.get(extension) or self._check_extension(key, extension)
             data = members[extension]
-            size = len(data)
+            size, name = len(data), encoded_key + dotted
+            if len(name) > 100 or size > _MAX_SIZE:
+                raise ValueError(f"tar member {name!r} of {size} bytes does not fit a USTAR header (name <= 100, "
+                                 f"< 8 GiB)")
+            size_field = b"%011o\x00" % size  # member_header, inlined: this loop runs for every member of every step
+            checksum = b"%06o\x00 " % (key_sum + dotted_sum + sum(size_field))
+            small.append(_HEADER.pack(name, _MODE_UID_GID, size_field, _MTIME, checksum, _TAIL))
             padding = -size % BLOCK
-            small.append(member_header(encoded_key + dotted, key_sum + dotted_sum, size))
             if size < _OWN_PIECE:
                 small += (data, _PADDING[padding])
             else:  # a frame: written from where it is, between the joined small pieces around it
