@@ -23,7 +23,9 @@ from vlaforge.pipelines.drops import Drop, DropLedger
 from vlaforge.pipelines.samples import RobotSample
 from vlaforge.pipelines.shard_sink import ShardSink
 from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.split import Split
 from vlaforge.pipelines.stage import StageConfig
+from vlaforge.pipelines.step_values import StepValues, step_values_path
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +79,12 @@ def unit_marker(output: pathlib.Path, unit: int) -> pathlib.Path:
 
 @runtime_checkable
 class StreamsSamples(Protocol):
-    """A last stage that can hand over an episode's samples one at a time instead of as one list."""
+    """A last stage that can hand over an episode's samples one at a time instead of as one list, and says which
+    split they go to (so the unit can keep their values for the statistics, see `StepValues`)."""
 
     def iter_samples(self, episode: Episode) -> Iterator[RobotSample]: ...
+
+    def split_of(self, episode: Episode) -> Split: ...
 
 
 class UnitWorker:
@@ -124,11 +129,12 @@ class UnitWorker:
         ledger = DropLedger()
         sink = ShardSink(self.output, self.dataset, unit.index, list(unit.files), self.job.shards)
         steps_by_split: collections.Counter[str] = collections.Counter()
+        values = StepValues() if isinstance(self.stages[-1], StreamsSamples) else None
         try:
             for episode in self.source.read(unit, ledger):
                 summary.episodes_read += 1
                 written: set[str] = set()
-                for sample in self._samples(episode):
+                for sample in self._samples(episode, values):
                     sink.add(sample)
                     steps_by_split[sample.split.value] += 1
                     written.add(sample.episode_id)
@@ -138,6 +144,8 @@ class UnitWorker:
         except BaseException:
             sink.abort()
             raise
+        if values is not None:  # before the marker: a unit with a marker always has its table
+            values.write(step_values_path(self.output, unit.index, UNITS_DIR))
         summary.steps_written = sum(steps_by_split.values())
         summary.steps_by_split = dict(sorted(steps_by_split.items()))
         summary.shards_written, summary.shards_skipped = len(sink.records), len(sink.skipped)
@@ -148,10 +156,10 @@ class UnitWorker:
         logger.info("unit %d: %d episodes in, %d steps out", unit.index, summary.episodes_read, summary.steps_written)
         return summary
 
-    def _samples(self, episode: Episode) -> Iterator[RobotSample]:
+    def _samples(self, episode: Episode, values: StepValues | None) -> Iterator[RobotSample]:
         """The episode through the stages. The last one streams its samples one step at a time when it can
         (`RobotSampleBuilder.iter_samples`), so a long episode's samples, and the frames they carry, are never all
-        in memory at once."""
+        in memory at once; the values of the steps it streamed are added to `values`."""
         *filters, last = self.stages
         batch: list[Any] = [episode]
         for stage in filters:
@@ -161,5 +169,7 @@ class UnitWorker:
         if isinstance(last, StreamsSamples):
             for item in batch:
                 yield from last.iter_samples(item)
+                if values is not None:
+                    values.add(item, last.split_of(item).value)
         else:
             yield from last(batch)

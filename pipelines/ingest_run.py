@@ -26,6 +26,7 @@ from vlaforge.pipelines.ingest_job import UNITS_DIR, IngestJob, UnitSummary, Uni
 from vlaforge.pipelines.manifest import COMMITS_DIR, load_commits, write_manifest
 from vlaforge.pipelines.runners import LocalRunner, RayRunner
 from vlaforge.pipelines.split import Split
+from vlaforge.pipelines.step_values import step_values_path, step_values_rows
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +105,7 @@ def finalize(
     resampling = [row for summary in summaries for row in summary.resampling]
     if isinstance(job.source.build(), ReportsResampling):
         _write_table(output / RESAMPLING_NAME, resampling, RESAMPLING_SCHEMA)
-    statistics_shards = [r for r in records if r.split == Split.TRAIN.value] or records
-    statistics = compute_stats([output / r.url for r in statistics_shards], runner)
+    statistics = stats_of_items(_statistics_items(output, summaries, records), runner)
     norm_stats.write_stats(output, statistics, manifest, Split.TRAIN.value)
     report = _report(job, summaries, records, drops)
     report.units_resumed = units_resumed
@@ -121,9 +121,32 @@ def run_ingest(job: IngestJob, runner: LocalRunner | RayRunner) -> IngestReport:
     return finalize(job, units, runner, units_resumed=sum(s.resumed for s in summaries))
 
 
+def _statistics_items(output: pathlib.Path, summaries: list[UnitSummary], records: list) -> list[dict[str, Any]]:
+    """What the statistics are computed from: the training steps (every step when there are none), from each unit's
+    step table, or from its shards when it has none (a unit finished by a version that did not write one)."""
+    train = Split.TRAIN.value
+    split = train if any(summary.steps_by_split.get(train) for summary in summaries) else None
+    items: list[dict[str, Any]] = []
+    for summary in summaries:
+        table = step_values_path(output, summary.unit, UNITS_DIR)
+        if step_values_rows(table) == summary.steps_written:
+            items.append({"path": str(table), "steps": True, "splits": None if split is None else [split]})
+        else:
+            if table.exists():
+                logger.warning("%s does not hold the %d steps unit %d wrote; reading its shards instead", table,
+                               summary.steps_written, summary.unit)
+            items += [{"path": str(output / r.url)} for r in records
+                      if r.unit == summary.unit and split in (None, r.split)]
+    return items
+
+
 def compute_stats(shards: list[pathlib.Path], runner: LocalRunner | RayRunner, bins: int = 2048) -> dict[str, Any]:
-    """Per-embodiment normalization statistics over `shards`, in two parallel passes."""
-    items = [{"path": str(path)} for path in shards]
+    """Per-embodiment normalization statistics over `shards`, read back, in two parallel passes."""
+    return stats_of_items([{"path": str(path)} for path in shards], runner, bins)
+
+
+def stats_of_items(items: list[dict[str, Any]], runner: LocalRunner | RayRunner, bins: int = 2048) -> dict[str, Any]:
+    """Per-embodiment normalization statistics over statistics items (see `norm_stats`), in two parallel passes."""
     moments = norm_stats.merge_moments(runner.map(norm_stats.MomentsWorker, items))
     ranges = {
         embodiment: {f: [entry[f].low.tolist(), entry[f].high.tolist()] for f in norm_stats.FIELDS}

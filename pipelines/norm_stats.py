@@ -1,8 +1,10 @@
 """Normalization statistics per embodiment: mean, std, min, max, q01, q99 of state and action.
 
-Computed from the shards' `state.npy`, `action.npy` and `meta.json` members only (no image is read, let alone
-decoded), in two parallel passes over the shards: moments and ranges first (merged exactly, Chan et al.), then
-per-dimension histograms over those ranges for the quantiles (accurate to (max - min) / bins).
+Computed from the values the shards hold, without reading an image: from each unit's step table (see
+`step_values.py`), or from the shards' `state.npy`, `action.npy` and `meta.json` members. Two parallel passes
+over those items: moments and ranges first (merged exactly, Chan et al.), then per-dimension histograms over those
+ranges for the quantiles (accurate to (max - min) / bins). An item is {"path": a shard}, or {"path": a step table,
+"steps": True, "splits": the splits to count, or None for all}.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from vlaforge.datasets.schema import MetaField, SampleKey
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
 from vlaforge.pipelines.shard_reader import iter_samples
+from vlaforge.pipelines.step_values import read_step_values
 
 STATS_NAME = "stats.json"
 FIELDS = ("state", "action")
@@ -74,14 +77,21 @@ def shard_values(path: pathlib.Path) -> dict[str, dict[str, Any]]:
     return grouped
 
 
+def item_values(item: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The values of one statistics item: a unit's step table, or a shard read back."""
+    if item.get("steps"):
+        return read_step_values(pathlib.Path(item["path"]), item.get("splits"))
+    return shard_values(pathlib.Path(item["path"]))
+
+
 class MomentsWorker:
-    """Pass 1 over one shard: moments and ranges per embodiment and field."""
+    """Pass 1 over one item: moments and ranges per embodiment and field."""
 
     def setup(self) -> None:
         pass
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        grouped = shard_values(pathlib.Path(item["path"]))
+        grouped = item_values(item)
         return {
             embodiment: {"names": group["names"], **{f: Moments.of(group[f]).as_dict() for f in FIELDS}}
             for embodiment, group in grouped.items()
@@ -89,7 +99,7 @@ class MomentsWorker:
 
 
 class HistogramWorker:
-    """Pass 2 over one shard: per-dimension histograms over the ranges found in pass 1."""
+    """Pass 2 over one item: per-dimension histograms over the ranges found in pass 1."""
 
     def __init__(self, ranges: dict[str, dict[str, list[list[float]]]], bins: int) -> None:
         self.ranges = ranges
@@ -99,7 +109,7 @@ class HistogramWorker:
         pass
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        grouped = shard_values(pathlib.Path(item["path"]))
+        grouped = item_values(item)
         return {
             embodiment: {f: histograms(group[f], *self.ranges[embodiment][f], self.bins).tolist() for f in FIELDS}
             for embodiment, group in grouped.items()

@@ -162,9 +162,13 @@ class RobotSampleBuilder(Stage):
     def samples(self, episode: Episode) -> list[RobotSample]:
         return list(self.iter_samples(episode))
 
+    def split_of(self, episode: Episode) -> Split:
+        """The split every sample of `episode` goes to."""
+        return split_of(episode.split_key, self.config.validation_fraction)
+
     def iter_samples(self, episode: Episode) -> Iterator[RobotSample]:
         """The episode's samples in step order, each built (and its frames read) when it is asked for."""
-        split = split_of(episode.split_key, self.config.validation_fraction)
+        split = self.split_of(episode)
         chunk_len, n, episode_id = self.config.chunk_len, len(episode), episode.episode_id
         action = episode.action.astype(np.float32)
         padded = np.concatenate([action, np.zeros((chunk_len - 1, action.shape[1]), np.float32)])  # [n + T - 1, Da]
