@@ -76,7 +76,9 @@ class TFRecordReader:
     With `map_records=True` (and a real file) each record's data is a read-only memoryview of a memory map of
     just that record: nothing is copied, and the view stays valid for as long as it is referenced (the map goes
     when the last view does), so values decoded as views into it can outlive the next `read()`. Reading a
-    multi-megabyte record into a fresh bytes object instead costs page faults that can exceed the read itself.
+    multi-megabyte record into a fresh bytes object instead costs page faults that can exceed the read itself. A
+    file that cannot be mapped is read as usual. The file must not shrink while views of it are alive (touching a
+    mapped page past its new end raises SIGBUS): source datasets are read, never written, during an ingest.
     """
 
     def __init__(self, file: BinaryIO, name: str = "", *, verify_data: bool = True, map_records: bool = False) -> None:
@@ -104,7 +106,9 @@ class TFRecordReader:
         if length is None:
             self.finished = True
             return None
-        data = self._read_exact(length, index, offset, "data") if self._start is None else self._map(length, offset)
+        data = self._map(length, offset) if self._start is not None else None
+        if data is None:
+            data = self._read_exact(length, index, offset, "data")
         (data_crc,) = _FOOTER.unpack(self._read_exact(_FOOTER.size, index, offset, "data checksum"))
         self.index, self.offset = index + 1, offset + _HEADER.size + length + _FOOTER.size
         if self.verify_data and masked_crc32c(data) != data_crc:
@@ -133,16 +137,19 @@ class TFRecordReader:
             self._fail(TruncatedRecordError, index, offset, f"file ends inside the {what} ({len(data)} of {size} bytes)")
         return data
 
-    def _map(self, length: int, offset: int) -> memoryview:
-        """The record's `length` data bytes, mapped; the file is left after them. `_read_length` has checked that
-        the file holds them."""
+    def _map(self, length: int, offset: int) -> memoryview | None:
+        """The record's `length` data bytes, mapped, the file left after them; None (and records read from then on)
+        where the file cannot be mapped. `_read_length` has checked that the file holds them."""
         start = self._start + offset + _HEADER.size
         page_start = start - start % mmap.ALLOCATIONGRANULARITY
+        try:
+            mapped = mmap.mmap(self._file.fileno(), start + length - page_start, offset=page_start,
+                               access=mmap.ACCESS_READ) if length else b""
+        except (OSError, ValueError):  # a file system or object that does not map: read it instead
+            self._start = None
+            return None
         self._file.seek(length, os.SEEK_CUR)
-        if length == 0:
-            return memoryview(b"")
-        mapped = mmap.mmap(self._file.fileno(), start + length - page_start, offset=page_start, access=mmap.ACCESS_READ)
-        return memoryview(mapped)[start - page_start :]
+        return memoryview(mapped)[start - page_start :] if length else memoryview(mapped)
 
     def _fail(self, error: type[TFRecordError], index: int, offset: int, detail: str) -> NoReturn:
         self.finished = True

@@ -147,3 +147,17 @@ def test_mapped_records_report_truncation_and_bad_checksums_like_read_ones(tmp_p
         with pytest.raises(TruncatedRecordError):
             while reader.read() is not None:
                 pass
+
+
+def test_a_file_that_cannot_be_mapped_is_read_instead(tmp_path, monkeypatch):
+    import mmap
+
+    def refuse(*args, **kwargs):
+        raise OSError(19, "No such device")  # what mmap gives on a file system without mmap support
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    path = tmp_path / "a.tfrecord"
+    write_records(path, RECORDS)
+    with open(path, "rb") as file:
+        records = list(TFRecordReader(file, "a", map_records=True))
+    assert [record.data for record in records] == RECORDS and all(isinstance(r.data, bytes) for r in records)
