@@ -10,6 +10,8 @@ from PIL import Image
 
 _SOI = b"\xff\xd8"
 _EOI = b"\xff\xd9"
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""Start-of-frame markers (they hold the image size); C4, C8 and CC in that range are DHT, JPG and DAC."""
 
 
 class BadImageError(ValueError):
@@ -63,16 +65,17 @@ def _has_markers(data: bytes | memoryview) -> bool:
 
 def header_length(data: bytes | memoryview) -> int:
     """Bytes from SOI through the end of the first start-of-scan (SOS) segment: everything a header parse reads.
-    0 when the markers do not lead to an SOS."""
-    size, position = len(data), 2
+    0 when the segments do not lead from SOI through a start-of-frame (SOF) to an SOS."""
+    size, position, frame_seen = len(data), 2, False
     while position + 4 <= size and data[position] == 0xFF:
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte before a marker
             position += 1
             continue
-        position += 4 + ((data[position + 2] << 8) | data[position + 3]) - 2
+        frame_seen = frame_seen or marker in _SOF_MARKERS
+        position += 2 + ((data[position + 2] << 8) | data[position + 3])
         if marker == 0xDA:
-            return position if position <= size else 0
+            return position if frame_seen and position <= size else 0
     return 0
 
 

@@ -117,7 +117,6 @@ def action_chunks(action: np.ndarray, chunk_len: int) -> tuple[np.ndarray, np.nd
     valid lengths [n]."""
     n, dims = action.shape
     padded = np.concatenate([action, np.zeros((chunk_len - 1, dims), action.dtype)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, chunk_len, axis=0)  # [n, Da, T]
     valid = np.minimum(chunk_len, n - np.arange(n))
     return _windows(padded, chunk_len), valid
 

@@ -78,3 +78,10 @@ def test_full_verification_decodes_every_frame(monkeypatch):
     for seed in range(3):
         conform(_jpeg(seed))
     assert len(decodes) == 3
+
+
+def test_a_header_without_a_start_of_frame_is_never_remembered():
+    data = _jpeg(0)
+    sof = data.index(b"\xff\xc0")
+    length = int.from_bytes(data[sof + 2 : sof + 4], "big")
+    assert header_length(data[:sof] + data[sof + 2 + length :]) == 0  # the same segments without its SOF
