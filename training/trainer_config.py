@@ -1,0 +1,202 @@
+"""`TrainerConfig`: one training run of the DeepSpeed ZeRO-2 trainer, and the DeepSpeed config generated from it.
+
+The DeepSpeed JSON is never written by hand: `deepspeed_config(config)` derives it. It has no "optimizer" block,
+because the trainer passes a `torch.optim.AdamW` to `deepspeed.initialize` (DeepSpeed's own "AdamW" JIT-compiles
+FusedAdam first). The config also round-trips through JSON (`to_dict` / `from_dict`), which is how the `vlaforge
+train` command hands it to every process `torchrun` starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import pathlib
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
+from vlaforge.training.model.vla import Stage, VLAConfig
+from vlaforge.training.robot_batches import NormKind
+
+FORMAT = "vlaforge.trainer-config/1"
+
+
+class Phase(str, enum.Enum):
+    """The recipe's training phases (RECIPE.md: pre-training steps 1 and 2, post-training)."""
+
+    STEP1_CHOICE = "step1_choice"  # the VLM learns actions with Choice Policies, co-trained on VL; DiT unused
+    STEP2_DIT = "step2_dit"  # VLM frozen, the DiT learns flow matching from scratch
+    POSTTRAIN_SYNC = "posttrain_sync"  # everything trainable, flow matching, causal mask
+    POSTTRAIN_ASYNC = "posttrain_async"  # everything trainable, clean action prefix, Λ mask, error-weighted loss
+
+    @property
+    def model_stage(self) -> Stage:
+        """The `VLAModel` stage this phase runs the model in (step 1 trains the VLM as in synchronous post-training,
+        with the DiT frozen on top)."""
+        return {Phase.STEP1_CHOICE: Stage.POSTTRAIN_SYNC, Phase.STEP2_DIT: Stage.PRETRAIN_DIT,
+                Phase.POSTTRAIN_SYNC: Stage.POSTTRAIN_SYNC, Phase.POSTTRAIN_ASYNC: Stage.POSTTRAIN_ASYNC}[self]
+
+
+class Precision(str, enum.Enum):
+    """Parameter and activation precision (master weights and optimizer states stay fp32 under ZeRO)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainerConfig:
+    """Everything one run of `Trainer` needs."""
+
+    phase: Phase
+    """What trains, on which loss (see `Phase`)."""
+    loader: CorpusLoader.Config
+    """The corpus and how batches are made; `loader.batch.batch_size` is replaced by `micro_batch_size`."""
+    output_dir: str
+    """Checkpoints, the loss log and the exported policy go here."""
+    vlm_dir: str | None = None
+    """Qwen3-VL to start from (a local Hugging Face directory or hub id) with a fresh DiT: step 1, or step 2 from
+    step 1's exported `policy/vlm`. Exactly one of `vlm_dir` and `init_policy` is set."""
+    init_policy: str | None = None
+    """A policy directory (`Policy.save_pretrained`) whose VLM and DiT to start from: post-training after step 2."""
+    model: VLAConfig = dataclasses.field(default_factory=VLAConfig)
+    """The DiT, flow-matching and prefix settings (ignored with `init_policy`, which carries its own)."""
+    choice: ChoicePoliciesConfig = dataclasses.field(default_factory=ChoicePoliciesConfig)
+    """Step 1's Choice Policies head (its chunk length and widths must match the loader's)."""
+    lr: float = 1e-4
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warm-up from 0 to `lr` (DeepSpeed's WarmupLR); constant afterwards. 0: none."""
+    max_steps: int = 1000
+    """Optimizer steps to train in all (a resumed run continues up to this count)."""
+    micro_batch_size: int = 32
+    """Samples per rank per forward/backward (DeepSpeed's train_micro_batch_size_per_gpu)."""
+    gradient_accumulation: int = 1
+    """Micro batches per optimizer step; the global batch is micro_batch_size x this x ranks."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clipping (0: none)."""
+    precision: Precision = Precision.FP32
+    """fp32 or bf16 (bf16 on CPUs with avx512_bf16 and on Ampere or newer GPUs)."""
+    vl_loss_weight: float = 1.0
+    """Weight of the VL next-token loss, in phases whose VLM trains (VL samples are skipped while it is frozen)."""
+    save_every: int = 500
+    """Optimizer steps between checkpoints (the last step is always saved)."""
+    resume: bool = True
+    """Continue from the latest checkpoint in `output_dir` when there is one."""
+    seed: int = 0
+    """Seeds the fresh weights, and with the step and rank every step's noise, τ and prefix draws (so a resumed
+    run repeats the uninterrupted one exactly)."""
+    log_sample_keys: bool = False
+    """Also write every rank's sample keys per step (`samples/rank<r>.jsonl`): data lineage, and a check that ranks
+    read disjoint data."""
+    export: bool = True
+    """Write `policy/` (loadable by `Policy.from_pretrained`) at the end."""
+
+    def __post_init__(self) -> None:
+        for name, kind in (("phase", Phase), ("precision", Precision)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
+        self._check_ranges()
+        if (self.vlm_dir is None) == (self.init_policy is None):
+            raise ValueError(f"TrainerConfig: set exactly one of vlm_dir and init_policy, got vlm_dir={self.vlm_dir!r}"
+                             f" and init_policy={self.init_policy!r}")
+        if self.loader.processor is None:
+            raise ValueError("TrainerConfig.loader.processor must name the Qwen3-VL processor: the model reads robot "
+                             "samples' frames and instruction as tokens")
+        if self.loader.robot.norm is not NormKind.MEAN_STD:
+            raise ValueError(f"TrainerConfig.loader.robot.norm is {self.loader.robot.norm.value!r}; the exported "
+                             "policy normalizes with (x - mean) / (std + 1e-6): use 'mean_std'")
+        self._check_widths()
+        batch = dataclasses.replace(self.loader.batch, batch_size=self.micro_batch_size)
+        object.__setattr__(self, "loader", dataclasses.replace(self.loader, batch=batch))
+
+    def _check_ranges(self) -> None:
+        for name in ("max_steps", "micro_batch_size", "gradient_accumulation", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "vl_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainerConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainerConfig.betas must be two numbers in [0, 1), got {self.betas}")
+
+    def _check_widths(self) -> None:
+        """The head that reads the loader's chunks must have their length and width."""
+        if self.phase is not Phase.STEP1_CHOICE and self.init_policy is not None:
+            return  # the policy's own DiT sizes are checked against the loader when it is loaded
+        owner, sizes = ("choice", self.choice) if self.phase is Phase.STEP1_CHOICE else ("model.dit", self.model.dit)
+        robot = self.loader.robot
+        for name, source in (("chunk_length", "chunk_length"), ("state_dim", "width"), ("action_dim", "width")):
+            if getattr(sizes, name) != getattr(robot, source):
+                raise ValueError(f"TrainerConfig.{owner}.{name} is {getattr(sizes, name)} but "
+                                 f"loader.robot.{source} is {getattr(robot, source)}: make them equal")
+
+    @property
+    def checkpoint_dir(self) -> pathlib.Path:
+        return pathlib.Path(self.output_dir) / "checkpoints"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (enums as values, tuples as lists), tagged with the format."""
+        return {"format": FORMAT, **_encode(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainerConfig":
+        if data.get("format") != FORMAT:
+            raise ValueError(f"trainer config format {data.get('format')!r}; this code reads {FORMAT!r}")
+        return _decode(cls, {k: v for k, v in data.items() if k != "format"})
+
+
+def deepspeed_config(config: TrainerConfig) -> dict[str, Any]:
+    """The DeepSpeed config dict: ZeRO stage 2, batch sizes, clipping, precision, warm-up (no "optimizer" block)."""
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": config.micro_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation,
+        "gradient_clipping": config.grad_clip,
+        "zero_optimization": {"stage": 2, "contiguous_gradients": True, "overlap_comm": False},
+        "bf16": {"enabled": config.precision is Precision.BF16},
+        "steps_per_print": 2**31 - 1,  # the trainer logs its own steps (rank 0, JSONL)
+        "wall_clock_breakdown": False,
+    }
+    if config.warmup_steps:
+        ds["scheduler"] = {"type": "WarmupLR", "params": {
+            "warmup_min_lr": 0.0, "warmup_max_lr": config.lr, "warmup_num_steps": config.warmup_steps,
+            "warmup_type": "linear"}}
+    return ds
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [_encode(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _encode(item) for key, item in value.items()}
+    return value
+
+
+def _decode(hint: Any, value: Any) -> Any:
+    """`value` (parsed JSON) as an instance of the type hint: dataclasses field by field, enums, tuples, unions."""
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint)
+        return hint(**{f.name: _decode(hints[f.name], value[f.name]) for f in dataclasses.fields(hint)
+                       if f.init and f.name in value})
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return _decode(next(arg for arg in args if arg is not type(None)), value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], item) for item in value)
+        return tuple(_decode(arg, item) for arg, item in zip(args, value, strict=True))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint(value)
+    return value
