@@ -11,6 +11,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from vlaforge.pipelines.tar_members import TarMember, TarReader
+
 _SAFE_MEMBER = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$")
 DECODABLE = (".npy", ".json")
 
@@ -19,7 +21,7 @@ class UnsafeShardError(ValueError):
     """A shard member that must not be read: a path, a link, or an extension that would need pickle."""
 
 
-def check_member(shard: str, member: tarfile.TarInfo) -> None:
+def check_member(shard: str, member: tarfile.TarInfo | TarMember) -> None:
     """Refuse anything but a plain file with a flat, safe WebDataset name."""
     if not member.isreg():
         raise UnsafeShardError(f"{shard}: member {member.name!r} is not a regular file (links are refused)")
@@ -42,19 +44,19 @@ def iter_samples(fileobj: IO[bytes], shard: str, wanted: tuple[str, ...] | None 
     """Samples of a shard as dicts keyed by extension, plus `__key__`.
 
     With `wanted` (extensions such as ("state.npy", "meta.json")), other members are skipped without being read
-    when the file is seekable: statistics never touch image bytes.
+    when the file is seekable: statistics never touch image bytes. Read with `TarReader` (a header at a time,
+    nothing kept per member), not `tarfile`, which keeps every member's TarInfo until the archive is closed.
     """
     current: dict[str, Any] = {}
-    with tarfile.open(fileobj=fileobj, mode="r:") as tar:
-        for member in tar:
-            check_member(shard, member)
-            key, extension = member.name.split(".", 1)
-            if current and current["__key__"] != key:
-                yield current
-                current = {}
-            current.setdefault("__key__", key)
-            if wanted is None or extension in wanted:
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                current[extension] = decode_member(extension, data)
+    seekable = bool(getattr(fileobj, "seekable", lambda: False)())
+    for member in TarReader(fileobj, seekable=seekable).members():
+        check_member(shard, member)
+        key, extension = member.name.split(".", 1)
+        if current and current["__key__"] != key:
+            yield current
+            current = {}
+        current.setdefault("__key__", key)
+        if wanted is None or extension in wanted:
+            current[extension] = decode_member(extension, member.read())
     if current:
         yield current

@@ -27,7 +27,7 @@ from vlaforge.datasets.schema import SampleKey
 from vlaforge.pipelines.shard_reader import UnsafeShardError, check_member
 from vlaforge.training.shard_urls import ShardNotFoundError, ShardOpener, ShardSource
 from vlaforge.training.slot_sequence import Interval
-from vlaforge.training.tar_members import TarFormatError, TarMember, TarReader
+from vlaforge.pipelines.tar_members import TarFormatError, TarMember, TarReader
 
 _CHUNK = 2**20
 _PICKLING = frozenset({".pyd", ".pkl", ".pickle", ".pth", ".pt", ".joblib", ".npz"})
