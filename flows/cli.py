@@ -20,6 +20,7 @@ VERBS = {
     "annotate": "vlaforge.flows.annotate_cli",
     "report": "vlaforge.flows.report_cli",
     "relabel": "vlaforge.flows.relabel_cli",
+    "train": "vlaforge.flows.train_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 

@@ -1,32 +1,29 @@
-"""The DeepSpeed ZeRO-2 trainer for real: DeepSpeed's CPU accelerator over gloo, `torchrun` processes, the tiny
-random-weight Qwen3-VL + DiT, and `CorpusLoader` over the `small_corpus` fixture (two robot datasets and a VL one).
+"""The DeepSpeed ZeRO-2 trainer for real: DeepSpeed's CPU accelerator over gloo, the tiny random-weight Qwen3-VL + DiT, and `CorpusLoader` over the `small_corpus` fixture (two robot datasets and a VL one).
 
-The first DeepSpeed launch on a machine JIT-builds a communication op (about 30 s, cached under
-TORCH_EXTENSIONS_DIR); later launches take a few seconds each.
+Each phase runs in this process as a 1-rank job (`train_main.run(single_process=True)`, a gloo group over a file
+store); `tests/flows/test_train_cli.py` runs 2 ranks through torchrun. The first DeepSpeed start on a machine
+JIT-builds a communication op (about 30 s, cached under TORCH_EXTENSIONS_DIR).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import shutil
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from vlaforge.training import train_main
 from vlaforge.training.collate import Batcher
 from vlaforge.training.corpus_loader import CorpusLoader
 from vlaforge.training.model import presets
+from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
 from vlaforge.training.model.vla import VLAModel
 from vlaforge.training.policy.policy import Policy
 from vlaforge.training.robot_batches import RobotSampleTransform
-from vlaforge.training.trainer import CHOICE_WEIGHTS, POLICY_DIR, TRAIN_LOG, checkpoint_tag
+from vlaforge.training.trainer import CHOICE_WEIGHTS, POLICY_DIR, TRAIN_LOG
 from vlaforge.training.trainer_config import Phase, TrainerConfig
 
 pytestmark = pytest.mark.slow
@@ -41,66 +38,64 @@ def tiny_config(corpus, vlm_dir, output, **changes) -> TrainerConfig:
         robot=RobotSampleTransform.Config(cameras=("exterior_1",), image_size=(32, 32), chunk_length=CHUNK),
         batch=Batcher.Config(batch_size=2))
     defaults = dict(phase=Phase.POSTTRAIN_SYNC, loader=loader, output_dir=str(output), vlm_dir=str(vlm_dir),
-                    model=MODEL, choice=dataclasses.replace(presets_choice(), chunk_length=CHUNK),
+                    model=MODEL, choice=ChoicePoliciesConfig(num_candidates=4, chunk_length=CHUNK),
                     lr=1e-3, max_steps=2, micro_batch_size=2, save_every=100, seed=11)
     return TrainerConfig(**{**defaults, **changes})
 
 
-def presets_choice():
-    from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
-
-    return ChoicePoliciesConfig(num_candidates=4)
-
-
-def launch(config: TrainerConfig, nproc: int) -> list[dict]:
-    """Train in `nproc` fresh processes (torchrun); the run's train_log.jsonl lines."""
-    path = os.path.join(config.output_dir, "trainer_config.json")
-    os.makedirs(config.output_dir, exist_ok=True)
-    with open(path, "w") as file:
-        json.dump(config.to_dict(), file)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
-               "127.0.0.1", "--master_port", str(port), "-m", "vlaforge.training.train_main", "--config", path]
-    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
-    return read_log(config.output_dir)
-
-
-def read_log(output) -> list[dict]:
-    with open(os.path.join(output, TRAIN_LOG)) as file:
+def train(config: TrainerConfig) -> list[dict]:
+    """Train in this process as a 1-rank DeepSpeed job (what `vlaforge train --nproc 1` does); the log's lines."""
+    train_main.run(config, single_process=True)
+    with open(os.path.join(config.output_dir, TRAIN_LOG)) as file:
         return [json.loads(line) for line in file]
-
-
-def test_two_ranks_train_save_and_resume_to_the_same_losses(small_corpus, tiny_vlm_dir, tmp_path):
-    full = tiny_config(small_corpus, tiny_vlm_dir, tmp_path / "full", phase=Phase.POSTTRAIN_ASYNC, max_steps=4,
-                       save_every=2, gradient_accumulation=2, log_sample_keys=True)
-    losses = launch(full, nproc=2)
-    assert [r["step"] for r in losses] == [1, 2, 3, 4]
-    assert all(math.isfinite(r["loss"]) and math.isfinite(r["flow_matching"]) for r in losses)
-    assert sum(r["robot_samples"] + r["vl_samples"] for r in losses) == 4 * 2 * 2 * 2  # steps x accum x batch x ranks
-    ranks = [[json.loads(line) for line in open(tmp_path / "full" / "samples" / f"rank{r}.jsonl")] for r in (0, 1)]
-    keys = [{key for line in lines for key in line["keys"]} for lines in ranks]
-    assert len(keys[0]) == len(keys[1]) == 16 and not keys[0] & keys[1]
-
-    # The checkpoint of step 2, alone in a fresh output directory, resumed by a fresh launch.
-    resumed = tmp_path / "resumed"
-    tag = checkpoint_tag(2)
-    shutil.copytree(tmp_path / "full" / "checkpoints" / tag, resumed / "checkpoints" / tag)
-    (resumed / "checkpoints" / "latest").write_text(tag)
-    again = launch(dataclasses.replace(full, output_dir=str(resumed)), nproc=2)
-    assert [r["step"] for r in again] == [3, 4]
-    timeless = [[{k: v for k, v in r.items() if k != "seconds"} for r in run] for run in (losses[2:], again)]
-    assert timeless[0] == timeless[1]  # bit for bit: losses, grad norms, sample counts
-
-    exported = Policy.from_pretrained(tmp_path / "full" / POLICY_DIR)
-    initial = VLAModel.from_vlm_pretrained(str(tiny_vlm_dir), MODEL)
-    assert changed(initial.vlm, exported.model.vlm) and set(exported.stats) == {"arm_a", "arm_b"}
 
 
 def changed(before: torch.nn.Module, after: torch.nn.Module) -> bool:
     """Whether any parameter of `after` differs from the same-named one of `before`."""
     reference = dict(before.named_parameters())
     return any(not torch.equal(reference[name], value) for name, value in after.named_parameters())
+
+
+def fresh_dit(vlm_dir, seed: int) -> torch.nn.Module:
+    """The DiT a trainer seeded with `seed` starts from (its weights are drawn right after seeding)."""
+    torch.manual_seed(seed)
+    return VLAModel.from_vlm_pretrained(str(vlm_dir), MODEL).dit
+
+
+def test_each_phase_trains_exactly_its_parameters_along_the_recipe(small_corpus, tiny_vlm_dir, tmp_path):
+    """Step 1 from the tiny Qwen3-VL, step 2 from step 1's VLM, then sync and async post-training, each from the
+    previous phase's exported policy: one process each, 2 optimizer steps, no weight decay (so only gradients move
+    weights)."""
+    base = tiny_config(small_corpus, tiny_vlm_dir, tmp_path / "step1", phase=Phase.STEP1_CHOICE, weight_decay=0.0,
+                       micro_batch_size=3, seed=5)
+    step1_log = train(base)
+    step1 = Policy.from_pretrained(tmp_path / "step1" / POLICY_DIR)
+    assert any(r["choice"] is not None for r in step1_log) and any(r["next_token"] is not None for r in step1_log)
+    assert changed(initial_vlm(tiny_vlm_dir), step1.model.vlm)
+    assert not changed(fresh_dit(tiny_vlm_dir, 5), step1.model.dit)
+    head = load_file(tmp_path / "step1" / POLICY_DIR / CHOICE_WEIGHTS)
+    assert {"action_tokens", "score_token", "action_out.weight"} <= set(head)
+
+    step1_vlm = tmp_path / "step1" / POLICY_DIR / "vlm"
+    step2_log = train(dataclasses.replace(base, phase=Phase.STEP2_DIT, vlm_dir=str(step1_vlm),
+                                          output_dir=str(tmp_path / "step2")))
+    step2 = Policy.from_pretrained(tmp_path / "step2" / POLICY_DIR)
+    # VL samples came, and did not train the frozen VLM.
+    assert sum(r["vl_samples"] for r in step2_log) > 0 and all(r["next_token"] is None for r in step2_log)
+    assert not changed(step1.model.vlm, step2.model.vlm)
+    assert changed(fresh_dit(step1_vlm, 5), step2.model.dit)
+
+    previous, previous_dir = step2, tmp_path / "step2"
+    for phase in (Phase.POSTTRAIN_SYNC, Phase.POSTTRAIN_ASYNC):
+        output = tmp_path / phase.value
+        train(dataclasses.replace(base, phase=phase, vlm_dir=None, init_policy=str(previous_dir / POLICY_DIR),
+                                  output_dir=str(output)))
+        policy = Policy.from_pretrained(output / POLICY_DIR)
+        assert changed(previous.model.vlm, policy.model.vlm) and changed(previous.model.dit, policy.model.dit)
+        previous, previous_dir = policy, output
+    assert previous.model.config.attention.value == "lambda"  # the async policy samples with the Λ mask
+
+
+def initial_vlm(vlm_dir) -> torch.nn.Module:
+    """The tiny Qwen3-VL as saved."""
+    return VLAModel.from_vlm_pretrained(str(vlm_dir), MODEL).vlm

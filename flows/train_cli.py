@@ -1,0 +1,144 @@
+"""`vlaforge train`: one phase of the recipe on DeepSpeed ZeRO-2 (`training/trainer.py`).
+
+The command builds a `TrainerConfig`, writes it to `<output>/trainer_config.json`, and either runs it in this process
+(`--nproc 1`) or starts `torchrun --standalone --nproc_per_node N -m vlaforge.training.train_main --config ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+MODELS = ("tiny", "report")
+PHASES = ("step1_choice", "step2_dit", "posttrain_sync", "posttrain_async")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--image-size takes HEIGHTxWIDTH, e.g. 224x224; got {text!r}") from None
+    return height, width
+
+
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    train = verbs.add_parser("train", help="train one phase of the recipe on DeepSpeed ZeRO-2")
+    train.add_argument("--phase", required=True, choices=PHASES, help="what trains, on which loss")
+    train.add_argument("--corpus", required=True, help="corpus manifest: path, file://, http(s):// or s3://")
+    start = train.add_mutually_exclusive_group(required=True)
+    start.add_argument("--vlm", help="Qwen3-VL checkpoint to start from, with a fresh DiT (its processor too)")
+    start.add_argument("--init-policy", help="policy directory to start from (post-training after step 2)")
+    train.add_argument("--processor", help="Qwen3-VL processor (default: the --vlm dir, or the policy's vlm/)")
+    train.add_argument("--output", required=True, type=pathlib.Path, help="checkpoints, train_log.jsonl, policy/")
+    train.add_argument("--nproc", type=int, default=1, help="processes (ranks) on this machine (default 1)")
+    train.add_argument("--model", choices=MODELS, default="report", help="DiT preset: report (16 layers) or tiny")
+    train.add_argument("--chunk-length", type=int, help="action chunk T (default: the preset's)")
+    train.add_argument("--max-steps", type=int, default=1000, help="optimizer steps in all (default 1000)")
+    train.add_argument("--micro-batch-size", type=int, default=32, help="samples per rank per micro step")
+    train.add_argument("--grad-accum", type=int, default=1, help="micro steps per optimizer step (default 1)")
+    train.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    train.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default 0)")
+    train.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clipping (default 1.0)")
+    train.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default fp32)")
+    train.add_argument("--vl-loss-weight", type=float, default=1.0, help="VL next-token loss weight (default 1)")
+    train.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    train.add_argument("--seed", type=int, default=0, help="weights and noise seed (default 0)")
+    train.add_argument("--workers", type=int, default=2, help="loader worker processes per rank (default 2)")
+    train.add_argument("--image-size", type=_size, default=(224, 224), help="HEIGHTxWIDTH frames (default 224x224)")
+    train.add_argument("--cameras", nargs="+", help="camera slots in model order (default: every canonical camera)")
+    train.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    train.add_argument("--no-export", action="store_true", help="do not write <output>/policy at the end")
+    train.add_argument("--log-sample-keys", action="store_true", help="write samples/rank<r>.jsonl per step")
+    train.add_argument("--s3-endpoint-url",
+                       default=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+                       help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL)")
+
+
+def build_config(args: argparse.Namespace):  # -> TrainerConfig
+    from vlaforge.training.collate import Batcher
+    from vlaforge.training.corpus_loader import CorpusLoader
+    from vlaforge.training.corpus_stream import CorpusStream
+    from vlaforge.training.model import presets
+    from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
+    from vlaforge.training.robot_batches import RobotSampleTransform
+    from vlaforge.training.shard_urls import ShardOpener
+    from vlaforge.training.trainer_config import TrainerConfig
+
+    model = presets.vla_tiny() if args.model == "tiny" else presets.report_scale()
+    if args.chunk_length:
+        model = dataclasses.replace(model, dit=dataclasses.replace(model.dit, chunk_length=args.chunk_length))
+    chunk = model.dit.chunk_length
+    robot = RobotSampleTransform.Config(image_size=args.image_size, chunk_length=chunk,
+                                        **({"cameras": tuple(args.cameras)} if args.cameras else {}))
+    s3 = {"endpoint_url": args.s3_endpoint_url} if args.s3_endpoint_url else {}
+    processor = args.processor or args.vlm or str(pathlib.Path(args.init_policy) / "vlm")
+    loader = CorpusLoader.Config(corpus_url=args.corpus, processor=processor, robot=robot, num_workers=args.workers,
+                                 batch=Batcher.Config(batch_size=args.micro_batch_size),
+                                 stream=CorpusStream.Config(opener=ShardOpener.Config(s3_options=s3)))
+    return TrainerConfig(
+        phase=args.phase, loader=loader, output_dir=str(args.output), vlm_dir=args.vlm, init_policy=args.init_policy,
+        model=model, choice=ChoicePoliciesConfig(chunk_length=chunk), lr=args.lr, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps, max_steps=args.max_steps, micro_batch_size=args.micro_batch_size,
+        gradient_accumulation=args.grad_accum, grad_clip=args.grad_clip, precision=args.precision,
+        vl_loss_weight=args.vl_loss_weight, save_every=args.save_every, resume=not args.no_resume, seed=args.seed,
+        log_sample_keys=args.log_sample_keys, export=not args.no_export)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
+    config = build_config(args)
+    args.output.mkdir(parents=True, exist_ok=True)
+    config_file = args.output / "trainer_config.json"
+    config_file.write_text(json.dumps(config.to_dict(), indent=1))
+    environment = _device_environment()
+    if args.nproc == 1:
+        os.environ.update(environment)
+        from vlaforge.training import train_main
+
+        train_main.run(config, single_process=True)
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                   str(args.nproc), "-m", "vlaforge.training.train_main", "--config", str(config_file)]
+        completed = subprocess.run(command, env={**os.environ, **environment}, check=False)
+        if completed.returncode != 0:
+            console.print(f"[red]training failed[/red] (torchrun exit code {completed.returncode})")
+            return completed.returncode
+    console.print(_log_table(args.output))
+    return 0
+
+
+def _device_environment() -> dict[str, str]:
+    """DeepSpeed's CPU accelerator where there is no GPU (it would find it anyway; this makes it explicit)."""
+    import torch
+
+    return {} if torch.cuda.is_available() else {"DS_ACCELERATOR": "cpu"}
+
+
+def _log_table(output: pathlib.Path) -> Table:
+    from vlaforge.training.trainer import TRAIN_LOG
+
+    lines = [json.loads(line) for line in (output / TRAIN_LOG).read_text().splitlines()]
+    table = Table(title=f"{output / TRAIN_LOG}: losses averaged over micro batches and ranks")
+    columns = ("step", "loss", "flow_matching", "choice", "next_token", "robot_samples", "vl_samples", "grad_norm",
+               "seconds")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for line in lines[-20:]:
+        table.add_row(*(_shown(line.get(column)) for column in columns))
+    return table
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

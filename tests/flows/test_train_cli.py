@@ -1,0 +1,86 @@
+"""`vlaforge train --nproc 2`: torchrun starts 2 ranks of DeepSpeed ZeRO-2 (CPU accelerator, gloo) on the tiny
+random-weight Qwen3-VL + DiT over the `small_corpus` fixture; then a fresh launch resumes a mid-run checkpoint."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from vlaforge.flows import cli
+from vlaforge.training.checkpoint_engine import SafeCheckpointEngine
+from vlaforge.training.model import presets
+from vlaforge.training.model.vla import VLAModel
+from vlaforge.training.model.vlm import VLMBackbone
+from vlaforge.training.policy.policy import Policy
+from vlaforge.training.trainer import POLICY_DIR, TRAIN_LOG, checkpoint_tag
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def vlm_dir(tmp_path_factory):
+    """A tiny random-weight Qwen3-VL and its processor, saved as a Hugging Face checkpoint."""
+    torch.manual_seed(4321)
+    directory = tmp_path_factory.mktemp("tiny-qwen3-vl")
+    VLMBackbone.from_config(presets.qwen3_vl_tiny(), num_kv_layers=2).save_pretrained(directory)
+    presets.tiny_processor().save_pretrained(directory)
+    return directory
+
+
+def train(corpus, vlm_dir, output, *extra: str) -> list[dict]:
+    # Chunks of 4: the small_corpus fixture stores 4-step chunks. Async post-training: noise, τ and prefix draws,
+    # the Λ mask and error weights all take part in the losses a resume must repeat.
+    argv = ["train", "--phase", "posttrain_async", "--corpus", str(corpus), "--vlm", str(vlm_dir), "--output",
+            str(output), "--nproc", "2", "--model", "tiny", "--chunk-length", "4", "--cameras", "exterior_1",
+            "--image-size", "32x32", "--workers", "1", "--micro-batch-size", "2", "--grad-accum", "2",
+            "--max-steps", "4", "--save-every", "2", "--lr", "1e-3", "--seed", "11", "--log-sample-keys", *extra]
+    assert cli.main(argv) == 0
+    return [json.loads(line) for line in (output / TRAIN_LOG).read_text().splitlines()]
+
+
+def test_two_ranks_train_save_and_a_fresh_launch_resumes_to_the_same_losses(small_corpus, vlm_dir, tmp_path):
+    losses = train(small_corpus, vlm_dir, tmp_path / "full")
+    assert [r["step"] for r in losses] == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in losses)
+    assert sum(r["robot_samples"] + r["vl_samples"] for r in losses) == 4 * 2 * 2 * 2  # steps x accum x batch x ranks
+    ranks = [(tmp_path / "full" / "samples" / f"rank{r}.jsonl").read_text().splitlines() for r in (0, 1)]
+    keys = [{key for line in lines for key in json.loads(line)["keys"]} for lines in ranks]
+    assert len(keys[0]) == len(keys[1]) == 16 and not keys[0] & keys[1]  # the loader shards by rank
+
+    exported = Policy.from_pretrained(tmp_path / "full" / POLICY_DIR)
+    initial = VLAModel.from_vlm_pretrained(str(vlm_dir), exported.model.config)
+    for before, after in ((initial.vlm, exported.model.vlm), (initial.dit, exported.model.dit)):
+        reference = dict(before.named_parameters())
+        assert any(not torch.equal(reference[name], value) for name, value in after.named_parameters())
+    assert set(exported.stats) == {"arm_a", "arm_b"}
+    for path in (tmp_path / "full" / "checkpoints" / checkpoint_tag(2)).glob("*.pt"):  # what a resume reads
+        assert SafeCheckpointEngine().load(str(path))
+
+    # The checkpoint of step 2, alone in a fresh output directory, resumed by a fresh launch.
+    resumed = tmp_path / "resumed"
+    tag = checkpoint_tag(2)
+    shutil.copytree(tmp_path / "full" / "checkpoints" / tag, resumed / "checkpoints" / tag)
+    (resumed / "checkpoints" / "latest").write_text(tag)
+    again = train(small_corpus, vlm_dir, resumed)
+    assert [r["step"] for r in again] == [3, 4]
+    timeless = [[{k: v for k, v in r.items() if k != "seconds"} for r in run] for run in (losses[2:], again)]
+    assert timeless[0] == timeless[1]  # bit for bit: losses, grad norms, sample counts
+
+
+class _RunsCode:
+    """Unpickling this calls os.getcwd: any callable could stand there."""
+
+    def __reduce__(self):
+        import os
+
+        return os.getcwd, ()
+
+
+def test_a_checkpoint_file_that_names_any_other_callable_is_refused_not_run(tmp_path):
+    torch.save({"global_steps": 3, "extra": _RunsCode()}, tmp_path / "model_states.pt")
+    with pytest.raises(pickle.UnpicklingError, match="getcwd"):
+        SafeCheckpointEngine().load(str(tmp_path / "model_states.pt"))

@@ -1,0 +1,81 @@
+"""TrainerConfig: validation that names the field, the generated DeepSpeed config, and the JSON round trip that
+hands the config to every torchrun process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from vlaforge.training.collate import Batcher, MixPolicy
+from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.model import presets
+from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
+from vlaforge.training.robot_batches import NormKind, RobotSampleTransform
+from vlaforge.training.trainer_config import Phase, Precision, TrainerConfig, deepspeed_config
+
+CHUNK = presets.vla_tiny().dit.chunk_length
+
+
+def config(**changes) -> TrainerConfig:
+    loader = CorpusLoader.Config(corpus_url="s3://bucket/corpus.json", processor="/ckpt/vlm",
+                                 robot=RobotSampleTransform.Config(image_size=(64, 48), chunk_length=CHUNK),
+                                 batch=Batcher.Config(batch_size=7, policy=MixPolicy.BY_KIND))
+    defaults = dict(phase="step2_dit", loader=loader, output_dir="/runs/a", vlm_dir="/ckpt/vlm",
+                    model=presets.vla_tiny(), choice=ChoicePoliciesConfig(chunk_length=CHUNK), micro_batch_size=4)
+    return TrainerConfig(**{**defaults, **changes})
+
+
+def test_the_deepspeed_config_is_zero_2_with_the_batch_clip_and_precision_and_no_optimizer_block():
+    ds = deepspeed_config(config(gradient_accumulation=3, grad_clip=0.5, precision="bf16"))
+    assert ds["zero_optimization"]["stage"] == 2
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (4, 3)
+    assert ds["gradient_clipping"] == 0.5 and ds["bf16"] == {"enabled": True}
+    assert "optimizer" not in ds and "scheduler" not in ds  # a torch AdamW is passed in; no warm-up asked for
+    warm = deepspeed_config(config(warmup_steps=100, lr=3e-4))
+    assert warm["scheduler"]["type"] == "WarmupLR"
+    assert warm["scheduler"]["params"]["warmup_max_lr"] == 3e-4 and warm["scheduler"]["params"]["warmup_num_steps"] == 100
+    assert deepspeed_config(config())["bf16"] == {"enabled": False}
+
+
+def test_the_micro_batch_size_is_the_loaders_batch_size():
+    made = config(micro_batch_size=5)
+    assert made.loader.batch.batch_size == 5 and made.loader.batch.policy is MixPolicy.BY_KIND
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    (dict(max_steps=0), "TrainerConfig.max_steps must be >= 1, got 0"),
+    (dict(lr=-1.0), "TrainerConfig.lr must be >= 0"),
+    (dict(betas=(0.9, 1.5)), "TrainerConfig.betas"),
+    (dict(init_policy="/runs/step2/policy"), "set exactly one of vlm_dir and init_policy"),
+    (dict(vlm_dir=None), "set exactly one of vlm_dir and init_policy"),
+    (dict(phase="step3"), "'step3' is not a valid Phase"),
+    (dict(precision="fp16"), "'fp16' is not a valid Precision"),
+])
+def test_a_bad_value_is_refused_naming_the_field(changes, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config(**changes)
+
+
+def test_the_heads_chunk_and_width_must_match_the_loaders():
+    with pytest.raises(ValueError, match=r"TrainerConfig.model.dit.chunk_length is 8 but loader.robot.chunk_length "
+                                         r"is 30"):
+        config(loader=CorpusLoader.Config(corpus_url="c.json", processor="p"))
+    with pytest.raises(ValueError, match=r"TrainerConfig.choice.chunk_length is 30"):
+        config(phase=Phase.STEP1_CHOICE, choice=ChoicePoliciesConfig())
+    robot = RobotSampleTransform.Config(chunk_length=CHUNK, norm=NormKind.QUANTILE)
+    with pytest.raises(ValueError, match="loader.robot.norm is 'quantile'"):
+        config(loader=CorpusLoader.Config(corpus_url="c.json", processor="p", robot=robot))
+    with pytest.raises(ValueError, match="loader.processor must name the Qwen3-VL processor"):
+        config(loader=CorpusLoader.Config(corpus_url="c.json", robot=RobotSampleTransform.Config(chunk_length=CHUNK)))
+
+
+def test_the_config_survives_its_json_round_trip():
+    made = config(phase=Phase.POSTTRAIN_ASYNC, precision=Precision.BF16, betas=(0.8, 0.9), warmup_steps=10,
+                  model=dataclasses.replace(presets.vla_tiny(), attention="lambda"))
+    again = TrainerConfig.from_dict(json.loads(json.dumps(made.to_dict())))
+    assert again == made
+    assert isinstance(again.loader.robot.image_size, tuple) and again.model.prefix.prefix_lengths == (0, 1, 2, 3)
+    with pytest.raises(ValueError, match="trainer config format"):
+        TrainerConfig.from_dict({**made.to_dict(), "format": "other/9"})
