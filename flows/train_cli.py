@@ -129,12 +129,12 @@ def _log_table(output: pathlib.Path) -> Table:
 
     lines = [json.loads(line) for line in (output / TRAIN_LOG).read_text().splitlines()]
     table = Table(title=f"{output / TRAIN_LOG}: losses averaged over micro batches and ranks")
-    columns = ("step", "loss", "flow_matching", "choice", "next_token", "robot_samples", "vl_samples", "grad_norm",
-               "seconds")
-    for column in columns:
-        table.add_column(column, justify="right")
+    columns = {"step": "step", "loss": "loss", "flow_matching": "flow", "choice": "choice", "next_token": "VL NTP",
+               "robot_samples": "robot", "vl_samples": "VL", "grad_norm": "grad norm", "seconds": "s"}
+    for label in columns.values():
+        table.add_column(label, justify="right", no_wrap=True)
     for line in lines[-20:]:
-        table.add_row(*(_shown(line.get(column)) for column in columns))
+        table.add_row(*(_shown(line.get(key)) for key in columns))
     return table
 
 
