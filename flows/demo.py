@@ -15,7 +15,6 @@ Everything goes under `--output`; `demo_summary.json` there lists what ran, the 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import time
@@ -67,7 +66,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     corpus, included = build_demo_corpus(output, datasets, sizes, console)
     vlm_dir = output / "models" / "tiny-qwen3-vl"
     batches = stream_batches(corpus, vlm_dir, sizes, console)
-    losses = train_steps(batches, vlm_dir, console)
+    losses = train_steps(corpus, vlm_dir, output, sizes, console)
     summary = {
         "output": str(output), "runner": args.runner, "quick": bool(args.quick),
         "datasets": [_dataset_entry(d, d in included) for d in datasets],
@@ -76,7 +75,7 @@ def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "batches": [{"robot": len(b.robot or ()), "vl": len(b.vl or ()),
                      "components": (b.robot.components if b.robot else []) + (b.vl.components if b.vl else [])}
                     for b in batches],
-        "losses": [dataclasses.asdict(loss) for loss in losses],
+        "losses": losses,
         "seconds": round(time.monotonic() - started, 1),
     }
     (output / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
@@ -113,7 +112,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     batches = summary["batches"]
     table.add_row("loader", f"{len(batches)} batches, both kinds",
                   f"{sum(b['robot'] for b in batches)} + {sum(b['vl'] for b in batches)} VL", "CorpusLoader")
-    losses = " ".join(f"{loss['total']:.2f}" for loss in summary["losses"])
-    table.add_row("train", f"{len(summary['losses'])} AdamW steps, loss {losses}", "", "plain PyTorch")
+    losses = " ".join(f"{loss['loss']:.2f}" for loss in summary["losses"])
+    table.add_row("train", f"{len(summary['losses'])} steps of pre-training step 1, loss {losses}",
+                  f"{sum(loss['robot_samples'] + loss['vl_samples'] for loss in summary['losses'])}",
+                  "DeepSpeed ZeRO-2, 2 ranks: train/")
     console.print(table)
     console.print(f"open {summary['report']}; every count and path: {output / SUMMARY_NAME}", markup=False)

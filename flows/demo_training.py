@@ -1,27 +1,14 @@
 """The training end of `vlaforge demo`: batches of both kinds streamed from the corpus by `CorpusLoader`, then a few
-AdamW steps of the tiny VLA model on them (plain PyTorch: there is no DeepSpeed trainer yet)."""
+steps of pre-training step 1 of the tiny VLA model on DeepSpeed ZeRO-2 with 2 processes (`vlaforge train`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 
 from rich.console import Console
 from rich.table import Table
 
 from vlaforge.flows.demo_steps import DemoSizes
-
-
-@dataclasses.dataclass(frozen=True)
-class StepLoss:
-    """One optimizer step's losses (None where its batch had no sample of that kind)."""
-
-    step: int
-    robot_samples: int
-    vl_samples: int
-    flow_matching: float | None
-    next_token: float | None
-    total: float
 
 
 def stream_batches(corpus: pathlib.Path, vlm_dir: pathlib.Path, sizes: DemoSizes, console: Console) -> list:
@@ -70,48 +57,29 @@ def _shapes(batch) -> str:
     return "\n".join(parts)
 
 
-def train_steps(batches: list, vlm_dir: pathlib.Path, console: Console, seed: int = 0) -> list[StepLoss]:
-    """Step 7: one AdamW step per batch of the tiny VLA model (the tiny Qwen3-VL + a 2-layer DiT): flow matching on
-    the robot part, next-token prediction on the VL part, summed."""
-    import torch
+def train_steps(corpus: pathlib.Path, vlm_dir: pathlib.Path, output: pathlib.Path, sizes: DemoSizes,
+                console: Console) -> list[dict]:
+    """Step 7: `sizes.batches` optimizer steps of pre-training step 1 (the tiny Qwen3-VL learning actions with
+    Choice Policies, co-trained on the VL samples) on DeepSpeed ZeRO-2 with 2 processes over gloo, through the
+    `vlaforge train` command; returns its `train_log.jsonl` lines (losses averaged over ranks)."""
+    import argparse
+    import json
+    import shutil
 
-    from vlaforge.training.model import presets
-    from vlaforge.training.model.vla import VLAModel
+    from vlaforge.flows import train_cli
+    from vlaforge.training.trainer import TRAIN_LOG
 
-    console.rule("7. training steps: the tiny VLA model on those batches")
-    console.print("plain PyTorch (torch.optim.AdamW) on the tiny random-weight model: there is no DeepSpeed trainer "
-                  "yet; these steps show the batches train, not a useful model", style="bold yellow")
-    torch.manual_seed(seed)
-    model = VLAModel.from_vlm_pretrained(str(vlm_dir), presets.vla_tiny())
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    losses = []
-    for step, batch in enumerate(batches, 1):
-        optimizer.zero_grad()
-        flow = model.flow_matching_loss(batch.robot.model_batch())["loss"] if batch.robot is not None else None
-        text = model.vlm.next_token_loss(batch.vl.inputs, batch.vl.labels) if batch.vl is not None else None
-        total = sum(loss for loss in (flow, text) if loss is not None)
-        total.backward()
-        optimizer.step()
-        losses.append(StepLoss(step, len(batch.robot or ()), len(batch.vl or ()), _value(flow), _value(text),
-                               float(total.detach())))
-    console.print(_loss_table(losses))
-    return losses
-
-
-def _value(loss) -> float | None:
-    return None if loss is None else float(loss.detach())
-
-
-def _loss_table(losses: list[StepLoss]) -> Table:
-    table = Table(title="AdamW steps (lr 1e-4): flow-matching loss (robot) + next-token loss (VL)")
-    for column in ("step", "robot", "VL", "flow matching", "next token", "total"):
-        table.add_column(column, justify="right")
-    for loss in losses:
-        table.add_row(str(loss.step), str(loss.robot_samples), str(loss.vl_samples), _shown(loss.flow_matching),
-                      _shown(loss.next_token), _shown(loss.total))
-    return table
-
-
-def _shown(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+    console.rule("7. training: pre-training step 1 on DeepSpeed ZeRO-2, 2 processes (`vlaforge train`)")
+    console.print("the tiny random-weight model: these steps show the batches train end to end, not a useful model",
+                  style="bold yellow")
+    train_dir = output / "train"
+    shutil.rmtree(train_dir, ignore_errors=True)  # a rerun of the demo trains again rather than resuming at the end
+    parser = argparse.ArgumentParser(prog="vlaforge")
+    train_cli.add_parser(parser.add_subparsers(dest="verb"))
+    argv = ["train", "--phase", "step1_choice", "--corpus", str(corpus), "--vlm", str(vlm_dir), "--output",
+            str(train_dir), "--nproc", "2", "--model", "tiny", "--max-steps", str(sizes.batches),
+            "--micro-batch-size", str(sizes.batch_size // 2), "--image-size", "64x64", "--workers", "1"]
+    console.print("$ vlaforge " + " ".join(argv), markup=False)
+    if train_cli.run(parser.parse_args(argv), console) != 0:
+        raise RuntimeError(f"training failed; its log is under {train_dir}")
+    return [json.loads(line) for line in (train_dir / TRAIN_LOG).read_text().splitlines()]

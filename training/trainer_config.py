@@ -22,6 +22,8 @@ from vlaforge.training.model.vla import Stage, VLAConfig
 from vlaforge.training.robot_batches import NormKind
 
 FORMAT = "vlaforge.trainer-config/1"
+_SECRET_S3_OPTIONS = frozenset({"key", "secret", "token", "password", "client_kwargs", "config_kwargs"})
+"""s3fs options that can carry credentials (client_kwargs may hold aws_secret_access_key)."""
 
 
 class Phase(str, enum.Enum):
@@ -142,7 +144,13 @@ class TrainerConfig:
         return pathlib.Path(self.output_dir) / "checkpoints"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (enums as values, tuples as lists), tagged with the format."""
+        """A JSON-ready dict (enums as values, tuples as lists), tagged with the format. Refuses S3 credentials in the
+        loader's options: this dict is written to disk and handed to every process on its command line."""
+        secrets = _SECRET_S3_OPTIONS & set(self.loader.stream.opener.s3_options)
+        if secrets:
+            raise ValueError(f"TrainerConfig.loader.stream.opener.s3_options holds {sorted(secrets)}: credentials are "
+                             f"never written into a config; set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
+                             f"AWS_SESSION_TOKEN in the environment, where s3fs reads them")
         return {"format": FORMAT, **_encode(self)}
 
     @classmethod

@@ -55,13 +55,12 @@ def test_demo_runs_every_step_from_raw_episodes_to_training_losses(prefect_serve
     assert sum(b["robot"] for b in batches) > 0 and sum(b["vl"] for b in batches) > 0
     assert {c for b in batches for c in b["components"]} <= set(datasets)
 
-    losses = summary["losses"]
+    losses = summary["losses"]  # train_log.jsonl of `vlaforge train`: DeepSpeed ZeRO-2, 2 ranks, pre-training step 1
     assert [loss["step"] for loss in losses] == [1, 2, 3]
-    assert all(math.isfinite(loss["total"]) for loss in losses)
+    assert all(math.isfinite(loss["loss"]) for loss in losses)
     for loss in losses:
-        parts = [loss[k] for k in ("flow_matching", "next_token") if loss[k] is not None]
-        assert loss["total"] == pytest.approx(sum(parts), rel=1e-5)
-        assert f"{loss['total']:.4f}" in out  # printed in the training table
-    assert any(loss["flow_matching"] is not None for loss in losses)
-    assert any(loss["next_token"] is not None for loss in losses)
-    assert "no DeepSpeed trainer yet" in " ".join(out.split())
+        assert f"{loss['loss']:.4f}" in out  # printed in the training table
+    assert sum(loss["robot_samples"] for loss in losses) > 0 and sum(loss["vl_samples"] for loss in losses) > 0
+    assert any(loss["choice"] is not None for loss in losses) and any(loss["next_token"] is not None for loss in losses)
+    assert "DeepSpeed ZeRO-2, 2 ranks" in out
+    assert (output / "train" / "policy" / "policy.json").is_file()  # the exported policy

@@ -79,3 +79,14 @@ def test_the_config_survives_its_json_round_trip():
     assert isinstance(again.loader.robot.image_size, tuple) and again.model.prefix.prefix_lengths == (0, 1, 2, 3)
     with pytest.raises(ValueError, match="trainer config format"):
         TrainerConfig.from_dict({**made.to_dict(), "format": "other/9"})
+
+
+def test_s3_credentials_are_never_written_into_the_config():
+    from vlaforge.training.corpus_stream import CorpusStream
+    from vlaforge.training.shard_urls import ShardOpener
+
+    opener = ShardOpener.Config(s3_options={"endpoint_url": "http://127.0.0.1:9000", "secret": "do-not-log"})
+    with_secret = config(loader=dataclasses.replace(config().loader, stream=CorpusStream.Config(opener=opener)))
+    with pytest.raises(ValueError, match=r"\['secret'\].*AWS_SECRET_ACCESS_KEY") as error:
+        with_secret.to_dict()
+    assert "do-not-log" not in str(error.value)
