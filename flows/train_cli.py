@@ -47,6 +47,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     train.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
     train.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default 0)")
+    train.add_argument("--lr-decay", choices=("constant", "linear", "cosine"), default="constant",
+                       help="the learning rate after warm-up, until --max-steps (default constant)")
+    train.add_argument("--min-lr-ratio", type=float, default=0.0, help="where cosine decay ends, x lr (default 0)")
     train.add_argument("--grad-clip", type=float, default=1.0, help="gradient-norm clipping (default 1.0)")
     train.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default fp32)")
     train.add_argument("--vl-loss-weight", type=float, default=1.0, help="VL next-token loss weight (default 1)")
@@ -87,7 +90,7 @@ def build_config(args: argparse.Namespace):  # -> TrainerConfig
     return TrainerConfig(
         phase=args.phase, loader=loader, output_dir=str(args.output), vlm_dir=args.vlm, init_policy=args.init_policy,
         model=model, choice=ChoicePoliciesConfig(chunk_length=chunk), lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, max_steps=args.max_steps, micro_batch_size=args.micro_batch_size,
+        warmup_steps=args.warmup_steps, lr_decay=args.lr_decay, min_lr_ratio=args.min_lr_ratio, max_steps=args.max_steps, micro_batch_size=args.micro_batch_size,
         gradient_accumulation=args.grad_accum, grad_clip=args.grad_clip, precision=args.precision,
         vl_loss_weight=args.vl_loss_weight, save_every=args.save_every, resume=not args.no_resume, seed=args.seed,
         log_sample_keys=args.log_sample_keys, export=not args.no_export)

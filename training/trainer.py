@@ -10,7 +10,8 @@ batch reseeds torch from (seed, rank, step, micro batch), so the flow-matching n
 not depend on what ran before it: a resumed run repeats the uninterrupted one exactly.
 
 What `output_dir` holds:
-- `checkpoints/<tag>/`: DeepSpeed's files (model states from rank 0, each rank's ZeRO-2 optimizer partition),
+- `checkpoints/<tag>/`: DeepSpeed's files (model states of the trainable parameters from rank 0, each rank's ZeRO-2
+  optimizer partition),
   `client_state={"step": n}`, and `loader_rank<r>.json`, each rank's `CorpusLoader.state_dict()`. The loader states
   are files of their own because only data-parallel rank 0 writes DeepSpeed's model-states file, which carries the
   client state: another rank's would be lost. `checkpoints/latest` names the newest tag (DeepSpeed writes it last).
@@ -113,7 +114,9 @@ class Trainer:
         if not latest.exists():
             return
         tag = latest.read_text().strip()
-        path, client_state = self.engine.load_checkpoint(str(self.config.checkpoint_dir), tag=tag)
+        # Not strict: the checkpoint holds the trainable parameters only (see `save`).
+        path, client_state = self.engine.load_checkpoint(str(self.config.checkpoint_dir), tag=tag,
+                                                         load_module_strict=False)
         if path is None:
             raise RuntimeError(f"{self.config.checkpoint_dir / tag}: DeepSpeed could not load this checkpoint")
         self.step = int(client_state["step"])
@@ -193,7 +196,11 @@ class Trainer:
         directory.mkdir(parents=True, exist_ok=True)
         _write_atomic(loader_state_file(directory, self.rank), json.dumps(self.loader.state_dict()))
         # save_checkpoint starts with a barrier, so every loader state is on disk before `latest` names this tag.
-        self.engine.save_checkpoint(str(self.config.checkpoint_dir), tag=tag, client_state={"step": self.step})
+        # Frozen parameters (step 2's VLM: most of the model) are left out: they never change, and a resume rebuilds
+        # them from the same vlm_dir / init_policy the config names. (DeepSpeed matches them by deduplicated name, so
+        # an output embedding tied to a frozen input embedding is still saved.)
+        self.engine.save_checkpoint(str(self.config.checkpoint_dir), tag=tag, client_state={"step": self.step},
+                                    exclude_frozen_parameters=True)
         return directory
 
     def export(self) -> pathlib.Path | None:

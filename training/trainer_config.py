@@ -42,6 +42,14 @@ class Phase(str, enum.Enum):
                 Phase.POSTTRAIN_SYNC: Stage.POSTTRAIN_SYNC, Phase.POSTTRAIN_ASYNC: Stage.POSTTRAIN_ASYNC}[self]
 
 
+class LrDecay(str, enum.Enum):
+    """What the learning rate does after warm-up, until `max_steps` (DeepSpeed's schedulers)."""
+
+    CONSTANT = "constant"  # WarmupLR: stays at lr
+    LINEAR = "linear"  # WarmupDecayLR: linearly to 0 at max_steps
+    COSINE = "cosine"  # WarmupCosineLR: along a half cosine to lr x min_lr_ratio at max_steps
+
+
 class Precision(str, enum.Enum):
     """Parameter and activation precision (master weights and optimizer states stay fp32 under ZeRO)."""
 
@@ -75,7 +83,11 @@ class TrainerConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     """AdamW betas."""
     warmup_steps: int = 0
-    """Optimizer steps of linear warm-up from 0 to `lr` (DeepSpeed's WarmupLR); constant afterwards. 0: none."""
+    """Optimizer steps of linear warm-up from 0 to `lr`. 0: none (cosine decay warms up over one step)."""
+    lr_decay: LrDecay = LrDecay.CONSTANT
+    """The learning rate after warm-up: constant, or decayed (linearly or along a cosine) until `max_steps`."""
+    min_lr_ratio: float = 0.0
+    """Where cosine decay ends, as a fraction of `lr`."""
     max_steps: int = 1000
     """Optimizer steps to train in all (a resumed run continues up to this count)."""
     micro_batch_size: int = 32
@@ -102,7 +114,7 @@ class TrainerConfig:
     """Write `policy/` (loadable by `Policy.from_pretrained`) at the end."""
 
     def __post_init__(self) -> None:
-        for name, kind in (("phase", Phase), ("precision", Precision)):
+        for name, kind in (("phase", Phase), ("precision", Precision), ("lr_decay", LrDecay)):
             object.__setattr__(self, name, kind(getattr(self, name)))
         self._check_ranges()
         if (self.vlm_dir is None) == (self.init_policy is None):
@@ -125,6 +137,8 @@ class TrainerConfig:
         for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "vl_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainerConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"TrainerConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"TrainerConfig.betas must be two numbers in [0, 1), got {self.betas}")
 
@@ -161,7 +175,8 @@ class TrainerConfig:
 
 
 def deepspeed_config(config: TrainerConfig) -> dict[str, Any]:
-    """The DeepSpeed config dict: ZeRO stage 2, batch sizes, clipping, precision, warm-up (no "optimizer" block)."""
+    """The DeepSpeed config dict: ZeRO stage 2, batch sizes, clipping, precision, the learning-rate schedule (no
+    "optimizer" block)."""
     ds: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation,
@@ -171,10 +186,16 @@ def deepspeed_config(config: TrainerConfig) -> dict[str, Any]:
         "steps_per_print": 2**31 - 1,  # the trainer logs its own steps (rank 0, JSONL)
         "wall_clock_breakdown": False,
     }
-    if config.warmup_steps:
-        ds["scheduler"] = {"type": "WarmupLR", "params": {
-            "warmup_min_lr": 0.0, "warmup_max_lr": config.lr, "warmup_num_steps": config.warmup_steps,
-            "warmup_type": "linear"}}
+    warmup = {"warmup_num_steps": config.warmup_steps, "warmup_type": "linear"}
+    peak = {"warmup_min_lr": 0.0, "warmup_max_lr": config.lr}
+    if config.lr_decay is LrDecay.LINEAR:
+        ds["scheduler"] = {"type": "WarmupDecayLR", "params": {"total_num_steps": config.max_steps, **peak, **warmup}}
+    elif config.lr_decay is LrDecay.COSINE:  # its ratios are of the optimizer's lr, which is config.lr
+        ds["scheduler"] = {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": config.max_steps, "warmup_min_ratio": 0.0, "cos_min_ratio": config.min_lr_ratio,
+            **warmup, "warmup_num_steps": max(1, config.warmup_steps)}}
+    elif config.warmup_steps:
+        ds["scheduler"] = {"type": "WarmupLR", "params": {**peak, **warmup}}
     return ds
 
 

@@ -99,3 +99,27 @@ def test_each_phase_trains_exactly_its_parameters_along_the_recipe(small_corpus,
 def initial_vlm(vlm_dir) -> torch.nn.Module:
     """The tiny Qwen3-VL as saved."""
     return VLAModel.from_vlm_pretrained(str(vlm_dir), MODEL).vlm
+
+
+def test_step_2_checkpoints_leave_the_frozen_vlm_out_and_resume_exactly(small_corpus, tiny_vlm_dir, tmp_path):
+    """The VLM is most of the model and never changes in step 2: its checkpoints hold the DiT (and its optimizer
+    state) only, and a run resumed from one repeats the uninterrupted run's steps bit for bit."""
+    from vlaforge.training.checkpoint_engine import SafeCheckpointEngine
+
+    config = tiny_config(small_corpus, tiny_vlm_dir, tmp_path / "whole", phase=Phase.STEP2_DIT, max_steps=3,
+                         save_every=2)
+    whole = train(config)
+    files = sorted((tmp_path / "whole" / "checkpoints" / "step00000002").glob("*model_states.pt"))
+    saved = SafeCheckpointEngine(None).load(str(files[0]))["module"]
+    # DeepSpeed drops frozen parameters by their deduplicated names, so the output embedding, tied to the frozen
+    # input embedding, stays: one matrix of the VLM instead of all of it.
+    assert {name for name in saved if not name.startswith("model.dit.")} == {"model.vlm.model.lm_head.weight"}
+    assert any(name.startswith("model.dit.") for name in saved)
+
+    cut = tmp_path / "cut"
+    train(dataclasses.replace(config, output_dir=str(cut), max_steps=2))
+    resumed = train(dataclasses.replace(config, output_dir=str(cut)))
+    assert [r["step"] for r in resumed] == [1, 2, 3]
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed] == [
+        {k: v for k, v in r.items() if k not in drop} for r in whole]

@@ -90,3 +90,34 @@ def test_s3_credentials_are_never_written_into_the_config():
     with pytest.raises(ValueError, match=r"\['secret'\].*AWS_SECRET_ACCESS_KEY") as error:
         with_secret.to_dict()
     assert "do-not-log" not in str(error.value)
+
+
+def _learning_rates(ds_config, steps):
+    """The lr of each optimizer step under the schedule DeepSpeed builds from `ds_config` (same class, same params)."""
+    import torch
+    from deepspeed.runtime import lr_schedules
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    schedule = getattr(lr_schedules, ds_config["scheduler"]["type"])(optimizer, **ds_config["scheduler"]["params"])
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+@pytest.mark.parametrize("decay, end", [("linear", 0.0), ("cosine", 0.1)])
+def test_decayed_learning_rates_warm_up_then_fall_to_where_the_config_says(decay, end):
+    rates = _learning_rates(deepspeed_config(config(lr=1e-3, warmup_steps=10, max_steps=100, lr_decay=decay,
+                                                    min_lr_ratio=end)), 100)
+    peak = rates.index(max(rates))
+    assert max(rates) == pytest.approx(1e-3, rel=1e-3) and 9 <= peak <= 11  # after the 10 warm-up steps
+    assert rates[: peak + 1] == sorted(rates[: peak + 1]) and rates[peak:] == sorted(rates[peak:], reverse=True)
+    assert rates[-1] == pytest.approx(1e-3 * end, abs=3e-5)
+
+
+def test_a_constant_rate_without_warm_up_needs_no_scheduler_and_bad_ratios_are_refused():
+    assert "scheduler" not in deepspeed_config(config())
+    with pytest.raises(ValueError, match="min_lr_ratio must be in"):
+        config(min_lr_ratio=1.5)
