@@ -1,0 +1,376 @@
+"""Trainer speed: the DeepSpeed ZeRO-2 `Trainer` against a plain PyTorch loop, and 2 ranks against 1, on this CPU.
+
+    python benchmarks/train.py            # about 4-5 minutes on a quiet machine
+    python benchmarks/train.py --quick    # about 1 minute
+
+Data and model: the tiny preset (`presets.vla_tiny()` with 4-action chunks) on the tiny random-weight Qwen3-VL that
+`datasets/synth/tiny_vlm.py` saves for `from_pretrained`, over a small corpus made by the test suite's own builders
+(`tests/conftest.py::_write_robot_dataset` twice plus `datasets/synth/vl.py`, as the `small_corpus` fixture lays it
+out): two robot datasets and a VL one. Every run trains the same config, built by `vlaforge train`'s own parser and
+`build_config` (one 64x64 camera, micro batch 4 per rank, gradient accumulation 1, lr 1e-4, clipping 1.0, fp32).
+
+1. Optimizer-step time, per phase (step1_choice, step2_dit, posttrain_async): `Trainer` on DeepSpeed ZeRO-2 as a
+   1-rank job in this process (`train_main.run(config, single_process=True)`, what `vlaforge train --nproc 1` does)
+   against a plain loop: the same `PhaseModel` built from the same seed, `torch.optim.AdamW` with the same settings,
+   `clip_grad_norm_` to the same norm, the same per-micro-batch reseeding. The loader is OUT of both: the batches are
+   collated once by a real `CorpusLoader` and replayed to both sides (the trainer's loader is swapped for a replay
+   inside this process only). The trainer's step time is its own (`seconds` in `train_log.jsonl`: forward, backward,
+   `engine.step()`, the losses read back); the plain loop's covers the same work. The first `--warmup` steps of each
+   run are not timed; the two sides alternate `--repeats` times and the table shows the median step over all timed
+   steps. Ratio = plain / DeepSpeed (below 1: what DeepSpeed's wrapper costs). "max |d loss|" compares the two
+   sides' losses step by step: the same work gives the same losses (step 1 bit-identical).
+2. Scaling: `vlaforge train --nproc 2` (torchrun, 2 ranks over gloo, ZeRO-2) against `vlaforge train --nproc 1`, both
+   as fresh processes with the REAL loader in (one DataLoader worker per rank: a batch must be decoded to train),
+   the same per-rank micro batch (so 2 ranks train twice the samples per step). Steps/s and samples/s from the median
+   of rank 0's logged step time after warm-up; launch to first step is the wall time from starting the command to
+   the start of step 1 (interpreter and imports, torchrun, process-group and DeepSpeed init, loader start). torchrun
+   gives each rank 1 intra-op thread (OMP_NUM_THREADS=1); the 1-rank run keeps torch's default (2 on this machine).
+   DeepSpeed JIT-builds its shared-memory comm op the first time on a machine (cached under TORCH_EXTENSIONS_DIR,
+   loaded from there by every later process): the table says whether the cache held it when the benchmark started,
+   and by default the first 2-rank launch gets an empty cache so it pays the build (`--no-cold-jit`: it does not;
+   `--quick` leaves it out unless `--cold-jit`). The second 2-rank launch is the warm one.
+3. Precision: `Trainer` in bf16 against fp32 (DeepSpeed's bf16 mode: bf16 weights and activations, fp32 master
+   weights), step1_choice, loader out as in 1. Ratio = fp32 / bf16.
+
+Every child process gets DS_ACCELERATOR=cpu. These machines are shared and noisy: compare the ratios, measured side
+by side in one run, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import importlib.util
+import itertools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from statistics import median
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+
+from vlaforge.datasets.synth.tiny_vlm import write_tiny_qwen3_vl
+from vlaforge.datasets.synth.vl import write_vl_dataset
+from vlaforge.flows import train_cli
+from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, write_corpus
+from vlaforge.training import train_main
+from vlaforge.training import trainer as trainer_module
+from vlaforge.training.collate import CorpusBatch
+from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.model.vla import VLAModel
+from vlaforge.training.phase_model import LOSS, PhaseModel
+from vlaforge.training.trainer import TRAIN_LOG
+from vlaforge.training.trainer_config import TrainerConfig
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PHASES = ("step1_choice", "step2_dit", "posttrain_async")
+CHUNK = 4  # `_write_robot_dataset` stores 4-step action chunks
+MICRO_BATCH = 4
+DEVICE_ENV = {"DS_ACCELERATOR": "cpu"}
+SHM_OP = "deepspeed_shm_comm"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    warmup: int
+    """Steps at the start of every run that are not timed."""
+    steps: int
+    """Timed steps per run."""
+    repeats: int
+    """Alternations of the two sides in measurements 1 and 3."""
+    scaling_steps: int
+    """Timed steps of each `vlaforge train` run in measurement 2."""
+    cold_jit: bool
+    """Give the first 2-rank launch an empty TORCH_EXTENSIONS_DIR, so it pays DeepSpeed's JIT comm op build."""
+
+
+QUICK = Sizes(warmup=2, steps=6, repeats=1, scaling_steps=6, cold_jit=False)
+DEFAULT = Sizes(warmup=3, steps=12, repeats=3, scaling_steps=20, cold_jit=True)
+
+
+def load_test_builders():
+    """`tests/conftest.py` as a module, for its `_write_robot_dataset` (loaded by path: `tests` is not a package)."""
+    spec = importlib.util.spec_from_file_location("vlaforge_tests_conftest", REPO / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_inputs(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """The tiny Qwen3-VL directory and a corpus shaped like the `small_corpus` fixture's; (vlm_dir, corpus.json)."""
+    conftest = load_test_builders()
+    vlm = write_tiny_qwen3_vl(root / "tiny-qwen3-vl")
+    conftest._write_robot_dataset(root / "arm_a", name="arm_a", episodes=5, steps=30, shard_samples=40)
+    conftest._write_robot_dataset(root / "arm_b", name="arm_b", episodes=4, steps=25, shard_samples=30, seed=50)
+    write_vl_dataset(root / "vl", n_samples=64, image_size=(16, 16), shard_samples=16, validation_fraction=0.0)
+    inputs = [CorpusInput(path=root / "arm_a", kind=ComponentKind.ROBOT),
+              CorpusInput(path=root / "arm_b", kind=ComponentKind.ROBOT),
+              CorpusInput(path=root / "vl", kind=ComponentKind.VL)]
+    corpus = root / "corpus.json"
+    write_corpus(build_corpus(inputs, corpus, CorpusConfig(seed=3)), corpus)
+    return vlm, corpus
+
+
+def train_argv(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: pathlib.Path, *, steps: int,
+               nproc: int = 1, precision: str = "fp32") -> list[str]:
+    """`vlaforge train` arguments for one run: the tiny model, no checkpoint before the last step, no export."""
+    return ["train", "--phase", phase, "--corpus", str(corpus), "--vlm", str(vlm), "--output", str(output),
+            "--nproc", str(nproc), "--model", "tiny", "--chunk-length", str(CHUNK), "--max-steps", str(steps),
+            "--micro-batch-size", str(MICRO_BATCH), "--image-size", "64x64", "--cameras", "exterior_1",
+            "--workers", "1", "--precision", precision, "--save-every", str(10**6), "--no-resume", "--no-export"]
+
+
+def trainer_config(argv: list[str]) -> TrainerConfig:
+    """The TrainerConfig `vlaforge train` would build from `argv`."""
+    parser = argparse.ArgumentParser(prog="vlaforge")
+    train_cli.add_parser(parser.add_subparsers(dest="verb"))
+    return train_cli.build_config(parser.parse_args(argv))
+
+
+def collate_batches(config: TrainerConfig, count: int) -> list[CorpusBatch]:
+    """`count` batches from a real CorpusLoader (in this process), exactly as rank 0 of a 1-rank run gets them."""
+    loader_config = dataclasses.replace(config.loader, num_workers=0)
+    with CorpusLoader(loader_config) as loader:
+        return list(itertools.islice(loader, count))
+
+
+class ReplayLoader:
+    """Stands in for `CorpusLoader` inside `Trainer`: replays pre-collated batches, so no decoding is timed."""
+
+    def __init__(self, batches: Sequence[CorpusBatch]) -> None:
+        self.batches = batches
+
+    def __enter__(self) -> "ReplayLoader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def __iter__(self) -> Iterator[CorpusBatch]:
+        return iter(self.batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"replayed": len(self.batches)}  # the trainer's final checkpoint writes it
+
+
+def deepspeed_run(config: TrainerConfig, batches: Sequence[CorpusBatch]) -> tuple[list[float], list[float]]:
+    """The trainer in this process (1-rank ZeRO-2) on `batches`: (its logged step seconds, its losses)."""
+    replay = lambda *args, **kwargs: ReplayLoader(batches)  # noqa: E731 - CorpusLoader(config, rank=, world_size=)
+    with mock.patch.object(trainer_module, "CorpusLoader", replay):
+        records = train_main.run(config, single_process=True)
+    return [r["seconds"] for r in records], [r[LOSS] for r in records]
+
+
+def plain_run(config: TrainerConfig, batches: Sequence[CorpusBatch]) -> tuple[list[float], list[float]]:
+    """What the trainer does, in plain PyTorch: the same module, optimizer, clipping and seeds; (seconds, losses)."""
+    torch.manual_seed(config.seed)  # as Trainer.setup: the fresh DiT / Choice Policies weights
+    module = PhaseModel(VLAModel.from_vlm_pretrained(config.vlm_dir, config.model), config.phase, config.choice,
+                        config.vl_loss_weight)
+    parameters = module.trainable_parameters()
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
+    module.train()
+    seconds, losses = [], []
+    for step, batch in enumerate(batches[:config.max_steps], 1):
+        started = time.perf_counter()
+        losses.append(plain_step(config, module, parameters, optimizer, batch, step))
+        seconds.append(time.perf_counter() - started)
+    return seconds, losses
+
+
+def plain_step(config: TrainerConfig, module: PhaseModel, parameters, optimizer, batch: CorpusBatch,
+               step: int) -> float:
+    """One optimizer step of one micro batch (gradient accumulation 1), seeded as `Trainer._micro_step` seeds it."""
+    seed = np.random.SeedSequence([config.seed, 0, step, 0]).generate_state(1)[0]
+    torch.manual_seed(int(seed))
+    robot = None if batch.robot is None else batch.robot.model_batch()
+    vl_inputs = None if batch.vl is None else dict(batch.vl.inputs)
+    vl_labels = None if batch.vl is None else batch.vl.labels
+    losses = module(robot, vl_inputs, vl_labels)
+    losses[LOSS].backward()
+    if config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    values = {name: float(value.detach()) for name, value in losses.items()}
+    return values[LOSS]
+
+
+def side_by_side(config: TrainerConfig, batches: Sequence[CorpusBatch], sizes: Sizes, first, second) -> dict:
+    """Alternate two runs (`first`, `second`: config, batches -> seconds, losses) `sizes.repeats` times; the timed
+    steps of each (warm-up dropped) and the largest loss difference between them at any step."""
+    timed: dict[str, list[float]] = {"first": [], "second": []}
+    gap = 0.0
+    for _ in range(sizes.repeats):
+        one, one_losses = first(config, batches)
+        two, two_losses = second(config, batches)
+        timed["first"] += one[sizes.warmup:]
+        timed["second"] += two[sizes.warmup:]
+        gap = max(gap, max(abs(a - b) for a, b in zip(one_losses, two_losses, strict=True)))
+    return {"first": median(timed["first"]), "second": median(timed["second"]), "gap": gap,
+            "timed": len(timed["first"])}
+
+
+def wrapper_cost(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: Sizes) -> list[dict]:
+    """Measurement 1: per phase, DeepSpeed's step against the plain loop's on the same replayed batches."""
+    rows = []
+    total = sizes.warmup + sizes.steps
+    for phase in PHASES:
+        config = trainer_config(train_argv(phase, vlm, corpus, work / f"ds-{phase}", steps=total))
+        batches = collate_batches(config, total)
+        result = side_by_side(config, batches, sizes, deepspeed_run, plain_run)
+        rows.append({"phase": phase, "deepspeed": result["first"], "plain": result["second"], "gap": result["gap"],
+                     "timed": result["timed"], "samples": _samples(batches[sizes.warmup:])})
+        print(f"  {phase}: DeepSpeed {result['first'] * 1000:.1f} ms, plain {result['second'] * 1000:.1f} ms",
+              flush=True)
+    return rows
+
+
+def precision_cost(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: Sizes) -> dict:
+    """Measurement 3: the trainer in fp32 against bf16, step1_choice, the same replayed batches."""
+    total = sizes.warmup + sizes.steps
+    fp32 = trainer_config(train_argv("step1_choice", vlm, corpus, work / "fp32", steps=total))
+    bf16 = dataclasses.replace(fp32, precision="bf16", output_dir=str(work / "bf16"))
+    batches = collate_batches(fp32, total)
+    result = side_by_side(fp32, batches, sizes, deepspeed_run, lambda _, b: deepspeed_run(bf16, b))
+    return {"fp32": result["first"], "bf16": result["second"], "gap": result["gap"], "timed": result["timed"]}
+
+
+def _samples(batches: Sequence[CorpusBatch]) -> str:
+    robot = sum(len(b.robot or ()) for b in batches) / len(batches)
+    vl = sum(len(b.vl or ()) for b in batches) / len(batches)
+    return f"{robot:.1f} robot + {vl:.1f} VL"
+
+
+def shm_op_cached(extensions_dir: str | None) -> bool:
+    """Whether a built DeepSpeed shared-memory comm op is in the extensions cache the child processes will use."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = extensions_dir or get_default_build_root()
+    return bool(glob.glob(os.path.join(root, "**", SHM_OP, f"{SHM_OP}*.so"), recursive=True))
+
+
+def launch(argv: list[str], output: pathlib.Path, environment: dict[str, str]) -> dict[str, Any]:
+    """Run `vlaforge <argv>` as a fresh process; wall time from start to the start of step 1 (step 1's end, seen
+    by polling the train log, less its logged length) and to exit, and the log's lines."""
+    log = output / TRAIN_LOG
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "vlaforge.flows.cli", *argv], env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first_seen = None
+    while process.poll() is None:
+        if first_seen is None and log.exists() and log.read_text().strip():
+            first_seen = time.perf_counter() - started
+        time.sleep(0.02)
+    wall = time.perf_counter() - started
+    text = process.stdout.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"vlaforge {' '.join(argv)} failed ({process.returncode}):\n{text[-4000:]}")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    first_seen = wall if first_seen is None else first_seen
+    return {"records": records, "to_first_step": first_seen - records[0]["seconds"], "wall": wall}
+
+
+def scaling(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: Sizes) -> dict[str, Any]:
+    """Measurement 2: `vlaforge train --nproc 2` (twice: the first maybe with an empty JIT cache) and `--nproc 1`
+    as fresh processes, real loader in; {row name: launch()'s result}."""
+    environment = {**os.environ, **DEVICE_ENV}
+    environment.pop("OMP_NUM_THREADS", None)  # torchrun then sets 1 per rank; the 1-rank run keeps torch's default
+    first, first_env = "2 ranks, first launch", {}
+    if sizes.cold_jit:
+        first, first_env = "2 ranks, empty JIT cache", {"TORCH_EXTENSIONS_DIR": tempfile.mkdtemp(dir=work)}
+    runs: dict[str, Any] = {}
+    for name, nproc, extra in ((first, 2, first_env), ("1 rank", 1, {}), ("2 ranks", 2, {})):
+        output = work / f"scaling-{len(runs)}"
+        argv = train_argv("step1_choice", vlm, corpus, output, steps=sizes.warmup + sizes.scaling_steps, nproc=nproc)
+        runs[name] = launch(argv, output, {**environment, **extra})
+        print(f"  {name}: launch to first step {runs[name]['to_first_step']:.1f} s", flush=True)
+    return runs
+
+
+def print_wrapper_table(rows: list[dict], sizes: Sizes) -> None:
+    print(f"\n1. Optimizer step, DeepSpeed ZeRO-2 (1 rank, in-process) vs plain PyTorch AdamW loop; loader out of both "
+          f"(pre-collated batches replayed); fp32, micro batch {MICRO_BATCH}, {torch.get_num_threads()} threads; "
+          f"median of {rows[0]['timed']} timed steps per side ({sizes.warmup} warm-up steps dropped per run)")
+    print(f"  {'phase':<16} {'samples/step':>20} {'DeepSpeed ms':>13} {'plain ms':>9} {'plain/DS':>9} "
+          f"{'max |d loss|':>13}")
+    for row in rows:
+        print(f"  {row['phase']:<16} {row['samples']:>20} {row['deepspeed'] * 1000:>13.1f} {row['plain'] * 1000:>9.1f}"
+              f" {row['plain'] / row['deepspeed']:>9.2f} {row['gap']:>13.2e}")
+
+
+def print_scaling_table(runs: dict[str, Any], sizes: Sizes, cached_at_start: bool) -> None:
+    base = _throughput(runs["1 rank"], sizes.warmup)
+    print(f"\n2. vlaforge train --nproc 2 (torchrun, ZeRO-2 over gloo) vs --nproc 1, step1_choice, real loader "
+          f"(1 worker per rank), micro batch {MICRO_BATCH} per rank; median of {sizes.scaling_steps} steps after "
+          f"{sizes.warmup} warm-up steps (rank 0's logged step time)")
+    print(f"  {'run':<22} {'samples/step':>12} {'step ms':>8} {'steps/s':>8} {'x 1 rank':>9} {'samples/s':>10} "
+          f"{'x 1 rank':>9} {'launch->step 1 s':>17} {'total wall s':>13}")
+    for name, run in runs.items():
+        numbers = _throughput(run, sizes.warmup)
+        print(f"  {name:<22} {numbers['samples']:>12.1f} {numbers['step'] * 1000:>8.1f} {1 / numbers['step']:>8.2f} "
+              f"{base['step'] / numbers['step']:>9.2f} {numbers['samples'] / numbers['step']:>10.1f} "
+              f"{(numbers['samples'] / numbers['step']) / (base['samples'] / base['step']):>9.2f} "
+              f"{run['to_first_step']:>17.1f} {run['wall']:>13.1f}")
+    cache = "held" if cached_at_start else "did NOT hold (measurement 1's first DeepSpeed init built it)"
+    print(f"  DeepSpeed's JIT comm op ({SHM_OP}): the extensions cache {cache} a build when this benchmark started; "
+          + ("the first launch had an empty cache and built it, the others loaded it" if sizes.cold_jit else
+             "every launch loaded it (pass --cold-jit to time a launch that builds it)"))
+
+
+def _throughput(run: dict, warmup: int) -> dict[str, float]:
+    timed = run["records"][warmup:]
+    samples = median(r["robot_samples"] + r["vl_samples"] for r in timed)
+    return {"step": median(r["seconds"] for r in timed), "samples": samples}
+
+
+def print_precision_table(result: dict, sizes: Sizes) -> None:
+    print(f"\n3. DeepSpeed bf16 vs fp32 (1 rank, in-process), step1_choice, loader out; median of {result['timed']} "
+          f"timed steps per side ({sizes.warmup} warm-up steps dropped per run)")
+    print(f"  {'fp32 ms':>8} {'bf16 ms':>8} {'fp32/bf16':>10} {'max |d loss|':>13}")
+    print(f"  {result['fp32'] * 1000:>8.1f} {result['bf16'] * 1000:>8.1f} {result['fp32'] / result['bf16']:>10.2f} "
+          f"{result['gap']:>13.2e}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer steps and one alternation (under 2 minutes)")
+    parser.add_argument("--cold-jit", action=argparse.BooleanOptionalAction, default=None,
+                        help="give the first 2-rank launch an empty TORCH_EXTENSIONS_DIR, so it pays DeepSpeed's JIT "
+                             "comm op build (default: on, off with --quick)")
+    parser.add_argument("--skip-bf16", action="store_true", help="leave out measurement 3")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else DEFAULT
+    if args.cold_jit is not None:
+        sizes = dataclasses.replace(sizes, cold_jit=args.cold_jit)
+    cached_at_start = shm_op_cached(os.environ.get("TORCH_EXTENSIONS_DIR"))
+    os.environ.update(DEVICE_ENV)  # the in-process runs; the launched ones get it in their environment
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vlaforge-train-bench-") as directory:
+        work = pathlib.Path(directory)
+        vlm, corpus = write_inputs(work / "inputs")
+        print("1. DeepSpeed vs plain loop", flush=True)
+        wrapper = wrapper_cost(vlm, corpus, work, sizes)
+        print("2. 2 ranks vs 1", flush=True)
+        scaled = scaling(vlm, corpus, work, sizes)
+        precision = None
+        if not args.skip_bf16:
+            print("3. bf16 vs fp32", flush=True)
+            precision = precision_cost(vlm, corpus, work, sizes)
+    print_wrapper_table(wrapper, sizes)
+    print_scaling_table(scaled, sizes, cached_at_start)
+    if precision is not None:
+        print_precision_table(precision, sizes)
+    print(f"\nwall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
