@@ -94,7 +94,7 @@ class Sizes:
 
 
 QUICK = Sizes(warmup=2, steps=6, repeats=1, scaling_steps=6, cold_jit=False)
-DEFAULT = Sizes(warmup=3, steps=12, repeats=3, scaling_steps=20, cold_jit=True)
+DEFAULT = Sizes(warmup=3, steps=12, repeats=6, scaling_steps=20, cold_jit=True)
 
 
 def load_test_builders():
@@ -312,11 +312,11 @@ def print_scaling_table(runs: dict[str, Any], sizes: Sizes, cached_at_start: boo
     print(f"\n2. vlaforge train --nproc 2 (torchrun, ZeRO-2 over gloo) vs --nproc 1, step1_choice, real loader "
           f"(1 worker per rank), micro batch {MICRO_BATCH} per rank; median of {sizes.scaling_steps} steps after "
           f"{sizes.warmup} warm-up steps (rank 0's logged step time)")
-    print(f"  {'run':<22} {'samples/step':>12} {'step ms':>8} {'steps/s':>8} {'x 1 rank':>9} {'samples/s':>10} "
+    print(f"  {'run':<24} {'samples/step':>12} {'step ms':>8} {'steps/s':>8} {'x 1 rank':>9} {'samples/s':>10} "
           f"{'x 1 rank':>9} {'launch->step 1 s':>17} {'total wall s':>13}")
     for name, run in runs.items():
         numbers = _throughput(run, sizes.warmup)
-        print(f"  {name:<22} {numbers['samples']:>12.1f} {numbers['step'] * 1000:>8.1f} {1 / numbers['step']:>8.2f} "
+        print(f"  {name:<24} {numbers['samples']:>12.1f} {numbers['step'] * 1000:>8.1f} {1 / numbers['step']:>8.2f} "
               f"{base['step'] / numbers['step']:>9.2f} {numbers['samples'] / numbers['step']:>10.1f} "
               f"{(numbers['samples'] / numbers['step']) / (base['samples'] / base['step']):>9.2f} "
               f"{run['to_first_step']:>17.1f} {run['wall']:>13.1f}")
@@ -324,6 +324,10 @@ def print_scaling_table(runs: dict[str, Any], sizes: Sizes, cached_at_start: boo
     print(f"  DeepSpeed's JIT comm op ({SHM_OP}): the extensions cache {cache} a build when this benchmark started; "
           + ("the first launch had an empty cache and built it, the others loaded it" if sizes.cold_jit else
              "every launch loaded it (pass --cold-jit to time a launch that builds it)"))
+    if sizes.cold_jit:
+        cold = next(iter(runs.values()))["to_first_step"]  # the first launch
+        print(f"  the build's share of the cold launch (cold - warm 2-rank launch->step 1): "
+              f"{cold - runs['2 ranks']['to_first_step']:.1f} s")
 
 
 def _throughput(run: dict, warmup: int) -> dict[str, float]:
