@@ -15,10 +15,11 @@ out): two robot datasets and a VL one. Every run trains the same config, built b
    `clip_grad_norm_` to the same norm, the same per-micro-batch reseeding. The loader is OUT of both: the batches are
    collated once by a real `CorpusLoader` and replayed to both sides (the trainer's loader is swapped for a replay
    inside this process only). The trainer's step time is its own (`seconds` in `train_log.jsonl`: forward, backward,
-   `engine.step()`, the losses read back); the plain loop's covers the same work. The first `--warmup` steps of each
-   run are not timed; the two sides alternate `--repeats` times and the table shows the median step over all timed
-   steps. Ratio = plain / DeepSpeed (below 1: what DeepSpeed's wrapper costs). "max |d loss|" compares the two
-   sides' losses step by step: the same work gives the same losses (step 1 bit-identical).
+   `engine.step()`, the losses read back); the plain loop's covers the same work. The first 3 steps of each run
+   (2 with `--quick`) are warm-up, not timed; the two sides alternate 6 times (once with `--quick`) and the table
+   shows the median step over all timed steps. Ratio = plain / DeepSpeed (below 1: what DeepSpeed's wrapper costs).
+   "max |d loss|" compares the two sides' losses step by step: the same work gives the same losses, to fp32
+   rounding (ZeRO-2 sums gradients in flat buffers).
 2. Scaling: `vlaforge train --nproc 2` (torchrun, 2 ranks over gloo, ZeRO-2) against `vlaforge train --nproc 1`, both
    as fresh processes with the REAL loader in (one DataLoader worker per rank: a batch must be decoded to train),
    the same per-rank micro batch (so 2 ranks train twice the samples per step). Steps/s and samples/s from the median
