@@ -4,13 +4,13 @@ One timestep's members (`<camera>.jpg`, `state.npy`, `action.npy` [T_max, D_a], 
 - camera frames decoded with libjpeg-turbo (simplejpeg), at a reduced DCT scale when the frame is at least twice
   the model's input size, then resized to it: uint8 [N_cam, H, W, 3] in the configured camera slots, with a mask of
   the slots this embodiment fills;
-- state and action normalized with the dataset's `stats.json` (per embodiment; mean/std as the policy does, or the
-  q01/q99 quantile option) and zero-padded to the model's 32 dimensions with masks of the native ones;
+- state and action normalized with the embodiment's statistics (mean/std as the policy does, or the q01/q99
+  quantile option) and zero-padded to the model's 32 dimensions with masks of the native ones;
 - the stored T_max chunk sliced to the recipe's T, with the number of real steps from `meta.json` `valid_len`;
 - the instruction, the embodiment, the key and the component.
 
-Statistics are looked up by (component, embodiment): two datasets may use the same embodiment name with different
-statistics.
+Statistics are looked up by embodiment, pooled over every component that holds it (`pooled_stats.py`): two datasets
+of one robot are scaled alike, as the exported policy scales that robot.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from vlaforge.pipelines.drops import DropReason
 from vlaforge.training.bad_samples import BadSampleError
 from vlaforge.training.policy import normalization
 from vlaforge.training.policy.normalization import MODEL_WIDTH
+from vlaforge.training.pooled_stats import pool_by_embodiment
 from vlaforge.training.shard_samples import StreamField
 
 FIELDS = ("state", "action")
@@ -152,8 +153,9 @@ class RobotSampleTransform:
 
     def __init__(self, config: Config, stats: Mapping[str, Mapping[str, Any]]) -> None:
         self.config = config
-        self.scalers = {component: scalers_of(document, config.norm, f"statistics of component {component!r}")
-                        for component, document in stats.items()}
+        self.scalers = scalers_of(pool_by_embodiment(stats), config.norm,
+                                  f"statistics of components {sorted(stats)}")
+        """{embodiment: {"state": Scaler, "action": Scaler}}, pooled over the components."""
         self._members = tuple(SampleKey.camera(camera) for camera in config.cameras)
 
     def __call__(self, sample: Mapping[str, Any]) -> RobotExample:
@@ -211,7 +213,7 @@ class RobotSampleTransform:
 
     def _scalers(self, sample: Mapping[str, Any], meta: Mapping[str, Any], key: str, url: str) -> dict[str, Scaler]:
         component, embodiment = sample.get(StreamField.COMPONENT.value, ""), meta[MetaField.EMBODIMENT.value]
-        found = self.scalers.get(component, {}).get(embodiment)
+        found = self.scalers.get(embodiment)
         if found is None:
             raise BadSampleError(url=url, key=key, reason=DropReason.BAD_RECORD,
                                  message=f"no normalization statistics for embodiment {embodiment!r} of component "

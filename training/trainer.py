@@ -44,6 +44,7 @@ from vlaforge.training.model.vla import RobotBatch, VLAModel
 from vlaforge.training.phase_model import CHOICE, FLOW_MATCHING, LOSS, NEXT_TOKEN, PhaseModel
 from vlaforge.training.policy.normalization import EmbodimentStats
 from vlaforge.training.policy.policy import Policy
+from vlaforge.training.pooled_stats import pool_by_embodiment
 from vlaforge.training.trainer_config import TrainerConfig, deepspeed_config
 
 log = logging.getLogger(__name__)
@@ -228,17 +229,10 @@ class Trainer:
 
 
 def embodiment_stats(documents: Mapping[str, Mapping[str, Any]]) -> dict[str, EmbodimentStats]:
-    """{embodiment: stats} over the loader's {component: stats.json document}; the first component's entry wins
-    where two components describe one embodiment (the policy keys its statistics by embodiment only)."""
-    merged: dict[str, EmbodimentStats] = {}
-    for component, document in documents.items():
-        for name, entry in document.get("embodiments", {}).items():
-            stats = EmbodimentStats.from_dict(entry)
-            if name in merged and stats.to_dict() != merged[name].to_dict():
-                log.warning("embodiment %r has different statistics in component %r; the policy keeps the first",
-                            name, component)
-            merged.setdefault(name, stats)
-    return merged
+    """{embodiment: stats} over the loader's {component: stats.json document}, pooled per embodiment as the loader
+    normalized them (`pooled_stats.py`)."""
+    pooled = pool_by_embodiment(documents)["embodiments"]
+    return {name: EmbodimentStats.from_dict(entry) for name, entry in pooled.items()}
 
 
 def _to_device(batch: RobotBatch, device: torch.device) -> RobotBatch:
