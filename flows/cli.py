@@ -21,6 +21,7 @@ VERBS = {
     "report": "vlaforge.flows.report_cli",
     "relabel": "vlaforge.flows.relabel_cli",
     "train": "vlaforge.flows.train_cli",
+    "serve": "vlaforge.flows.serve_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 
