@@ -54,6 +54,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="(default fp32)")
     train.add_argument("--vl-loss-weight", type=float, default=1.0, help="VL next-token loss weight (default 1)")
     train.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    train.add_argument("--eval-every", type=int, default=0,
+                       help="steps between passes over the validation split (default 0: none)")
+    train.add_argument("--eval-max-batches", type=int, help="batches per rank per validation pass (default: all)")
     train.add_argument("--seed", type=int, default=0, help="weights and noise seed (default 0)")
     train.add_argument("--workers", type=int, default=2, help="loader worker processes per rank (default 2)")
     train.add_argument("--image-size", type=_size, default=(224, 224), help="HEIGHTxWIDTH frames (default 224x224)")
@@ -92,7 +95,8 @@ def build_config(args: argparse.Namespace):  # -> TrainerConfig
         model=model, choice=ChoicePoliciesConfig(chunk_length=chunk), lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, lr_decay=args.lr_decay, min_lr_ratio=args.min_lr_ratio, max_steps=args.max_steps, micro_batch_size=args.micro_batch_size,
         gradient_accumulation=args.grad_accum, grad_clip=args.grad_clip, precision=args.precision,
-        vl_loss_weight=args.vl_loss_weight, save_every=args.save_every, resume=not args.no_resume, seed=args.seed,
+        vl_loss_weight=args.vl_loss_weight, save_every=args.save_every, eval_every=args.eval_every,
+        eval_max_batches=args.eval_max_batches, resume=not args.no_resume, seed=args.seed,
         log_sample_keys=args.log_sample_keys, export=not args.no_export)
 
 

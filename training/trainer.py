@@ -17,12 +17,14 @@ What `output_dir` holds:
   client state: another rank's would be lost. `checkpoints/latest` names the newest tag (DeepSpeed writes it last).
   Checkpoints are read back with `weights_only=True` (`checkpoint_engine.py`).
 - `train_log.jsonl` (rank 0): one line per optimizer step, the losses averaged over micro batches and ranks.
+- `eval_log.jsonl` (rank 0, with `eval_every`): one line per validation pass, its mean losses over all ranks.
 - `samples/rank<r>.jsonl` (with `log_sample_keys`): the sample keys each rank trained on, per step.
 - `policy/` (`export()`): a directory `Policy.from_pretrained` loads; after step 1 also the Choice Policies head.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -50,6 +52,9 @@ from vlaforge.training.trainer_config import TrainerConfig, deepspeed_config
 log = logging.getLogger(__name__)
 
 TRAIN_LOG = "train_log.jsonl"
+EVAL_LOG = "eval_log.jsonl"
+_EVAL_STREAM = 2**31 - 1
+"""Seeds validation batches apart from the training micro batches' (seed, rank, step, micro batch) draws."""
 SAMPLES_DIR = "samples"
 POLICY_DIR = "policy"
 LATEST = "latest"
@@ -128,7 +133,7 @@ class Trainer:
     def _truncate_logs(self) -> None:
         """Drop log lines past the resumed step (written after the checkpoint, before a crash): no step twice."""
         files = [self._samples_file()] if self.config.log_sample_keys else []
-        files += [self.output / TRAIN_LOG] if self.rank == 0 else []
+        files += [self.output / TRAIN_LOG, self.output / EVAL_LOG] if self.rank == 0 else []
         for path in files:
             if path.exists():
                 kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= self.step]
@@ -148,23 +153,61 @@ class Trainer:
                 started = time.perf_counter()
                 parts = [self._micro_step(next(batches), micro) for micro in range(self.config.gradient_accumulation)]
                 records.append(self._log_step(parts, time.perf_counter() - started))
+                if self.config.eval_every and self.step % self.config.eval_every == 0:
+                    self.evaluate()
                 if self.step % self.config.save_every == 0 or self.step == self.config.max_steps:
                     self.save()
         return records
 
+    def evaluate(self) -> dict[str, Any]:
+        """One pass over the validation split (every sample once over all ranks), forward only, with the noise of each
+        batch seeded by its index so passes are comparable; every rank must call it. Rank 0 appends the mean losses
+        to `eval_log.jsonl`. No collective runs inside the pass (ZeRO-2 keeps whole parameters on every rank), so
+        ranks may hold different numbers of batches."""
+        config = dataclasses.replace(self.config.loader, split="validation", one_pass=True)
+        sums = torch.zeros(2 * len(LOGGED_LOSSES) + 2, dtype=torch.float64)
+        self.engine.eval()
+        with torch.no_grad(), CorpusLoader(config, rank=self.rank, world_size=self.world_size) as loader:
+            for index, batch in enumerate(loader):
+                if self.config.eval_max_batches is not None and index >= self.config.eval_max_batches:
+                    break
+                seed = np.random.SeedSequence([self.config.seed, self.rank, index, _EVAL_STREAM]).generate_state(1)
+                torch.manual_seed(int(seed[0]))
+                losses = self.engine(*self._inputs(batch))
+                for slot, name in enumerate(LOGGED_LOSSES):
+                    if name in losses:
+                        sums[2 * slot : 2 * slot + 2] += torch.tensor([float(losses[name]), 1.0], dtype=torch.float64)
+                sums[-2:] += torch.tensor([len(batch.robot or ()), len(batch.vl or ())], dtype=torch.float64)
+        self.engine.train()
+        if self.world_size > 1:
+            dist.all_reduce(sums)
+        record: dict[str, Any] = {"step": self.step}
+        for slot, name in enumerate(LOGGED_LOSSES):
+            count = sums[2 * slot + 1].item()
+            record[name] = sums[2 * slot].item() / count if count else None
+        record.update(robot_samples=int(sums[-2]), vl_samples=int(sums[-1]))
+        if self.rank == 0:
+            _append_line(self.output / EVAL_LOG, record)
+            log.info("validation at step %d: %s", self.step, record)
+        return record
+
     def _micro_step(self, batch: CorpusBatch, micro: int) -> dict[str, Any]:
         seed = np.random.SeedSequence([self.config.seed, self.rank, self.step, micro]).generate_state(1)[0]
         torch.manual_seed(int(seed))
-        robot = None if batch.robot is None else _to_device(batch.robot.model_batch(), self.engine.device)
-        vl_inputs = vl_labels = None
-        if batch.vl is not None:
-            vl_inputs = {k: v.to(self.engine.device) for k, v in batch.vl.inputs.items()}
-            vl_labels = batch.vl.labels.to(self.engine.device)
-        losses = self.engine(robot, vl_inputs, vl_labels)
+        losses = self.engine(*self._inputs(batch))
         self.engine.backward(losses[LOSS])
         self.engine.step()
         return {"losses": {k: float(v.detach()) for k, v in losses.items()}, "keys": batch.keys,
                 "robot": len(batch.robot or ()), "vl": len(batch.vl or ())}
+
+    def _inputs(self, batch: CorpusBatch) -> tuple[RobotBatch | None, dict[str, torch.Tensor] | None,
+                                                  torch.Tensor | None]:
+        """The model's inputs on the engine's device: the robot batch, the VL inputs and labels (None where absent)."""
+        robot = None if batch.robot is None else _to_device(batch.robot.model_batch(), self.engine.device)
+        if batch.vl is None:
+            return robot, None, None
+        vl_inputs = {k: v.to(self.engine.device) for k, v in batch.vl.inputs.items()}
+        return robot, vl_inputs, batch.vl.labels.to(self.engine.device)
 
     def _log_step(self, parts: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         """Average each loss over the micro batches and ranks that had it; rank 0 appends the line to the log."""

@@ -102,6 +102,11 @@ class TrainerConfig:
     """Weight of the VL next-token loss, in phases whose VLM trains (VL samples are skipped while it is frozen)."""
     save_every: int = 500
     """Optimizer steps between checkpoints (the last step is always saved)."""
+    eval_every: int = 0
+    """Optimizer steps between validation passes (0: none). A pass reads the corpus's validation split once over all
+    ranks (`CorpusLoader` one-pass mode), forward only, and appends the mean losses to `eval_log.jsonl`."""
+    eval_max_batches: int | None = None
+    """At most this many batches per rank in a validation pass (None: the whole split)."""
     resume: bool = True
     """Continue from the latest checkpoint in `output_dir` when there is one."""
     seed: int = 0
@@ -134,6 +139,9 @@ class TrainerConfig:
         for name in ("max_steps", "micro_batch_size", "gradient_accumulation", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0 or (self.eval_max_batches is not None and self.eval_max_batches < 1):
+            raise ValueError(f"TrainerConfig needs eval_every >= 0 and eval_max_batches >= 1 (or None), got "
+                             f"{self.eval_every} and {self.eval_max_batches}")
         for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "vl_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainerConfig.{name} must be >= 0, got {getattr(self, name)}")

@@ -123,3 +123,27 @@ def test_step_2_checkpoints_leave_the_frozen_vlm_out_and_resume_exactly(small_co
     drop = ("seconds",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed] == [
         {k: v for k, v in r.items() if k not in drop} for r in whole]
+
+
+def test_validation_passes_read_the_held_out_split_and_log_comparable_losses(droid_shards, tiny_vlm_dir, tmp_path):
+    """With eval_every, each pass reads the corpus's validation split (DROID's held-out episodes and the VL samples
+    held out), forward only: the weights do not move for it, and an untrained model gives the same losses twice."""
+    from vlaforge.datasets.synth.vl import write_vl_dataset
+    from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, \
+        write_corpus
+    from vlaforge.training.trainer import EVAL_LOG
+
+    vl = write_vl_dataset(tmp_path / "vl", n_samples=24, image_size=(32, 32), shard_samples=8,
+                          validation_fraction=0.5)
+    corpus = tmp_path / "corpus.json"
+    write_corpus(build_corpus([CorpusInput(path=droid_shards[0], kind=ComponentKind.ROBOT, name="droid"),
+                               CorpusInput(path=vl, kind=ComponentKind.VL, name="captions")], corpus,
+                              CorpusConfig(seed=2)), corpus)
+    config = tiny_config(corpus, tiny_vlm_dir, tmp_path / "run", phase=Phase.POSTTRAIN_SYNC, lr=0.0,
+                         weight_decay=0.0, max_steps=2, eval_every=1, micro_batch_size=8)
+    train(config)
+    passes = [json.loads(line) for line in (tmp_path / "run" / EVAL_LOG).read_text().splitlines()]
+    assert [p["step"] for p in passes] == [1, 2]
+    assert all(p["robot_samples"] > 0 and p["vl_samples"] > 0 for p in passes)
+    assert all(p["flow_matching"] is not None and p["next_token"] is not None for p in passes)
+    assert passes[0]["loss"] == passes[1]["loss"]  # lr 0: same weights, same batches, same seeded noise

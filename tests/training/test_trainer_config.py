@@ -121,3 +121,11 @@ def test_a_constant_rate_without_warm_up_needs_no_scheduler_and_bad_ratios_are_r
     assert "scheduler" not in deepspeed_config(config())
     with pytest.raises(ValueError, match="min_lr_ratio must be in"):
         config(min_lr_ratio=1.5)
+
+
+def test_validation_settings_are_checked():
+    with pytest.raises(ValueError, match="eval_every >= 0 and eval_max_batches >= 1"):
+        config(eval_every=-1)
+    with pytest.raises(ValueError, match="eval_every >= 0 and eval_max_batches >= 1"):
+        config(eval_every=10, eval_max_batches=0)
+    assert TrainerConfig.from_dict(config(eval_every=10, eval_max_batches=5).to_dict()).eval_max_batches == 5
