@@ -4,9 +4,9 @@
     python benchmarks/train.py --quick    # about 1 minute
 
 Data and model: the tiny preset (`presets.vla_tiny()` with 4-action chunks) on the tiny random-weight Qwen3-VL that
-`datasets/synth/tiny_vlm.py` saves for `from_pretrained`, over a small corpus made by the test suite's own builders
-(`tests/conftest.py::_write_robot_dataset` twice plus `datasets/synth/vl.py`, as the `small_corpus` fixture lays it
-out): two robot datasets and a VL one. Every run trains the same config, built by `vlaforge train`'s own parser and
+`datasets/synth/tiny_vlm.py` saves for `from_pretrained`, over the test suite's small corpus
+(`datasets/synth/small_corpus.py`): two robot datasets and a VL one. Every run trains the same config, built by
+`vlaforge train`'s own parser and
 `build_config` (one 64x64 camera, micro batch 4 per rank, gradient accumulation 1, lr 1e-4, clipping 1.0, fp32).
 
 1. Optimizer-step time, per phase (step1_choice, step2_dit, posttrain_async): `Trainer` on DeepSpeed ZeRO-2 as a
@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
-import importlib.util
 import itertools
 import json
 import os
@@ -60,9 +59,8 @@ import numpy as np
 import torch
 
 from vlaforge.datasets.synth.tiny_vlm import write_tiny_qwen3_vl
-from vlaforge.datasets.synth.vl import write_vl_dataset
+from vlaforge.datasets.synth.small_corpus import CHUNK, write_small_corpus
 from vlaforge.flows import train_cli
-from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, write_corpus
 from vlaforge.training import train_main
 from vlaforge.training import trainer as trainer_module
 from vlaforge.training.collate import CorpusBatch
@@ -74,7 +72,6 @@ from vlaforge.training.trainer_config import TrainerConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PHASES = ("step1_choice", "step2_dit", "posttrain_async")
-CHUNK = 4  # `_write_robot_dataset` stores 4-step action chunks
 MICRO_BATCH = 4
 DEVICE_ENV = {"DS_ACCELERATOR": "cpu"}
 SHM_OP = "deepspeed_shm_comm"
@@ -98,27 +95,9 @@ QUICK = Sizes(warmup=2, steps=6, repeats=1, scaling_steps=6, cold_jit=False)
 DEFAULT = Sizes(warmup=3, steps=12, repeats=6, scaling_steps=20, cold_jit=True)
 
 
-def load_test_builders():
-    """`tests/conftest.py` as a module, for its `_write_robot_dataset` (loaded by path: `tests` is not a package)."""
-    spec = importlib.util.spec_from_file_location("vlaforge_tests_conftest", REPO / "tests" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def write_inputs(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    """The tiny Qwen3-VL directory and a corpus shaped like the `small_corpus` fixture's; (vlm_dir, corpus.json)."""
-    conftest = load_test_builders()
-    vlm = write_tiny_qwen3_vl(root / "tiny-qwen3-vl")
-    conftest._write_robot_dataset(root / "arm_a", name="arm_a", episodes=5, steps=30, shard_samples=40)
-    conftest._write_robot_dataset(root / "arm_b", name="arm_b", episodes=4, steps=25, shard_samples=30, seed=50)
-    write_vl_dataset(root / "vl", n_samples=64, image_size=(16, 16), shard_samples=16, validation_fraction=0.0)
-    inputs = [CorpusInput(path=root / "arm_a", kind=ComponentKind.ROBOT),
-              CorpusInput(path=root / "arm_b", kind=ComponentKind.ROBOT),
-              CorpusInput(path=root / "vl", kind=ComponentKind.VL)]
-    corpus = root / "corpus.json"
-    write_corpus(build_corpus(inputs, corpus, CorpusConfig(seed=3)), corpus)
-    return vlm, corpus
+    """The tiny Qwen3-VL directory and the `small_corpus` fixture's corpus; (vlm_dir, corpus.json)."""
+    return write_tiny_qwen3_vl(root / "tiny-qwen3-vl"), write_small_corpus(root / "corpus")
 
 
 def train_argv(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: pathlib.Path, *, steps: int,

@@ -134,7 +134,8 @@ class TFRecordReader:
     def _read_exact(self, size: int, index: int, offset: int, what: str) -> bytes:
         data = self._file.read(size)
         if len(data) < size:
-            self._fail(TruncatedRecordError, index, offset, f"file ends inside the {what} ({len(data)} of {size} bytes)")
+            detail = f"file ends inside the {what} ({len(data)} of {size} bytes)"
+            self._fail(TruncatedRecordError, index, offset, detail)
         return data
 
     def _map(self, length: int, offset: int) -> memoryview | None:

@@ -14,11 +14,12 @@ from vlaforge.datasets.registry import SOURCES
 from vlaforge.flows.vl_ingest_cli import VL_PARQUET, add_vl_options, run_vl_parquet
 
 
-def _frame_size(text: str) -> tuple[int, int]:
+def height_width(text: str) -> tuple[int, int]:
+    """An image-size option's HEIGHTxWIDTH value (argparse names the option in its error)."""
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--frame-size takes HEIGHTxWIDTH, e.g. 180x320; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"takes HEIGHTxWIDTH, e.g. 180x320; got {text!r}") from None
     return height, width
 
 
@@ -55,7 +56,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     ingest.add_argument("--idle-threshold", type=float, default=1e-3, help="state change that counts as motion")
     ingest.add_argument("--shard-samples", type=int, help="samples per shard")
     ingest.add_argument("--shard-bytes", type=int, default=256 * 2**20, help="bytes per shard (default 256 MiB)")
-    ingest.add_argument("--frame-size", type=_frame_size, help="HEIGHTxWIDTH of stored frames (default: native)")
+    ingest.add_argument("--frame-size", type=height_width, help="HEIGHTxWIDTH of stored frames (default: native)")
     ingest.add_argument("--jpeg-quality", type=int, default=90, help="quality of re-encoded frames (default 90)")
     ingest.add_argument("--verify-jpeg", choices=("header", "full"), default="header",
                         help="header: check markers and header (fast); full: decode every frame")

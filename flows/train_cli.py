@@ -17,16 +17,10 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from vlaforge.flows.ingest_cli import height_width
+
 MODELS = ("tiny", "report")
 PHASES = ("step1_choice", "step2_dit", "posttrain_sync", "posttrain_async")
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--image-size takes HEIGHTxWIDTH, e.g. 224x224; got {text!r}") from None
-    return height, width
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -59,7 +53,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--eval-max-batches", type=int, help="batches per rank per validation pass (default: all)")
     train.add_argument("--seed", type=int, default=0, help="weights and noise seed (default 0)")
     train.add_argument("--workers", type=int, default=2, help="loader worker processes per rank (default 2)")
-    train.add_argument("--image-size", type=_size, default=(224, 224), help="HEIGHTxWIDTH frames (default 224x224)")
+    train.add_argument("--image-size", type=height_width, default=(224, 224),
+                       help="HEIGHTxWIDTH frames (default 224x224)")
     train.add_argument("--cameras", nargs="+", help="camera slots in model order (default: every canonical camera)")
     train.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     train.add_argument("--no-export", action="store_true", help="do not write <output>/policy at the end")
@@ -93,7 +88,8 @@ def build_config(args: argparse.Namespace):  # -> TrainerConfig
     return TrainerConfig(
         phase=args.phase, loader=loader, output_dir=str(args.output), vlm_dir=args.vlm, init_policy=args.init_policy,
         model=model, choice=ChoicePoliciesConfig(chunk_length=chunk), lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, lr_decay=args.lr_decay, min_lr_ratio=args.min_lr_ratio, max_steps=args.max_steps, micro_batch_size=args.micro_batch_size,
+        warmup_steps=args.warmup_steps, lr_decay=args.lr_decay, min_lr_ratio=args.min_lr_ratio,
+        max_steps=args.max_steps, micro_batch_size=args.micro_batch_size,
         gradient_accumulation=args.grad_accum, grad_clip=args.grad_clip, precision=args.precision,
         vl_loss_weight=args.vl_loss_weight, save_every=args.save_every, eval_every=args.eval_every,
         eval_max_batches=args.eval_max_batches, resume=not args.no_resume, seed=args.seed,

@@ -49,64 +49,21 @@ def droid_shards(droid_dataset, ingest_locally, tmp_path_factory):
     return output, report
 
 
-def _write_robot_dataset(output, *, name: str, episodes: int, steps: int, shard_samples: int, seed: int = 0):
-    """A small robot dataset laid out exactly as an ingest writes it (real sample builder, shard sink, manifest and
-    normalization statistics), with tiny frames; every episode in the train split."""
-    import pathlib
-
-    from vlaforge.datasets.synth.episodes import make_episode
-    from vlaforge.pipelines import norm_stats
-    from vlaforge.pipelines.ingest_run import compute_stats
-    from vlaforge.pipelines.manifest import load_commits, write_manifest
-    from vlaforge.pipelines.runners import LocalRunner
-    from vlaforge.pipelines.samples import RobotSampleBuilder
-    from vlaforge.pipelines.shard_sink import ShardSink
-    from vlaforge.pipelines.shard_writer import ShardConfig
-
-    output = pathlib.Path(output)
-    builder = RobotSampleBuilder(RobotSampleBuilder.Config(chunk_len=4, validation_fraction=0.0))
-    sink = ShardSink(output, name, 0, ["synth.tfrecord"], ShardConfig(max_samples=shard_samples, max_bytes=None))
-    for index in range(episodes):
-        episode = make_episode(f"{name}-{index:03d}", steps, seed=seed + index, image_size=(16, 16), embodiment=name)
-        for sample in builder.samples(episode):
-            sink.add(sample)
-    sink.close()
-    records = load_commits(output)
-    manifest = write_manifest(output, records)
-    statistics = compute_stats([output / r.url for r in records if r.split == "train"], LocalRunner())
-    norm_stats.write_stats(output, statistics, manifest, "train")
-    return output
-
-
 @pytest.fixture(scope="session")
 def write_robot_dataset():
     """`write_robot_dataset(output, name=, episodes=, steps=, shard_samples=)`: a small ingest-shaped robot dataset."""
-    return _write_robot_dataset
+    from vlaforge.datasets.synth.small_corpus import write_robot_dataset
+
+    return write_robot_dataset
 
 
 @pytest.fixture(scope="session")
-def small_corpus(tmp_path_factory, write_robot_dataset):
+def small_corpus(tmp_path_factory):
     """A corpus of two robot datasets (150 and 100 train samples) and one VL dataset (64), written beside its
     manifest `corpus.json` as `vlaforge corpus build` lays it out; returns the corpus file's path."""
-    from vlaforge.datasets.synth.vl import write_vl_dataset
-    from vlaforge.pipelines.corpus_manifest import (
-        ComponentKind,
-        CorpusConfig,
-        CorpusInput,
-        build_corpus,
-        write_corpus,
-    )
+    from vlaforge.datasets.synth.small_corpus import write_small_corpus
 
-    root = tmp_path_factory.mktemp("corpus")
-    write_robot_dataset(root / "arm_a", name="arm_a", episodes=5, steps=30, shard_samples=40)
-    write_robot_dataset(root / "arm_b", name="arm_b", episodes=4, steps=25, shard_samples=30, seed=50)
-    write_vl_dataset(root / "vl", n_samples=64, image_size=(16, 16), shard_samples=16, validation_fraction=0.0)
-    inputs = [CorpusInput(path=root / "arm_a", kind=ComponentKind.ROBOT),
-              CorpusInput(path=root / "arm_b", kind=ComponentKind.ROBOT),
-              CorpusInput(path=root / "vl", kind=ComponentKind.VL)]
-    corpus = root / "corpus.json"
-    write_corpus(build_corpus(inputs, corpus, CorpusConfig(seed=3)), corpus)
-    return corpus
+    return write_small_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 # The recipe's corpus at full scale, as metadata only: about 200M robot steps and 80M VL samples in ~256 MiB shards.

@@ -165,7 +165,7 @@ class Trainer:
         to `eval_log.jsonl`. No collective runs inside the pass (ZeRO-2 keeps whole parameters on every rank), so
         ranks may hold different numbers of batches."""
         config = dataclasses.replace(self.config.loader, split="validation", one_pass=True)
-        sums = torch.zeros(2 * len(LOGGED_LOSSES) + 2, dtype=torch.float64)
+        sums = _loss_sums()
         self.engine.eval()
         with torch.no_grad(), CorpusLoader(config, rank=self.rank, world_size=self.world_size) as loader:
             for index, batch in enumerate(loader):
@@ -174,18 +174,10 @@ class Trainer:
                 seed = np.random.SeedSequence([self.config.seed, self.rank, index, _EVAL_STREAM]).generate_state(1)
                 torch.manual_seed(int(seed[0]))
                 losses = self.engine(*self._inputs(batch))
-                for slot, name in enumerate(LOGGED_LOSSES):
-                    if name in losses:
-                        sums[2 * slot : 2 * slot + 2] += torch.tensor([float(losses[name]), 1.0], dtype=torch.float64)
-                sums[-2:] += torch.tensor([len(batch.robot or ()), len(batch.vl or ())], dtype=torch.float64)
+                _add_losses(sums, {k: float(v) for k, v in losses.items()}, len(batch.robot or ()),
+                            len(batch.vl or ()))
         self.engine.train()
-        if self.world_size > 1:
-            dist.all_reduce(sums)
-        record: dict[str, Any] = {"step": self.step}
-        for slot, name in enumerate(LOGGED_LOSSES):
-            count = sums[2 * slot + 1].item()
-            record[name] = sums[2 * slot].item() / count if count else None
-        record.update(robot_samples=int(sums[-2]), vl_samples=int(sums[-1]))
+        record = self._mean_record(sums)
         if self.rank == 0:
             _append_line(self.output / EVAL_LOG, record)
             log.info("validation at step %d: %s", self.step, record)
@@ -211,26 +203,29 @@ class Trainer:
 
     def _log_step(self, parts: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         """Average each loss over the micro batches and ranks that had it; rank 0 appends the line to the log."""
-        sums = torch.zeros(2 * len(LOGGED_LOSSES) + 2, dtype=torch.float64)
+        sums = _loss_sums()
         for part in parts:
-            for index, name in enumerate(LOGGED_LOSSES):
-                if name in part["losses"]:
-                    sums[2 * index] += part["losses"][name]
-                    sums[2 * index + 1] += 1
-            sums[-2:] += torch.tensor([part["robot"], part["vl"]], dtype=torch.float64)
-        if self.world_size > 1:
-            dist.all_reduce(sums)
-        record: dict[str, Any] = {"step": self.step}
-        for index, name in enumerate(LOGGED_LOSSES):
-            count = sums[2 * index + 1].item()
-            record[name] = sums[2 * index].item() / count if count else None
-        record.update(robot_samples=int(sums[-2]), vl_samples=int(sums[-1]), lr=self.engine.get_lr()[0],
-                      grad_norm=_number(self.engine.get_global_grad_norm()), seconds=round(seconds, 3))
+            _add_losses(sums, part["losses"], part["robot"], part["vl"])
+        record = self._mean_record(sums)
+        record.update(lr=self.engine.get_lr()[0], grad_norm=_number(self.engine.get_global_grad_norm()),
+                      seconds=round(seconds, 3))
         if self.rank == 0:
             _append_line(self.output / TRAIN_LOG, record)
             log.info("step %d: %s", self.step, {k: v for k, v in record.items() if k != "step"})
         if self.config.log_sample_keys:
             _append_line(self._samples_file(), {"step": self.step, "keys": [k for p in parts for k in p["keys"]]})
+        return record
+
+    def _mean_record(self, sums: torch.Tensor) -> dict[str, Any]:
+        """{"step", each logged loss's mean over the batches of all ranks that had it (None if none did), the
+        samples of each kind}, from this rank's `_loss_sums`; every rank must call it."""
+        if self.world_size > 1:
+            dist.all_reduce(sums)
+        record: dict[str, Any] = {"step": self.step}
+        for slot, name in enumerate(LOGGED_LOSSES):
+            count = sums[2 * slot + 1].item()
+            record[name] = sums[2 * slot].item() / count if count else None
+        record.update(robot_samples=int(sums[-2]), vl_samples=int(sums[-1]))
         return record
 
     def save(self) -> pathlib.Path:
@@ -276,6 +271,20 @@ def embodiment_stats(documents: Mapping[str, Mapping[str, Any]]) -> dict[str, Em
     normalized them (`pooled_stats.py`)."""
     pooled = pool_by_embodiment(documents)["embodiments"]
     return {name: EmbodimentStats.from_dict(entry) for name, entry in pooled.items()}
+
+
+def _loss_sums() -> torch.Tensor:
+    """Per logged loss its sum and count, then the robot and VL sample counts: [2 * len(LOGGED_LOSSES) + 2]."""
+    return torch.zeros(2 * len(LOGGED_LOSSES) + 2, dtype=torch.float64)
+
+
+def _add_losses(sums: torch.Tensor, losses: Mapping[str, float], robot: int, vl: int) -> None:
+    for slot, name in enumerate(LOGGED_LOSSES):
+        if name in losses:
+            sums[2 * slot] += losses[name]
+            sums[2 * slot + 1] += 1
+    sums[-2] += robot
+    sums[-1] += vl
 
 
 def _to_device(batch: RobotBatch, device: torch.device) -> RobotBatch:

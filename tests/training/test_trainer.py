@@ -1,4 +1,5 @@
-"""The DeepSpeed ZeRO-2 trainer for real: DeepSpeed's CPU accelerator over gloo, the tiny random-weight Qwen3-VL + DiT, and `CorpusLoader` over the `small_corpus` fixture (two robot datasets and a VL one).
+"""The DeepSpeed ZeRO-2 trainer for real: DeepSpeed's CPU accelerator over gloo, the tiny random-weight Qwen3-VL + DiT,
+and `CorpusLoader` over the `small_corpus` fixture (two robot datasets and a VL one).
 
 Each phase runs in this process as a 1-rank job (`train_main.run(single_process=True)`, a gloo group over a file
 store); `tests/flows/test_train_cli.py` runs 2 ranks through torchrun. The first DeepSpeed start on a machine
