@@ -26,9 +26,10 @@ from vlaforge.annotators.grounding_samples import GroundingSampleBuilder
 from vlaforge.annotators.hosted_detector import HostedDetector, RetryPolicy
 from vlaforge.annotators.phrases import PhraseStage
 from vlaforge.annotators.sam_masks import SamMasker
-from vlaforge.datasets.robot_shards import RobotShardSource
+from vlaforge.annotators.vlm_backends import backend_config
 from vlaforge.datasets.schema import VlTask
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.shards.robot_source import RobotShardSource
+from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_job import VlJob
 
 DETECTOR_KINDS = ("grounding_dino", "llmdet", "hosted")
@@ -127,10 +128,8 @@ def annotate_job(recipe: dict[str, Any], shards: str, output: str, *, hosted_tok
 
 
 def _phrase_options(options: dict[str, Any]) -> dict[str, Any]:
-    """`vlm` may be a backend spec ("local:DIR" or "http:URL", see `vlm_client.backend_config`)."""
+    """`vlm` may be a backend spec ("local:DIR" or "http:URL", see `vlm_backends.backend_config`)."""
     if isinstance(options.get("vlm"), str):
-        from vlaforge.annotators.vlm_client import backend_config
-
         return {**options, "vlm": backend_config(options["vlm"])}
     return options
 

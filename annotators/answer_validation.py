@@ -16,7 +16,7 @@ import unicodedata
 from typing import Any
 
 from vlaforge.annotators.vlm_client import FinishReason, VlmAnswer
-from vlaforge.pipelines.drops import DropReason
+from vlaforge.datasets.drops import DropReason
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)

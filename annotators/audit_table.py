@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import enum
 import pathlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlaforge.annotators.grounding_frame import GroundingFrame, RunStatus
+from vlaforge.annotators.grounding_frame import Candidate, GroundingFrame, RunStatus
 from vlaforge.annotators.qwen_coordinates import to_qwen_box
-
-if TYPE_CHECKING:
-    from vlaforge.annotators.consensus import Candidate
 
 
 class AuditTable(str, enum.Enum):
@@ -107,7 +104,7 @@ def _image_columns(frame: GroundingFrame) -> dict[str, Any]:
     }
 
 
-def candidate_row(frame: GroundingFrame, candidate: "Candidate", config_hash: str, config: str) -> dict[str, Any]:
+def candidate_row(frame: GroundingFrame, candidate: Candidate, config_hash: str, config: str) -> dict[str, Any]:
     """One audit row; column order and types as in `CANDIDATE_SCHEMA`."""
     voted = {v.detector: v.detection for v in candidate.votes}
     detections = []

@@ -17,7 +17,6 @@ Every threshold is a field of `ConsensusStage.Config`; its hash is stored with e
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hashlib
 import itertools
 import json
@@ -25,81 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from vlaforge.annotators.audit_table import AuditTable, candidate_row, frame_row
 from vlaforge.annotators.box_fusion import mask_iou, weighted_boxes_fusion
-from vlaforge.annotators.grounding_frame import Detection, DetectorRun, GroundingFrame, RunStatus
+from vlaforge.annotators.grounding_frame import (
+    Candidate,
+    Decision,
+    DecisionReason,
+    DetectorRun,
+    GroundingFrame,
+    PairAgreement,
+    RunStatus,
+    Vote,
+)
 from vlaforge.pipelines.stage import Stage, StageConfig
-
-
-class Decision(str, enum.Enum):
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    NEEDS_REVIEW = "needs_review"
-
-
-class DecisionReason(str, enum.Enum):
-    """Why a candidate got its decision (the report groups by these)."""
-
-    AGREED = "agreed"
-    BORDERLINE_BOX = "borderline_box_iou"
-    BORDERLINE_MASK = "borderline_mask_iou"
-    MISSING_MASK = "missing_mask"
-    QUORUM_UNREACHABLE = "quorum_unreachable"
-    SINGLE_DETECTOR = "single_detector"
-    BOX_DISAGREEMENT = "box_disagreement"
-    MASK_DISAGREEMENT = "mask_disagreement"
-    NEGATIVE_PHRASE = "negative_phrase"
-    LOW_SCORE = "low_score"
-
-
-@dataclasses.dataclass(frozen=True)
-class Vote:
-    """One detector's box for a candidate."""
-
-    detector: str
-    detection: Detection
-
-
-@dataclasses.dataclass(frozen=True)
-class PairAgreement:
-    a: str
-    b: str
-    box_iou: float
-    mask_iou: float | None
-    """None when either box has no mask."""
-
-
-@dataclasses.dataclass
-class Candidate:
-    """One candidate object in one image: the votes, their agreement, the fused box and the decision."""
-
-    candidate_id: str
-    phrase: str
-    negative: bool
-    votes: list[Vote]
-    pairs: list[PairAgreement]
-    agreeing: list[str]
-    fused_box: tuple[float, float, float, float]
-    fused_score: float
-    fused_mask: np.ndarray | None
-    decision: Decision
-    reason: DecisionReason
-    detail: str
-    detectors_total: int
-    detectors_ran: int
-    failed: dict[str, str]
-    """Detector -> error, for every detector that failed on this image."""
-    config_hash: str = ""
-    """The digest of the thresholds that decided it."""
-
-    @property
-    def box_iou(self) -> float | None:
-        """The weakest box agreement among the voters (None with a single voter)."""
-        return min((p.box_iou for p in self.pairs), default=None)
-
-    @property
-    def mask_iou(self) -> float | None:
-        values = [p.mask_iou for p in self.pairs if p.mask_iou is not None]
-        return min(values) if values and len(values) == len(self.pairs) else None
 
 
 class ConsensusStage(Stage):
@@ -150,8 +87,6 @@ class ConsensusStage(Stage):
         self.rows: dict[str, list[dict[str, Any]]] = {}
 
     def __call__(self, batch: list[GroundingFrame]) -> list[GroundingFrame]:
-        from vlaforge.annotators.audit_table import AuditTable, candidate_row, frame_row
-
         config: ConsensusStage.Config = self.config  # type: ignore[assignment]
         digest, settings = config.digest(), json.dumps(config.as_dict(), sort_keys=True, default=list)
         for frame in batch:

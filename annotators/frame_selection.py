@@ -13,8 +13,8 @@ import numpy as np
 import simplejpeg
 
 from vlaforge.annotators.grounding_frame import GroundingFrame
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import Episode, MetaField
-from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.stage import Stage, StageConfig
 
 POLICIES = ("first", "every_k", "gripper")

@@ -3,7 +3,8 @@ learned about it.
 
 `FrameSelector` makes it from an episode, `PhraseStage` fills `phrases` and `negatives`, each detector appends a
 `DetectorRun`, `SamMasker` sets each detection's mask, `ConsensusStage` sets `candidates`, and
-`GroundingSampleBuilder` turns the accepted ones into VL samples.
+`GroundingSampleBuilder` turns the accepted ones into VL samples. The consensus record types (`Candidate`, its
+`Vote`s and `Decision`) live here too, so the audit table and the sample builder read them without the engine.
 """
 
 from __future__ import annotations
@@ -11,14 +12,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vlaforge.datasets.schema import safe_key_part, sample_key
-
-if TYPE_CHECKING:
-    from vlaforge.annotators.consensus import Candidate
 
 
 class RunStatus(str, enum.Enum):
@@ -81,7 +78,7 @@ class GroundingFrame:
     negatives: list[str] = dataclasses.field(default_factory=list)
     """Phrases asked on purpose for objects that should not be there: any box for one is a hallucination."""
     runs: list[DetectorRun] = dataclasses.field(default_factory=list)
-    candidates: list["Candidate"] = dataclasses.field(default_factory=list)
+    candidates: list[Candidate] = dataclasses.field(default_factory=list)
 
     @functools.cached_property
     def source_key(self) -> str:
@@ -105,3 +102,75 @@ class GroundingFrame:
     def queried(self) -> list[str]:
         """Every phrase the detectors are asked about: the objects, then the negatives."""
         return [*self.phrases, *(p for p in self.negatives if p not in self.phrases)]
+
+
+class Decision(str, enum.Enum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    NEEDS_REVIEW = "needs_review"
+
+
+class DecisionReason(str, enum.Enum):
+    """Why a candidate got its decision (the report groups by these)."""
+
+    AGREED = "agreed"
+    BORDERLINE_BOX = "borderline_box_iou"
+    BORDERLINE_MASK = "borderline_mask_iou"
+    MISSING_MASK = "missing_mask"
+    QUORUM_UNREACHABLE = "quorum_unreachable"
+    SINGLE_DETECTOR = "single_detector"
+    BOX_DISAGREEMENT = "box_disagreement"
+    MASK_DISAGREEMENT = "mask_disagreement"
+    NEGATIVE_PHRASE = "negative_phrase"
+    LOW_SCORE = "low_score"
+
+
+@dataclasses.dataclass(frozen=True)
+class Vote:
+    """One detector's box for a candidate."""
+
+    detector: str
+    detection: Detection
+
+
+@dataclasses.dataclass(frozen=True)
+class PairAgreement:
+    a: str
+    b: str
+    box_iou: float
+    mask_iou: float | None
+    """None when either box has no mask."""
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One candidate object in one image: the votes, their agreement, the fused box and the decision."""
+
+    candidate_id: str
+    phrase: str
+    negative: bool
+    votes: list[Vote]
+    pairs: list[PairAgreement]
+    agreeing: list[str]
+    fused_box: tuple[float, float, float, float]
+    fused_score: float
+    fused_mask: np.ndarray | None
+    decision: Decision
+    reason: DecisionReason
+    detail: str
+    detectors_total: int
+    detectors_ran: int
+    failed: dict[str, str]
+    """Detector -> error, for every detector that failed on this image."""
+    config_hash: str = ""
+    """The digest of the thresholds that decided it."""
+
+    @property
+    def box_iou(self) -> float | None:
+        """The weakest box agreement among the voters (None with a single voter)."""
+        return min((p.box_iou for p in self.pairs), default=None)
+
+    @property
+    def mask_iou(self) -> float | None:
+        values = [p.mask_iou for p in self.pairs if p.mask_iou is not None]
+        return min(values) if values and len(values) == len(self.pairs) else None

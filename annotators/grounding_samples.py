@@ -19,11 +19,10 @@ import hashlib
 import json
 from typing import Any
 
-from vlaforge.annotators.consensus import Candidate, Decision
-from vlaforge.annotators.grounding_frame import GroundingFrame
+from vlaforge.annotators.grounding_frame import Candidate, Decision, GroundingFrame
 from vlaforge.annotators.qwen_coordinates import to_qwen_box
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import VlTask
-from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.stage import Stage, StageConfig
 from vlaforge.pipelines.vl_samples import VlSample, VlSampleError, assistant, build_vl_sample, user
 

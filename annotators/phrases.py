@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from vlaforge.annotators.grounding_frame import GroundingFrame
-from vlaforge.pipelines.drops import DropReason
+from vlaforge.datasets.drops import DropReason
 from vlaforge.pipelines.stage import Stage, StageConfig
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from typing import ClassVar
 from vlaforge.annotators.answer_validation import AnswerValidation, Verdict
 from vlaforge.annotators.plan_segments import SegmentationConfig, segment
 from vlaforge.annotators.vlm_generator import GeneratorConfig, VlmGenerator
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import Episode, MetaField, VlTask, sample_key
-from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.vl_samples import VlSample, assistant, user
 
 _STRIP = " \t\n\"'`.;:"

@@ -20,11 +20,11 @@ from vlaforge.annotators.trajectory_generator import TrajectoryGenerator
 from vlaforge.annotators.vlm_client import VlmBackendConfig
 from vlaforge.annotators.vlm_generator import VlmGenerator
 from vlaforge.annotators.vqa_generator import VqaGenerator
-from vlaforge.datasets.robot_shards import RobotShardSource
 from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.source import SourceError
-from vlaforge.datasets.vl_shards import VlShardSource
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.shards.robot_source import RobotShardSource
+from vlaforge.pipelines.shards.vl_source import VlShardSource
+from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_dataset import DEFAULT_SHARDS, SUMMARY_NAME
 from vlaforge.pipelines.vl_job import VlJob
 

@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vlaforge.annotators.projection import Calibration, tool_points
 from vlaforge.annotators.qwen_coordinates import SCALE, to_qwen_point
 from vlaforge.annotators.vlm_generator import GeneratorConfig, VlmGenerator
+from vlaforge.datasets.calibration import Calibration, tool_points
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.frames import jpeg_shape
 from vlaforge.datasets.schema import Episode, MetaField, VlTask, sample_key
-from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.vl_samples import VlSample, assistant, user
 
 _UNITS = ("pixels", "normalized", "qwen")
@@ -35,7 +35,7 @@ class TrajectoryGenerator(VlmGenerator):
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Config(GeneratorConfig):
         calibration: str | None = None
-        """Calibration JSON (see `projection.py`): per episode and camera, intrinsics and extrinsics."""
+        """Calibration JSON (see `datasets/calibration.py`): per episode and camera, intrinsics and extrinsics."""
         pose_extra: str = "cartesian_position"
         """Extra array of end-effector poses [n, 6] (x, y, z, Euler xyz) in the robot base frame."""
         tool_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)

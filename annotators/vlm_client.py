@@ -3,7 +3,7 @@
 A request is a conversation in the Hugging Face chat format (the format `conversation.json` uses), whose n-th
 `{"type": "image"}` part shows the n-th of its JPEG images. Two backends implement it interchangeably:
 `vlm_local.LocalVlm` (transformers Qwen3-VL, batched generation) and `vlm_http.HttpVlm` (an OpenAI-compatible
-`/v1/chat/completions` endpoint, as vLLM and SGLang serve it).
+`/v1/chat/completions` endpoint, as vLLM and SGLang serve it), registered by name in `vlm_backends.py`.
 
     client = HttpVlm.Config(base_url="http://127.0.0.1:8000/v1", model="Qwen/Qwen3-VL-4B-Instruct").build()
     client.setup()
@@ -147,21 +147,3 @@ class VlmClient(abc.ABC):
 
     def close(self) -> None:
         """Release connections or memory; the default has nothing to release."""
-
-
-def backend_config(spec: str, **options: Any) -> VlmBackendConfig:
-    """A backend config from a command-line spec: `local:DIR_OR_HUB_ID` or `http:URL` (e.g.
-    `http:http://127.0.0.1:8000/v1`); `options` are fields of that backend's Config."""
-    kind, _, target = spec.partition(":")
-    if not target:
-        raise ValueError(f"VLM spec {spec!r} needs a target: local:/models/Qwen3-VL-4B-Instruct or "
-                         "http:http://host:8000/v1")
-    if kind == "local":
-        from vlaforge.annotators.vlm_local import LocalVlm
-
-        return LocalVlm.Config(path=target, **options)
-    if kind == "http":
-        from vlaforge.annotators.vlm_http import HttpVlm
-
-        return HttpVlm.Config(base_url=target, **options)
-    raise ValueError(f"VLM spec {spec!r}: unknown backend {kind!r}; use local:DIR or http:URL")

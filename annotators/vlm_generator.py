@@ -17,8 +17,8 @@ import numpy as np
 from vlaforge.annotators.answer_validation import AnswerValidation, Verdict
 from vlaforge.annotators.prompt_library import Prompt, load_prompt
 from vlaforge.annotators.vlm_client import VlmAnswer, VlmBackendConfig, VlmClient, VlmRequest
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import Camera, Episode, VlTask
-from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.stage import Stage, StageConfig
 from vlaforge.pipelines.vl_samples import Message, VlSample, build_vl_sample
 

@@ -18,9 +18,9 @@ from vlaforge.annotators.answer_validation import AnswerValidation, Verdict
 from vlaforge.annotators.prompt_library import load_prompt
 from vlaforge.annotators.vlm_client import VlmRequest
 from vlaforge.annotators.vlm_generator import GeneratorConfig, VlmGenerator, evenly_spaced, instruction_of
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import ChatRole, Episode, MetaField, VlMetaField, VlTask, sample_key
-from vlaforge.datasets.vl_shards import VlRecord
-from vlaforge.pipelines.drops import DropReason
+from vlaforge.pipelines.shards.vl_source import VlRecord
 from vlaforge.pipelines.vl_samples import Message, VlSample, assistant, build_vl_sample, user
 
 QA_FIELD = "qa"

@@ -41,9 +41,9 @@ from vlaforge.annotators.grounding_frame import GroundingFrame
 from vlaforge.annotators.hosted_detector import HostedDetector, RetryPolicy
 from vlaforge.annotators.sam_masks import SamMasker
 from vlaforge.annotators.scripted_detection_server import ScriptedDetectionServer
-from vlaforge.annotators.tiny_models import write_tiny_detector, write_tiny_sam
 from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.datasets.synth.scenes import PHOTOS, camera_frames
+from vlaforge.flows.sample_data.tiny_detectors import write_tiny_detector, write_tiny_sam
 
 CONSENSUS_TARGET = 0.05
 PHRASES = ["red mug", "shelf", "blue block"]
@@ -124,7 +124,7 @@ def full_size_seconds(work: pathlib.Path, frames: list[GroundingFrame], repeats:
     """Median seconds for a full-size Grounding DINO (default config: Swin-T + BERT-base) on `frames`."""
     import transformers
 
-    from vlaforge.annotators.tiny_models import _tokenizer
+    from vlaforge.flows.sample_data.tiny_detectors import _tokenizer
 
     transformers.GroundingDinoForObjectDetection(transformers.GroundingDinoConfig()).save_pretrained(work / "full")
     transformers.GroundingDinoProcessor(image_processor=transformers.GroundingDinoImageProcessor(),

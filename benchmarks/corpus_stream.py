@@ -38,8 +38,8 @@ from vlaforge.datasets.synth.droid import write_droid_dataset
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, write_corpus
 from vlaforge.pipelines.ingest_recipe import IngestOptions, build_ingest_job
 from vlaforge.pipelines.ingest_run import run_ingest
-from vlaforge.pipelines.manifest import read_manifest
 from vlaforge.pipelines.runners import LocalRunner
+from vlaforge.pipelines.shards.manifest import read_manifest
 from vlaforge.training.corpus_stream import CorpusStream
 
 TARGET = 0.9

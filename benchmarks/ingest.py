@@ -16,7 +16,7 @@ ratios, not absolute numbers across runs.
 2. DROID JPEG pass-through against the I/O floor: plain reads of the same TFRecord bytes plus plain writes of the
    same shard bytes into as many files, each fsync'ed and renamed like a shard. Floor time / ingest time, by wall
    time; also by CPU time, since the ingest hashes each shard on a second thread (see
-   `pipelines/background_digest.py`), which a busy machine does not have to spare.
+   `pipelines/shards/digest.py`), which a busy machine does not have to spare.
 3. LeRobot video ingest against decoding the same mp4s with PyAV and JPEG-encoding every frame with simplejpeg at
    the same quality and size, with no pipeline around it. Baseline time / ingest time, wall and CPU.
 4. Peak RSS of an ingest of N and of 10 x N episodes, each in a fresh process: it should be set by the episodes in

@@ -4,8 +4,8 @@
     python benchmarks/train.py --quick    # about 1 minute
 
 Data and model: the tiny preset (`presets.vla_tiny()` with 4-action chunks) on the tiny random-weight Qwen3-VL that
-`datasets/synth/tiny_vlm.py` saves for `from_pretrained`, over the test suite's small corpus
-(`datasets/synth/small_corpus.py`): two robot datasets and a VL one. Every run trains the same config, built by
+`flows/sample_data/tiny_vlm.py` saves for `from_pretrained`, over the test suite's small corpus
+(`flows/sample_data/small_corpus.py`): two robot datasets and a VL one. Every run trains the same config, built by
 `vlaforge train`'s own parser and
 `build_config` (one 64x64 camera, micro batch 4 per rank, gradient accumulation 1, lr 1e-4, clipping 1.0, fp32).
 
@@ -58,9 +58,9 @@ from unittest import mock
 import numpy as np
 import torch
 
-from vlaforge.datasets.synth.tiny_vlm import write_tiny_qwen3_vl
-from vlaforge.datasets.synth.small_corpus import CHUNK, write_small_corpus
 from vlaforge.flows import train_cli
+from vlaforge.flows.sample_data.small_corpus import CHUNK, write_small_corpus
+from vlaforge.flows.sample_data.tiny_vlm import write_tiny_qwen3_vl
 from vlaforge.training import train_main
 from vlaforge.training import trainer as trainer_module
 from vlaforge.training.collate import CorpusBatch

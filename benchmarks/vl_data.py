@@ -4,7 +4,7 @@ against a local chat-completions server at 1, 8 and 32 requests in flight.
     python benchmarks/vl_data.py            # about 2 minutes on 2 shared cores
     python benchmarks/vl_data.py --quick    # under a minute
 
-1. Generators on a tiny random-weight Qwen3-VL (`datasets/synth/tiny_vlm.py`, loaded through `from_pretrained`,
+1. Generators on a tiny random-weight Qwen3-VL (`flows/sample_data/tiny_vlm.py`, loaded through `from_pretrained`,
    greedy, 8 new tokens, answer checks off so its gibberish still makes samples; VQA and EQA still get none, since
    gibberish is never the JSON they ask for, so "answers/s" counts VLM answers). Each generator runs on the same
    pick-and-place episodes; its baseline is the bare `LocalVlm.generate` on the very requests the generator sent,
@@ -43,7 +43,7 @@ from vlaforge.annotators.vlm_http import HttpVlm
 from vlaforge.annotators.vlm_local import LocalVlm
 from vlaforge.annotators.vqa_generator import VqaGenerator
 from vlaforge.datasets.synth.pick_place import pick_place_episode, write_calibration
-from vlaforge.datasets.synth.tiny_vlm import write_tiny_qwen3_vl
+from vlaforge.flows.sample_data.tiny_vlm import write_tiny_qwen3_vl
 from vlaforge.pipelines.vl_job import VlJob
 from vlaforge.pipelines.vl_samples import user
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.frames import FrameConfig, FrameConformer
 from vlaforge.datasets.schema import Camera, Episode, Lineage
 from vlaforge.datasets.source import Source, SourceConfig, SourceError, WorkUnit
@@ -24,8 +25,8 @@ from vlaforge.datasets.tfds_features import (
     DatasetInfo,
     DecodedEpisode,
     FeatureKind,
-    FeatureSpec,
     FeaturesError,
+    FeatureSpec,
     InconsistentStepsError,
     RecordFeatureError,
     Storage,
@@ -34,7 +35,6 @@ from vlaforge.datasets.tfds_features import (
     load_features,
 )
 from vlaforge.datasets.tfrecord import DataCrcError, LengthCrcError, Record, TFRecordReader, TruncatedRecordError
-from vlaforge.pipelines.drops import DropLedger, DropReason
 
 logger = logging.getLogger(__name__)
 

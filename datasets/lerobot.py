@@ -21,13 +21,13 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import pyarrow as pa
 
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.datasets.lerobot_meta import IMAGE, INFO_PATH, VIDEO, EpisodeInfo, LeRobotMetadata, load_metadata
 from vlaforge.datasets.lerobot_rows import DataFiles, EpisodeProblem, image_cells, redownload, to_jpeg, vector_values
 from vlaforge.datasets.schema import Camera, Episode, Lineage, safe_key_part
 from vlaforge.datasets.source import Source, SourceConfig, SourceError, WorkUnit
 from vlaforge.datasets.video import FrameTimestampError, VideoError, VideoReaders, VideoTooShortError
-from vlaforge.pipelines.drops import DropLedger, DropReason
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.frames import FrameConfig, conform_jpeg, encode_jpeg
 from vlaforge.datasets.lerobot_meta import EpisodeInfo
-from vlaforge.pipelines.drops import DropReason
 
 _JPEG_SOI = b"\xff\xd8"
 

@@ -8,8 +8,8 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from vlaforge.datasets.drops import DropLedger
 from vlaforge.datasets.schema import Episode
-from vlaforge.pipelines.drops import DropLedger
 
 
 class SourceError(ValueError):

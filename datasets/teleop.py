@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from vlaforge.datasets.bimanual import DIMENSION_NAMES, EMBODIMENT
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.frames import FrameConfig
 from vlaforge.datasets.schema import Camera, Episode, Lineage, safe_key_part
 from vlaforge.datasets.source import SourceConfig
@@ -35,7 +36,6 @@ from vlaforge.datasets.timeline import (
     TimestampOrderError,
     report_rows,
 )
-from vlaforge.pipelines.drops import DropLedger, DropReason
 
 TIMELINE_FLAG = "timeline"
 """The key of the resampling summary in an episode's flags (and so in every sample's meta.json `flags`)."""

@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 
 from vlaforge.datasets.bimanual import DIMENSION_NAMES, hdf5_cameras
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.frames import encode_jpeg
 from vlaforge.datasets.schema import safe_key_part
 from vlaforge.datasets.source import Source, SourceError, WorkUnit
@@ -51,7 +52,6 @@ from vlaforge.datasets.teleop import (
 )
 from vlaforge.datasets.teleop_frames import check_jpeg, stored_jpeg
 from vlaforge.datasets.timeline import NS_PER_S, MissingStreamError, seconds_to_ns
-from vlaforge.pipelines.drops import DropLedger, DropReason
 
 QPOS = "observations/qpos"
 QVEL = "observations/qvel"

@@ -38,6 +38,7 @@ from mcap.stream_reader import CRCValidationError
 from mcap_ros2.decoder import DecoderFactory
 
 from vlaforge.datasets.bimanual import ACTION_TOPICS, ARM_JOINTS, ARMS, INSTRUCTION_TOPIC, STATE_TOPICS, mcap_cameras
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.mcap_messages import McapMessages, MessageLocation, field_offset, located_records
 from vlaforge.datasets.schema import safe_key_part
 from vlaforge.datasets.source import Source, SourceError, WorkUnit
@@ -53,7 +54,6 @@ from vlaforge.datasets.teleop import (
 )
 from vlaforge.datasets.teleop_frames import check_jpeg, stored_jpeg
 from vlaforge.datasets.timeline import MissingStreamError
-from vlaforge.pipelines.drops import DropLedger, DropReason
 
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 JOINT_STATE = "sensor_msgs/msg/JointState"

@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.llava_json import JSON_SUFFIXES, is_llava_json, llava_rows
 from vlaforge.datasets.source import Source, SourceConfig, SourceError, WorkUnit
 from vlaforge.datasets.vl_rows import (
@@ -31,7 +32,6 @@ from vlaforge.datasets.vl_rows import (
     sharegpt_conversation,
     where,
 )
-from vlaforge.pipelines.drops import DropLedger, DropReason
 
 SUFFIXES = (".parquet", *JSON_SUFFIXES)
 KEEP, DUPLICATE, OVER_LIMIT, REJECTED = "keep", "duplicate", "over_limit", "rejected"

@@ -20,8 +20,8 @@ import pathlib
 import re
 from typing import Any
 
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import ChatRole
-from vlaforge.pipelines.drops import DropReason
 
 IMAGE_TOKEN = "<image>"
 _SHAREGPT_ROLES = {"human": ChatRole.USER, "user": ChatRole.USER, "gpt": ChatRole.ASSISTANT,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vlaforge.annotators.annotate_recipe import default_recipe
-from vlaforge.flows.ingest_cli import add_runner_options
+from vlaforge.flows.cli_options import add_runner_options
 
 
 def _csv(text: str) -> list[str]:

@@ -83,7 +83,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.action == "build":
         return _build(args, console)
-    from vlaforge.training.shard_urls import ShardOpener
+    from vlaforge.pipelines.shards.urls import ShardOpener
 
     options = {"endpoint_url": args.s3_endpoint_url} if args.s3_endpoint_url else {}
     opener = ShardOpener(ShardOpener.Config(s3_options=options))
@@ -145,8 +145,8 @@ def _inspect(args: argparse.Namespace, manifest: CorpusManifest, opener: Any, di
 
 def samples_table(manifest: CorpusManifest, args: argparse.Namespace, opener: Any) -> Table:
     """The first few samples of each component's first shard, decoded (never unpickled)."""
-    from vlaforge.training.shard_samples import ShardEntry, ShardReader
-    from vlaforge.training.shard_urls import resolve_url
+    from vlaforge.pipelines.shards.reader import ShardEntry, ShardReader
+    from vlaforge.pipelines.shards.urls import resolve_url
 
     reader = ShardReader(opener=opener)
     table = Table(title=f"first {args.samples} samples of each component ({args.split})")
@@ -167,7 +167,7 @@ def samples_table(manifest: CorpusManifest, args: argparse.Namespace, opener: An
 def describe(members: dict[str, bytes]) -> str:
     """One line per member with its size: array shapes, image sizes, the meta fields and conversation text."""
     from vlaforge.datasets.frames import jpeg_shape
-    from vlaforge.pipelines.shard_reader import decode_member
+    from vlaforge.pipelines.shards.members import decode_member
 
     lines = []
     for name, data in sorted(members.items()):
@@ -195,8 +195,8 @@ def _short(text: str) -> str:
 
 
 def _verify(args: argparse.Namespace, manifest: CorpusManifest, opener: Any, console: Console) -> int:
-    from vlaforge.training.shard_samples import sha256_of
-    from vlaforge.training.shard_urls import resolve_url
+    from vlaforge.pipelines.shards.reader import sha256_of
+    from vlaforge.pipelines.shards.urls import resolve_url
 
     jobs = [(c.name, s, resolve_url(args.url, s.url)) for c in manifest.components for s in c.shards
             if args.split is None or s.split == args.split]

@@ -24,9 +24,17 @@ from rich.console import Console
 from rich.table import Table
 
 from vlaforge.datasets.schema import VlTask
-from vlaforge.flows.demo_steps import (DemoDataset, DemoSizes, build_demo_corpus, component_counts, ground,
-                                       ingest_general_vl, ingest_robot, relabel_robot)
-from vlaforge.flows.ingest_cli import add_runner_options
+from vlaforge.flows.cli_options import add_runner_options
+from vlaforge.flows.demo_steps import (
+    DemoDataset,
+    DemoSizes,
+    build_demo_corpus,
+    component_counts,
+    ground,
+    ingest_general_vl,
+    ingest_robot,
+    relabel_robot,
+)
 from vlaforge.pipelines.corpus_manifest import ComponentKind
 
 SUMMARY_NAME = "demo_summary.json"

@@ -18,6 +18,7 @@ from vlaforge.datasets.synth.droid import write_droid_dataset
 from vlaforge.datasets.synth.lerobot import write_lerobot_dataset
 from vlaforge.datasets.synth.teleop_hdf5 import write_aloha_dataset
 from vlaforge.datasets.synth.teleop_mcap import write_teleop_mcap_dataset
+from vlaforge.flows.cli_options import print_vl_summary
 from vlaforge.pipelines.corpus_manifest import ComponentKind
 
 RELABELLED = "droid"
@@ -102,7 +103,6 @@ def ingest_robot(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], co
 def ingest_general_vl(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], console: Console) -> DemoDataset:
     """Step 2: a hub-style LLaVA Parquet file (bad rows included) through the `ingest-vl` flow."""
     from vlaforge.datasets.synth.llava import write_vl_parquet
-    from vlaforge.flows.relabel_cli import print_summary
     from vlaforge.flows.vl_ingest import ingest_vl
     from vlaforge.flows.vl_ingest_cli import VL_PARQUET
 
@@ -111,7 +111,7 @@ def ingest_general_vl(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any
     target = output / "vl" / "llava-instruct-mix"
     summary = ingest_vl(input_path=str(source), output=str(target), dataset="llava-instruct-mix",
                         sample_options={"validation_fraction": 0.2}, **run)
-    print_summary(summary, console, f"ingest {VL_PARQUET}")
+    print_vl_summary(summary, console, f"ingest {VL_PARQUET}")
     console.print(f"{source} (its missing-image, no-answer and duplicate rows are quarantined by reason) -> {target}")
     return DemoDataset("llava-instruct-mix", ComponentKind.VL, target, summary["samples"], summary["task"])
 
@@ -120,9 +120,8 @@ def relabel_robot(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], c
     """Step 3: VL samples from the DROID shards with the `relabel` flow: trajectories (projected, no VLM) and
     captions by a tiny random-weight Qwen3-VL."""
     from vlaforge.datasets.synth.pick_place import write_calibration
-    from vlaforge.datasets.synth.tiny_vlm import write_tiny_qwen3_vl
     from vlaforge.flows.relabel import relabel
-    from vlaforge.flows.relabel_cli import print_summary
+    from vlaforge.flows.sample_data.tiny_vlm import write_tiny_qwen3_vl
 
     console.rule("3. VL data from robot trajectories (the `relabel` flow, as `vlaforge relabel`)")
     shards = output / "shards" / RELABELLED
@@ -131,7 +130,7 @@ def relabel_robot(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], c
                   "(sample data: one overhead camera for every episode); no VLM")
     trajectory = relabel(shards=str(shards), output=str(output / "vl" / f"{RELABELLED}-trajectory"),
                          generator="trajectory", options={"calibration": str(calibration), "min_visible": 0.5}, **run)
-    print_summary(trajectory, console, "relabel trajectory")
+    print_vl_summary(trajectory, console, "relabel trajectory")
     vlm = write_tiny_qwen3_vl(output / "models" / "tiny-qwen3-vl")
     console.print(f"caption: a tiny RANDOM-WEIGHT Qwen3-VL ({vlm}, through local:DIR like a real checkpoint). Its "
                   "captions are NOISE: this shows the plumbing (batching, provenance, shards), not content; answer "
@@ -139,7 +138,7 @@ def relabel_robot(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], c
     caption = relabel(shards=str(shards), output=str(output / "vl" / f"{RELABELLED}-caption"), generator="caption",
                       vlm=f"local:{vlm}", options={"frames_per_episode": sizes.caption_frames, "max_new_tokens": 12,
                                                    "validation": NO_CHECKS}, **run)
-    print_summary(caption, console, "relabel caption")
+    print_vl_summary(caption, console, "relabel caption")
     console.print(f"one noise caption: {_first_answer(output / 'vl' / f'{RELABELLED}-caption')!r}", markup=False)
     return [DemoDataset(s["dataset"], ComponentKind.VL, output / "vl" / s["dataset"], s["samples"], s["task"])
             for s in (trajectory, caption)]
@@ -147,8 +146,8 @@ def relabel_robot(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], c
 
 def _first_answer(dataset: pathlib.Path) -> str:
     """The assistant's text in the first sample of a VL dataset (or "" when it has none)."""
-    from vlaforge.pipelines.manifest import MANIFEST_NAME, read_manifest
-    from vlaforge.pipelines.shard_reader import iter_samples
+    from vlaforge.pipelines.shards.manifest import MANIFEST_NAME, read_manifest
+    from vlaforge.pipelines.shards.members import iter_samples
 
     for record in read_manifest(dataset / MANIFEST_NAME):
         with open(dataset / record.url, "rb") as handle:
@@ -161,9 +160,9 @@ def ground(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], console:
     """Step 4: the `annotate` flow on the DROID shards with tiny random-weight Grounding DINO, LLMDet and SAM (no
     hosted detector: no token), then the auditor's report. Returns the grounding dataset and the report's path."""
     from vlaforge.annotators.annotate_recipe import default_recipe
-    from vlaforge.annotators.tiny_models import write_tiny_detector, write_tiny_sam
     from vlaforge.flows.annotate import annotate
     from vlaforge.flows.annotate_cli import print_summary
+    from vlaforge.flows.sample_data.tiny_detectors import write_tiny_detector, write_tiny_sam
 
     console.rule("4. grounding by detector consensus (the `annotate` flow, as `vlaforge annotate --without hosted`)")
     models = output / "models"

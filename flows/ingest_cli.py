@@ -3,44 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from vlaforge.datasets.registry import SOURCES
+from vlaforge.flows.cli_options import add_runner_options, height_width, key_value
 from vlaforge.flows.vl_ingest_cli import VL_PARQUET, add_vl_options, run_vl_parquet
-
-
-def height_width(text: str) -> tuple[int, int]:
-    """An image-size option's HEIGHTxWIDTH value (argparse names the option in its error)."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes HEIGHTxWIDTH, e.g. 180x320; got {text!r}") from None
-    return height, width
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE (VALUE as JSON, or a plain string); got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
-
-
-def add_runner_options(parser: argparse.ArgumentParser) -> None:
-    """Where the parallel work runs: options shared by every verb that runs a flow on Ray Data."""
-    parser.add_argument("--runner", choices=("ray", "local"), default="ray",
-                        help="ray: Ray Data actor pool (default); local: this process only")
-    parser.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
-                        help="join this Ray cluster (default: $RAY_ADDRESS, else start a local one)")
-    parser.add_argument("--workers", type=int, help="parallel workers (default: one per CPU)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -60,7 +30,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     ingest.add_argument("--jpeg-quality", type=int, default=90, help="quality of re-encoded frames (default 90)")
     ingest.add_argument("--verify-jpeg", choices=("header", "full"), default="header",
                         help="header: check markers and header (fast); full: decode every frame")
-    ingest.add_argument("--set", dest="source_options", type=_key_value, action="append", default=[],
+    ingest.add_argument("--set", dest="source_options", type=key_value, action="append", default=[],
                         metavar="KEY=VALUE", help="a source option, e.g. --set files_per_unit=4")
     add_runner_options(ingest)
     add_vl_options(ingest)

@@ -13,10 +13,10 @@ from prefect import flow, get_run_logger
 from pydantic import SecretStr
 
 from vlaforge.annotators.relabel_recipe import relabel_job
-from vlaforge.annotators.vlm_client import backend_config
+from vlaforge.annotators.vlm_backends import backend_config
 from vlaforge.annotators.vlm_http import HttpVlm
 from vlaforge.flows.vl_job_tasks import run_vl_job_tasks
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.shards.writer import ShardConfig
 
 
 @flow(name="relabel")

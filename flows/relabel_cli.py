@@ -11,10 +11,9 @@ import os
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from vlaforge.annotators.relabel_recipe import GENERATORS
-from vlaforge.flows.ingest_cli import _key_value, add_runner_options
+from vlaforge.flows.cli_options import add_runner_options, key_value, print_vl_summary
 
 API_KEY_ENV = "VLAFORGE_VLM_API_KEY"
 
@@ -41,7 +40,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     relabel.add_argument("--shards-per-unit", type=int, default=4, help="input shards per work unit (default 4)")
     relabel.add_argument("--shard-samples", type=int, default=2000, help="samples per output shard (default 2000)")
     relabel.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray worker (local models)")
-    relabel.add_argument("--set", dest="options", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+    relabel.add_argument("--set", dest="options", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                          help="a generator option, e.g. --set frames_per_episode=2 --set calibration=cal.json")
     add_runner_options(relabel)
 
@@ -69,21 +68,5 @@ def run(args: argparse.Namespace, console: Console) -> int:
         shard_samples=args.shard_samples, runner=args.runner, ray_address=args.ray_address, workers=args.workers,
         num_gpus_per_worker=args.num_gpus_per_worker, progress=not args.no_progress,
     )
-    print_summary(summary, console, f"relabel {args.generator}")
+    print_vl_summary(summary, console, f"relabel {args.generator}")
     return 0
-
-
-def print_summary(summary: dict[str, Any], console: Console, title: str) -> None:
-    """The counts of one VL run (relabel or VL ingest)."""
-    table = Table(title=f"{title}: {summary['dataset']} ({summary['task']}) -> {summary['shards']} shards")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    rows = [("units", summary.get("units")), ("inputs read", summary.get("episodes_read")),
-            *((f"samples: {split}", n) for split, n in summary["samples_by_split"].items()),
-            ("shard bytes", f"{summary['bytes']:,}"),
-            *((f"dropped: {reason}", n) for reason, n in summary.get("drops_by_reason", {}).items()),
-            ("quarantined", summary.get("quarantined")),
-            *((f"rows: {status}", n) for status, n in summary.get("rows", {}).items())]
-    for what, count in rows:
-        table.add_row(what, str(count))
-    console.print(table)

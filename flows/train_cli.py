@@ -17,7 +17,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from vlaforge.flows.ingest_cli import height_width
+from vlaforge.flows.cli_options import height_width
 
 MODELS = ("tiny", "report")
 PHASES = ("step1_choice", "step2_dit", "posttrain_sync", "posttrain_async")
@@ -65,13 +65,13 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace):  # -> TrainerConfig
+    from vlaforge.pipelines.shards.urls import ShardOpener
     from vlaforge.training.collate import Batcher
     from vlaforge.training.corpus_loader import CorpusLoader
     from vlaforge.training.corpus_stream import CorpusStream
     from vlaforge.training.model import presets
     from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
     from vlaforge.training.robot_batches import RobotSampleTransform
-    from vlaforge.training.shard_urls import ShardOpener
     from vlaforge.training.trainer_config import TrainerConfig
 
     model = presets.vla_tiny() if args.model == "tiny" else presets.report_scale()

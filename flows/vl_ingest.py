@@ -14,7 +14,7 @@ from vlaforge.flows.ingest import retry_on_io_error
 from vlaforge.flows.vl_job_tasks import run_vl_job_tasks
 from vlaforge.pipelines import vl_ingest
 from vlaforge.pipelines.runners import make_runner
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_ingest import VlIngestJob
 
 

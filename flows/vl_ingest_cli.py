@@ -10,6 +10,7 @@ import argparse
 from rich.console import Console
 
 from vlaforge.datasets.schema import VlTask
+from vlaforge.flows.cli_options import print_vl_summary
 
 VL_PARQUET = "vl-parquet"
 """The `vlaforge ingest` source name of general VL datasets (Parquet, LLaVA JSON / JSONL)."""
@@ -28,7 +29,6 @@ def add_vl_options(ingest: argparse.ArgumentParser) -> None:
 
 
 def run_vl_parquet(args: argparse.Namespace, console: Console) -> int:
-    from vlaforge.flows.relabel_cli import print_summary
     from vlaforge.flows.vl_ingest import ingest_vl
 
     source_options = dict(args.source_options)
@@ -42,5 +42,5 @@ def run_vl_parquet(args: argparse.Namespace, console: Console) -> int:
         shard_samples=args.shard_samples or 2000, shard_bytes=args.shard_bytes, runner=args.runner,
         ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress,
     )
-    print_summary(summary, console, f"ingest {VL_PARQUET}")
+    print_vl_summary(summary, console, f"ingest {VL_PARQUET}")
     return 0

@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import Episode
-from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.stage import Stage, StageConfig
 
 

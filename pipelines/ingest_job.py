@@ -15,14 +15,14 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
+from vlaforge.datasets.drops import Drop, DropLedger
 from vlaforge.datasets.schema import Episode
 from vlaforge.datasets.source import SourceConfig, WorkUnit
 from vlaforge.datasets.teleop import ReportsResampling
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
-from vlaforge.pipelines.drops import Drop, DropLedger
 from vlaforge.pipelines.samples import RobotSample
-from vlaforge.pipelines.shard_sink import ShardSink
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.shards.sink import ShardSink
+from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.split import Split
 from vlaforge.pipelines.stage import StageConfig
 from vlaforge.pipelines.step_values import StepValues, step_values_path

@@ -12,7 +12,7 @@ from vlaforge.datasets.source import SourceConfig
 from vlaforge.pipelines.filters import IdleTrimmer, MinLengthFilter, NonFiniteFilter, SuccessFilter
 from vlaforge.pipelines.ingest_job import IngestJob
 from vlaforge.pipelines.samples import RobotSampleBuilder
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.stage import StageConfig
 
 

@@ -16,15 +16,16 @@ from typing import Any
 
 import pyarrow as pa
 
+from vlaforge.datasets.drops import count_by_reason
 from vlaforge.datasets.source import WorkUnit
 from vlaforge.datasets.teleop import ReportsResampling
 from vlaforge.datasets.timeline import summarize
 from vlaforge.pipelines import norm_stats
 from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
-from vlaforge.pipelines.drops import count_by_reason, write_quarantine
 from vlaforge.pipelines.ingest_job import UNITS_DIR, IngestJob, UnitSummary, UnitWorker, unit_marker
-from vlaforge.pipelines.manifest import COMMITS_DIR, load_commits, write_manifest
+from vlaforge.pipelines.quarantine import write_quarantine
 from vlaforge.pipelines.runners import LocalRunner, RayRunner
+from vlaforge.pipelines.shards.manifest import COMMITS_DIR, load_commits, write_manifest
 from vlaforge.pipelines.split import Split
 from vlaforge.pipelines.step_values import step_values_path, step_values_rows
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from vlaforge.datasets.schema import MetaField, SampleKey
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
-from vlaforge.pipelines.shard_reader import iter_samples
+from vlaforge.pipelines.shards.members import iter_samples
 from vlaforge.pipelines.step_values import read_step_values
 
 STATS_NAME = "stats.json"

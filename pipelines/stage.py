@@ -11,7 +11,7 @@ import abc
 import dataclasses
 from typing import Any, ClassVar
 
-from vlaforge.pipelines.drops import DropLedger
+from vlaforge.datasets.drops import DropLedger
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

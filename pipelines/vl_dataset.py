@@ -14,9 +14,9 @@ from collections.abc import Iterable
 
 from vlaforge.datasets.schema import VlTask
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
-from vlaforge.pipelines.manifest import ShardRecord, load_commits, write_manifest
-from vlaforge.pipelines.shard_sink import ShardSink
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.shards.manifest import ShardRecord, load_commits, write_manifest
+from vlaforge.pipelines.shards.sink import ShardSink
+from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_samples import VlSample
 
 SUMMARY_NAME = "summary.json"

@@ -27,7 +27,7 @@ from vlaforge.datasets.source import WorkUnit
 from vlaforge.datasets.vl_parquet import DUPLICATE, KEEP, OVER_LIMIT, REJECTED, VlParquetSource
 from vlaforge.datasets.vl_rows import RowReject, where
 from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_dataset import DEFAULT_SHARDS, SUMMARY_NAME
 from vlaforge.pipelines.vl_job import VlJob
 from vlaforge.pipelines.vl_row_samples import VlRowSamples

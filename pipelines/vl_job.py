@@ -24,13 +24,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlaforge.datasets.drops import Drop, DropLedger, count_by_reason
 from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.source import SourceConfig, WorkUnit
 from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
-from vlaforge.pipelines.drops import Drop, DropLedger, count_by_reason, write_quarantine
 from vlaforge.pipelines.ingest_job import unit_marker  # the same completion markers as ingest
-from vlaforge.pipelines.shard_sink import ShardSink
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.quarantine import write_quarantine
+from vlaforge.pipelines.shards.sink import ShardSink
+from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.stage import StageConfig
 from vlaforge.pipelines.vl_dataset import finalize_vl_dataset
 from vlaforge.pipelines.vl_samples import VlSample

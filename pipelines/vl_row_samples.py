@@ -13,10 +13,10 @@ import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.frames import BadImageError, FrameConfig, encode_jpeg, jpeg_shape
 from vlaforge.datasets.schema import VlTask, safe_key_part
 from vlaforge.datasets.vl_rows import VlRow, where
-from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.stage import Stage, StageConfig
 from vlaforge.pipelines.vl_samples import VlSample, VlSampleError, build_vl_sample
 

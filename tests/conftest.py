@@ -52,7 +52,7 @@ def droid_shards(droid_dataset, ingest_locally, tmp_path_factory):
 @pytest.fixture(scope="session")
 def write_robot_dataset():
     """`write_robot_dataset(output, name=, episodes=, steps=, shard_samples=)`: a small ingest-shaped robot dataset."""
-    from vlaforge.datasets.synth.small_corpus import write_robot_dataset
+    from vlaforge.flows.sample_data.small_corpus import write_robot_dataset
 
     return write_robot_dataset
 
@@ -61,7 +61,7 @@ def write_robot_dataset():
 def small_corpus(tmp_path_factory):
     """A corpus of two robot datasets (150 and 100 train samples) and one VL dataset (64), written beside its
     manifest `corpus.json` as `vlaforge corpus build` lays it out; returns the corpus file's path."""
-    from vlaforge.datasets.synth.small_corpus import write_small_corpus
+    from vlaforge.flows.sample_data.small_corpus import write_small_corpus
 
     return write_small_corpus(tmp_path_factory.mktemp("corpus"))
 
@@ -79,6 +79,9 @@ def scale_corpus(tmp_path_factory):
     shard) with no shard written: a test of the metadata at the scale of the real run."""
     import json
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from vlaforge.pipelines.corpus_manifest import (
         ComponentKind,
         CorpusConfig,
@@ -86,10 +89,7 @@ def scale_corpus(tmp_path_factory):
         build_corpus,
         write_corpus,
     )
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from vlaforge.pipelines.manifest import MANIFEST_SCHEMA, code_version
+    from vlaforge.pipelines.shards.manifest import MANIFEST_SCHEMA, code_version
 
     root = tmp_path_factory.mktemp("scale")
     version = code_version()

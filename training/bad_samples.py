@@ -2,7 +2,7 @@
 
 A transform raises `BadSampleError` naming the sample, its shard and the fix; `BadSamplePolicy` decides whether that
 stops training (`RAISE`, the default for tests and small runs) or sets the sample aside (`QUARANTINE`): the sample
-is then recorded as a `pipelines.drops.Drop`, counted by reason and logged, never silently skipped.
+is then recorded as a `datasets.drops.Drop`, counted by reason and logged, never silently skipped.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 
-from vlaforge.pipelines.drops import Drop, DropReason
+from vlaforge.datasets.drops import Drop, DropReason
 
 log = logging.getLogger(__name__)
 

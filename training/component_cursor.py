@@ -17,8 +17,8 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from vlaforge.pipelines.shards.reader import BadShardError, ShardEntry, ShardReader, StreamField
 from vlaforge.training.shard_assignment import Piece, Plan, PlanSpec
-from vlaforge.training.shard_samples import BadShardError, ShardEntry, ShardReader, StreamField
 
 log = logging.getLogger(__name__)
 

@@ -57,14 +57,14 @@ from typing import Any
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from transformers import AutoProcessor, ProcessorMixin
 
+from vlaforge.datasets.drops import Drop, count_by_reason
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusError, CorpusManifest
-from vlaforge.pipelines.drops import Drop, count_by_reason
+from vlaforge.pipelines.shards.urls import ShardOpener, resolve_url
 from vlaforge.training import bad_samples
 from vlaforge.training.bad_samples import BadSampleError, BadSamplePolicy
 from vlaforge.training.collate import Batcher, CorpusBatch, make_collate
 from vlaforge.training.corpus_stream import CorpusStream, StreamField
 from vlaforge.training.robot_batches import RobotSampleTransform
-from vlaforge.training.shard_urls import ShardOpener, resolve_url
 from vlaforge.training.stream_state import combine_states
 from vlaforge.training.vl_batches import VlSampleTransform
 

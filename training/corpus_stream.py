@@ -41,6 +41,8 @@ import logging
 from typing import Any
 
 from vlaforge.pipelines.corpus_manifest import CorpusError, CorpusManifest
+from vlaforge.pipelines.shards.reader import ShardEntry, ShardReader, StreamField
+from vlaforge.pipelines.shards.urls import ShardOpener, resolve_url
 from vlaforge.training.component_cursor import (
     BadShardPolicy,
     ComponentCursor,
@@ -50,8 +52,6 @@ from vlaforge.training.component_cursor import (
 )
 from vlaforge.training.mixture_schedule import MixtureEntry, MixtureSchedule
 from vlaforge.training.shard_assignment import PlanSpec
-from vlaforge.training.shard_samples import ShardEntry, ShardReader, StreamField
-from vlaforge.training.shard_urls import ShardOpener, resolve_url
 from vlaforge.training.stream_state import STATE_FORMAT, resume
 
 __all__ = ["CorpusStream", "StreamField"]

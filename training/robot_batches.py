@@ -26,13 +26,13 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import Camera, MetaField, SampleKey
-from vlaforge.pipelines.drops import DropReason
+from vlaforge.pipelines.shards.reader import StreamField
 from vlaforge.training.bad_samples import BadSampleError
 from vlaforge.training.policy import normalization
 from vlaforge.training.policy.normalization import MODEL_WIDTH
 from vlaforge.training.pooled_stats import pool_by_embodiment
-from vlaforge.training.shard_samples import StreamField
 
 FIELDS = ("state", "action")
 

@@ -25,11 +25,11 @@ import torch
 from transformers import AutoProcessor, ProcessorMixin
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import ChatRole, VlMetaField, VlSampleKey
-from vlaforge.pipelines.drops import DropReason
+from vlaforge.pipelines.shards.reader import StreamField
 from vlaforge.pipelines.vl_samples import VlSampleError, check_conversation
 from vlaforge.training.bad_samples import BadSampleError
-from vlaforge.training.shard_samples import StreamField
 
 IGNORE_INDEX = -100
 """Label of a position that carries no loss (the value transformers' cross-entropy ignores)."""

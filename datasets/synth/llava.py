@@ -24,8 +24,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from vlaforge.datasets.frames import FrameConfig, encode_jpeg
-from vlaforge.datasets.synth.scenes import PHOTOS, camera_frames
-from vlaforge.datasets.synth.vl import CAPTIONS, QUESTIONS
+from vlaforge.datasets.synth.scenes import CAPTIONS, PHOTOS, QUESTIONS, camera_frames
 
 MISSING, NO_ANSWER, DUPLICATE, TEXT_ONLY = "missing-image", "no-answer", "duplicate", "text-only"
 BAD_KINDS = (MISSING, NO_ANSWER, DUPLICATE, TEXT_ONLY)

@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from vlaforge.annotators.projection import CALIBRATION_FORMAT
+from vlaforge.datasets.calibration import CALIBRATION_FORMAT
 from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.datasets.schema import Camera, Episode, Lineage
 from vlaforge.datasets.synth.scenes import camera_frames

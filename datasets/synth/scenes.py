@@ -9,6 +9,20 @@ from PIL import Image
 from skimage import data as skimage_data
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+CAPTIONS = {
+    "astronaut": "A smiling astronaut in a white spacesuit stands in front of an American flag.",
+    "chelsea": "A tabby cat with green eyes looks to the side against a plain background.",
+    "coffee": "A cup of coffee with latte art sits on a saucer on a red table.",
+    "rocket": "A rocket stands on its launch pad under a clear sky.",
+}
+"""The reference caption of each photo (sample VL data and LLaVA-style rows use it)."""
+QUESTIONS = {
+    "astronaut": ("What is the person wearing?", "A white spacesuit."),
+    "chelsea": ("What animal is in the picture?", "A cat."),
+    "coffee": ("What drink is shown?", "Coffee, with latte art on top."),
+    "rocket": ("Where is the rocket?", "On its launch pad."),
+}
+"""A question about each photo and its answer."""
 
 
 @functools.lru_cache(maxsize=None)

@@ -23,21 +23,21 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_gdino(tmp_path_factory):
-    from vlaforge.annotators.tiny_models import write_tiny_detector
+    from vlaforge.flows.sample_data.tiny_detectors import write_tiny_detector
 
     return write_tiny_detector(tmp_path_factory.mktemp("tiny-gdino"), architecture="grounding_dino", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_llmdet(tmp_path_factory):
-    from vlaforge.annotators.tiny_models import write_tiny_detector
+    from vlaforge.flows.sample_data.tiny_detectors import write_tiny_detector
 
     return write_tiny_detector(tmp_path_factory.mktemp("tiny-llmdet"), architecture="mm_grounding_dino", seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_sam(tmp_path_factory):
-    from vlaforge.annotators.tiny_models import write_tiny_sam
+    from vlaforge.flows.sample_data.tiny_detectors import write_tiny_sam
 
     return write_tiny_sam(tmp_path_factory.mktemp("tiny-sam"))
 

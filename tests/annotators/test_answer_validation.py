@@ -5,7 +5,7 @@ import pytest
 from vlaforge.annotators.answer_validation import AnswerValidation
 from vlaforge.annotators.prompt_library import PromptError, available_prompts, load_prompt
 from vlaforge.annotators.vlm_client import FinishReason, ResponseFormat, VlmAnswer
-from vlaforge.pipelines.drops import DropReason
+from vlaforge.datasets.drops import DropReason
 
 VALIDATE = AnswerValidation(AnswerValidation.Config(max_words=40))
 PROMPT = load_prompt("caption").boilerplate()

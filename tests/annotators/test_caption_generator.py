@@ -8,9 +8,9 @@ from vlaforge.annotators.caption_generator import CaptionGenerator
 from vlaforge.annotators.scripted_vlm_server import ScriptedVlmServer, request_images, request_text
 from vlaforge.annotators.vlm_client import VlmUnavailableError
 from vlaforge.annotators.vlm_http import HttpVlm
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import sample_key
 from vlaforge.datasets.synth.pick_place import pick_place_episode
-from vlaforge.pipelines.drops import DropReason
 
 CAPTION = "A red mug stands on a wooden table next to the open robot gripper."
 

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from vlaforge.annotators.audit_table import AuditTable, candidate_row, decode_rle
-from vlaforge.annotators.consensus import ConsensusStage, Decision, DecisionReason, decide_frame
-from vlaforge.annotators.grounding_frame import Detection, DetectorRun, GroundingFrame, RunStatus
+from vlaforge.annotators.consensus import ConsensusStage, decide_frame
+from vlaforge.annotators.grounding_frame import (
+    Decision,
+    DecisionReason,
+    Detection,
+    DetectorRun,
+    GroundingFrame,
+    RunStatus,
+)
 
 H, W = 60, 80
 MUG = (10.0, 10.0, 30.0, 40.0)

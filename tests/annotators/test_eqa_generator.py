@@ -5,8 +5,8 @@ import json
 from vlaforge.annotators.eqa_generator import EqaGenerator
 from vlaforge.annotators.scripted_vlm_server import ScriptedVlmServer, request_text
 from vlaforge.annotators.vlm_http import HttpVlm
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.synth.pick_place import pick_place_episode
-from vlaforge.pipelines.drops import DropReason
 
 
 def _holding(body):

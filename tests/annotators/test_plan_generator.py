@@ -7,8 +7,8 @@ import re
 from vlaforge.annotators.plan_generator import PlanGenerator
 from vlaforge.annotators.scripted_vlm_server import ScriptedVlmServer, request_images, request_text
 from vlaforge.annotators.vlm_http import HttpVlm
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.synth.pick_place import pick_place_episode
-from vlaforge.pipelines.drops import DropReason
 
 NAMES = {1: "reach for the red mug", 2: "carry the mug to the shelf", 3: "place the mug on the shelf",
          4: "move the arm away."}

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from vlaforge.annotators.trajectory_generator import TrajectoryGenerator
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import sample_key
 from vlaforge.datasets.synth.pick_place import OVERHEAD, pick_place_episode, write_calibration
-from vlaforge.pipelines.drops import DropReason
 
 
 def _stage(**options):

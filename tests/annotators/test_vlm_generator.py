@@ -12,9 +12,9 @@ from vlaforge.annotators.eqa_generator import EqaGenerator
 from vlaforge.annotators.plan_generator import PlanGenerator
 from vlaforge.annotators.vlm_local import LocalVlm, weights_digest
 from vlaforge.annotators.vqa_generator import VqaGenerator
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.synth.pick_place import pick_place_episode
-from vlaforge.datasets.synth.tiny_vlm import write_tiny_qwen3_vl
-from vlaforge.pipelines.drops import DropReason
+from vlaforge.flows.sample_data.tiny_vlm import write_tiny_qwen3_vl
 
 # Gibberish passes only when every content check is off: these tests are about the plumbing.
 ANYTHING = AnswerValidation.Config(language=None, reject_truncated=False, max_words=10_000, max_chars=100_000,

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from vlaforge.annotators.scripted_vlm_server import ScriptedVlmServer, request_images, request_text
+from vlaforge.annotators.vlm_backends import backend_config
 from vlaforge.annotators.vlm_client import (
     FinishReason,
     ResponseFormat,
     VlmConfigError,
     VlmRequest,
     VlmUnavailableError,
-    backend_config,
 )
 from vlaforge.annotators.vlm_http import HttpVlm
 from vlaforge.datasets.frames import FrameConfig, encode_jpeg

@@ -3,11 +3,12 @@ offline Qwen3 tokenizer: batching, per-request budgets, greedy determinism, prov
 
 import pytest
 
-from vlaforge.annotators.vlm_client import FinishReason, VlmConfigError, VlmRequest, backend_config
+from vlaforge.annotators.vlm_backends import backend_config
+from vlaforge.annotators.vlm_client import FinishReason, VlmConfigError, VlmRequest
 from vlaforge.annotators.vlm_local import LocalVlm, weights_digest
 from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.datasets.synth.scenes import camera_frames
-from vlaforge.datasets.synth.tiny_vlm import write_tiny_qwen3_vl
+from vlaforge.flows.sample_data.tiny_vlm import write_tiny_qwen3_vl
 from vlaforge.pipelines.vl_samples import system, user
 
 FRAMES = [encode_jpeg(frame, FrameConfig()) for frame in camera_frames(0, 3, 48, 64)]

@@ -5,11 +5,12 @@ import json
 from vlaforge.annotators.scripted_vlm_server import ScriptedVlmServer, request_images, request_text
 from vlaforge.annotators.vlm_http import HttpVlm
 from vlaforge.annotators.vqa_generator import VqaGenerator
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.schema import VlTask, sample_key
 from vlaforge.datasets.synth.pick_place import pick_place_episode
-from vlaforge.datasets.synth.vl import QUESTIONS, write_vl_dataset
-from vlaforge.datasets.vl_shards import VlShardSource
-from vlaforge.pipelines.drops import DropLedger, DropReason
+from vlaforge.datasets.synth.scenes import QUESTIONS
+from vlaforge.flows.sample_data.vl_dataset import write_vl_dataset
+from vlaforge.pipelines.shards.vl_source import VlShardSource
 
 PAIRS = {"qa": [
     {"question": "What color is the mug?", "answer": "The mug is red."},

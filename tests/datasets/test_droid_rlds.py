@@ -11,11 +11,11 @@ import pytest
 import simplejpeg
 
 from vlaforge.datasets.droid_rlds import DroidRldsSource
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.schema import Camera
 from vlaforge.datasets.source import SourceError
 from vlaforge.datasets.synth.droid import make_droid_episode, write_droid_dataset, write_droid_shard
 from vlaforge.datasets.tfrecord import TFRecordReader, read_records, write_records
-from vlaforge.pipelines.drops import DropLedger, DropReason
 
 SYNTH = dict(n_episodes=5, n_shards=2, min_steps=10, max_steps=16, seed=5, idle_steps=2)
 SHARD_0 = "droid-train.tfrecord-00000-of-00002"

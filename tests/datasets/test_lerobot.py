@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import simplejpeg
 
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.frames import FrameConfig
 from vlaforge.datasets.lerobot import LeRobotSource, default_cameras
 from vlaforge.datasets.source import SourceError
@@ -25,7 +26,6 @@ from vlaforge.datasets.synth.lerobot import (
     write_lerobot_dataset,
     write_mp4,
 )
-from vlaforge.pipelines.drops import DropLedger, DropReason
 
 SYNTH = dict(n_episodes=4, min_steps=12, max_steps=20, fps=15, image_size=(96, 128), seed=3)
 LENGTHS = episode_lengths(4, 12, 20, seed=3)

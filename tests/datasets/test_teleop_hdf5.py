@@ -6,11 +6,11 @@ import pytest
 import simplejpeg
 
 from vlaforge.datasets.bimanual import DIMENSION_NAMES
+from vlaforge.datasets.drops import DropLedger
 from vlaforge.datasets.synth.teleop import make_recording
 from vlaforge.datasets.synth.teleop_hdf5 import write_aloha_hdf5
 from vlaforge.datasets.teleop_hdf5 import TeleopHdf5Source
 from vlaforge.datasets.timeline import NS_PER_S
-from vlaforge.pipelines.drops import DropLedger
 
 CAMERAS = {"cam_high": "exterior_1", "cam_left_wrist": "left_wrist", "cam_right_wrist": "right_wrist"}
 

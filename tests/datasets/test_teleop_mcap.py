@@ -7,11 +7,11 @@ import pytest
 import simplejpeg
 
 from vlaforge.datasets.bimanual import ARM_JOINTS, DIMENSION_NAMES, EMBODIMENT
+from vlaforge.datasets.drops import DropLedger
 from vlaforge.datasets.synth.teleop import make_recording
 from vlaforge.datasets.synth.teleop_mcap import camera_topic, write_teleop_mcap
 from vlaforge.datasets.teleop_mcap import TeleopMcapSource
 from vlaforge.datasets.timeline import NS_PER_S, TimestampOrderError
-from vlaforge.pipelines.drops import DropLedger
 
 CAMERAS = {"cam_high": "exterior_1", "cam_left_wrist": "left_wrist", "cam_right_wrist": "right_wrist"}
 

@@ -10,14 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 import simplejpeg
 
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.source import SourceError
 from vlaforge.datasets.synth.llava import write_llava_json, write_vl_parquet
 from vlaforge.datasets.vl_parquet import VlParquetSource
 from vlaforge.datasets.vl_rows import RowReject, VlRow
-from vlaforge.pipelines.drops import DropLedger, DropReason
-from vlaforge.pipelines.manifest import read_manifest
 from vlaforge.pipelines.runners import LocalRunner
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.shards.manifest import read_manifest
+from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_ingest import new_job, run_vl_ingest
 from vlaforge.pipelines.vl_row_samples import VlRowSamples
 

@@ -10,11 +10,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from vlaforge.annotators.grounding_frame import GroundingFrame, RunStatus
 from vlaforge.annotators.hosted_detector import HostedDetector
 from vlaforge.annotators.scripted_detection_server import ScriptedDetectionServer
-from vlaforge.annotators.tiny_models import write_tiny_detector, write_tiny_sam
 from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.flows.annotate import check_resumable, record_recipe
 from vlaforge.flows.annotate_cli import recipe_from_args
 from vlaforge.flows.cli import build_parser, main
+from vlaforge.flows.sample_data.tiny_detectors import write_tiny_detector, write_tiny_sam
 
 TOKEN = "cli-token-5b2d"
 

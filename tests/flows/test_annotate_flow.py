@@ -14,10 +14,10 @@ from vlaforge.annotators.annotate_recipe import annotate_job, default_recipe
 from vlaforge.annotators.grounding_dino import grounding_dino
 from vlaforge.annotators.grounding_frame import GroundingFrame
 from vlaforge.annotators.scripted_detection_server import ScriptedDetectionServer
-from vlaforge.annotators.tiny_models import write_tiny_detector, write_tiny_sam
-from vlaforge.pipelines.manifest import read_manifest
+from vlaforge.flows.sample_data.tiny_detectors import write_tiny_detector, write_tiny_sam
 from vlaforge.pipelines.runners import LocalRunner
-from vlaforge.pipelines.shard_reader import iter_samples
+from vlaforge.pipelines.shards.manifest import read_manifest
+from vlaforge.pipelines.shards.members import iter_samples
 from vlaforge.pipelines.vl_job import run_vl_job
 
 TOKEN = "dds-token-7c1e-never-logged"

@@ -10,7 +10,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from vlaforge.flows.cli import main
-from vlaforge.pipelines.manifest import read_manifest
+from vlaforge.pipelines.shards.manifest import read_manifest
 
 ROBOT = {"droid", "molmoact-v3", "lerobot-v21", "teleop-mcap", "teleop-hdf5"}
 VL = {"llava-instruct-mix": "general", "droid-trajectory": "trajectory", "droid-caption": "caption",

@@ -15,12 +15,12 @@ from vlaforge.annotators.relabel_recipe import relabel_job
 from vlaforge.annotators.scripted_vlm_server import ScriptedVlmServer, request_text
 from vlaforge.annotators.vlm_client import VlmRequest, VlmUnavailableError
 from vlaforge.annotators.vlm_http import HttpVlm
-from vlaforge.datasets.robot_shards import RobotShardSource
+from vlaforge.datasets.drops import DropLedger
 from vlaforge.datasets.schema import sample_key
 from vlaforge.flows.relabel import relabel
-from vlaforge.pipelines.drops import DropLedger
-from vlaforge.pipelines.manifest import read_manifest
 from vlaforge.pipelines.runners import LocalRunner
+from vlaforge.pipelines.shards.manifest import read_manifest
+from vlaforge.pipelines.shards.robot_source import RobotShardSource
 from vlaforge.pipelines.vl_job import run_vl_job
 from vlaforge.pipelines.vl_samples import user
 

@@ -19,7 +19,7 @@ from vlaforge.pipelines.corpus_manifest import (
     write_corpus,
 )
 from vlaforge.pipelines.corpus_plan import RECIPE_BATCH, RECIPE_STEPS, scale_plan
-from vlaforge.pipelines.manifest import read_manifest
+from vlaforge.pipelines.shards.manifest import read_manifest
 from vlaforge.training.corpus_stream import CorpusStream
 from vlaforge.training.mixture_schedule import MixtureEntry, MixtureSchedule
 from vlaforge.training.shard_assignment import Plan, PlanSpec
@@ -41,7 +41,7 @@ def load(corpus: pathlib.Path) -> CorpusManifest:
 @pytest.fixture(scope="module")
 def droid_and_vl(droid_shards, tmp_path_factory):
     """A corpus of the real DROID ingest output and a synthetic VL dataset, with the corpus file in its own folder."""
-    from vlaforge.datasets.synth.vl import write_vl_dataset
+    from vlaforge.flows.sample_data.vl_dataset import write_vl_dataset
 
     droid, report = droid_shards
     vl = write_vl_dataset(tmp_path_factory.mktemp("vl") / "captions", n_samples=24, image_size=(16, 16))

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.synth.episodes import make_episode
-from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.filters import IdleTrimmer, MinLengthFilter, NonFiniteFilter, SuccessFilter
 
 

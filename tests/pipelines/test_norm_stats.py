@@ -7,7 +7,7 @@ from vlaforge.pipelines import norm_stats
 from vlaforge.pipelines.ingest_run import compute_stats
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.pipelines.samples import json_bytes, npy_bytes
-from vlaforge.pipelines.shard_writer import TarShardWriter
+from vlaforge.pipelines.shards.writer import TarShardWriter
 
 
 def _write_shard(path, states, actions, embodiment="arm"):

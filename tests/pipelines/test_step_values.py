@@ -9,8 +9,8 @@ import pytest
 
 from vlaforge.pipelines.ingest_recipe import IngestOptions, build_ingest_job
 from vlaforge.pipelines.ingest_run import compute_stats, finalize, plan_units
-from vlaforge.pipelines.manifest import load_commits
 from vlaforge.pipelines.runners import LocalRunner
+from vlaforge.pipelines.shards.manifest import load_commits
 from vlaforge.pipelines.step_values import read_step_values, step_values_rows
 
 

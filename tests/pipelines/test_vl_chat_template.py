@@ -12,7 +12,7 @@ import torch
 from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.synth.scenes import camera_frames
-from vlaforge.pipelines.manifest import read_manifest
+from vlaforge.pipelines.shards.manifest import read_manifest
 from vlaforge.pipelines.vl_dataset import finalize_vl_dataset, write_vl_unit
 from vlaforge.pipelines.vl_samples import assistant, build_vl_sample, user
 from vlaforge.training.model import presets

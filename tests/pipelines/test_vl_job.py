@@ -7,12 +7,12 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from vlaforge.datasets.robot_shards import RobotShardSource
+from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import Camera, VlTask, sample_key
-from vlaforge.pipelines.drops import DropReason
-from vlaforge.pipelines.manifest import read_manifest
 from vlaforge.pipelines.runners import LocalRunner, RayRunner
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.shards.manifest import read_manifest
+from vlaforge.pipelines.shards.robot_source import RobotShardSource
+from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.stage import Stage, StageConfig
 from vlaforge.pipelines.vl_job import VlJob, run_vl_job
 from vlaforge.pipelines.vl_samples import assistant, build_vl_sample, user

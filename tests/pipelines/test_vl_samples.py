@@ -1,6 +1,5 @@
 """VL samples: validation with errors that name the sample, and datasets written like robot shards."""
 
-import io
 import json
 import tarfile
 
@@ -11,7 +10,7 @@ import webdataset as wds
 
 from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.datasets.schema import VlTask
-from vlaforge.datasets.synth.vl import write_vl_dataset
+from vlaforge.flows.sample_data.vl_dataset import write_vl_dataset
 from vlaforge.pipelines.vl_samples import VlSampleError, assistant, build_vl_sample, user
 
 JPEG = encode_jpeg(np.full((48, 64, 3), 120, np.uint8), FrameConfig())

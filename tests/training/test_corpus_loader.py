@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from vlaforge.datasets.synth.vl import write_vl_dataset
+from vlaforge.flows.sample_data.vl_dataset import write_vl_dataset
 from vlaforge.pipelines.corpus_manifest import (
     ComponentKind,
     CorpusConfig,
@@ -22,7 +22,7 @@ from vlaforge.pipelines.corpus_manifest import (
     build_corpus,
     write_corpus,
 )
-from vlaforge.pipelines.shard_reader import iter_samples
+from vlaforge.pipelines.shards.members import iter_samples
 from vlaforge.training.collate import Batcher, MixPolicy
 from vlaforge.training.corpus_loader import CorpusLoader
 from vlaforge.training.robot_batches import RobotSampleTransform

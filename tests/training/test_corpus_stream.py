@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, write_corpus
-from vlaforge.pipelines.manifest import ShardRecord, code_version, read_manifest, write_manifest
-from vlaforge.pipelines.shard_reader import iter_samples
+from vlaforge.pipelines.shards.manifest import ShardRecord, code_version, read_manifest, write_manifest
+from vlaforge.pipelines.shards.members import iter_samples
+from vlaforge.pipelines.shards.reader import BadShardError
 from vlaforge.training.component_cursor import BadShardPolicy, CorpusStreamError
 from vlaforge.training.corpus_stream import CorpusStream
-from vlaforge.training.shard_samples import BadShardError
 from vlaforge.training.stream_state import StreamStateError, combine_states
 
 CONFIG = CorpusStream.Config(block=16, interleave=3)
@@ -170,7 +170,7 @@ def test_a_component_smaller_than_the_slots_is_refused(small_corpus):
 @pytest.fixture(scope="module")
 def eval_corpus(tmp_path_factory, droid_shards):
     """DROID shards (about a third of the episodes in validation) and a VL dataset with half its samples there."""
-    from vlaforge.datasets.synth.vl import write_vl_dataset
+    from vlaforge.flows.sample_data.vl_dataset import write_vl_dataset
 
     root = tmp_path_factory.mktemp("eval-corpus")
     vl = write_vl_dataset(root / "vl", n_samples=40, image_size=(16, 16), shard_samples=8, validation_fraction=0.5)

@@ -11,7 +11,7 @@ import simplejpeg
 import webdataset as wds
 from PIL import Image
 
-from vlaforge.pipelines.drops import DropReason
+from vlaforge.datasets.drops import DropReason
 from vlaforge.training.bad_samples import BadSampleError
 from vlaforge.training.corpus_stream import CorpusStream
 from vlaforge.training.robot_batches import NormKind, RobotSampleTransform, decode_frame

@@ -129,9 +129,8 @@ def test_step_2_checkpoints_leave_the_frozen_vlm_out_and_resume_exactly(small_co
 def test_validation_passes_read_the_held_out_split_and_log_comparable_losses(droid_shards, tiny_vlm_dir, tmp_path):
     """With eval_every, each pass reads the corpus's validation split (DROID's held-out episodes and the VL samples
     held out), forward only: the weights do not move for it, and an untrained model gives the same losses twice."""
-    from vlaforge.datasets.synth.vl import write_vl_dataset
-    from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, \
-        write_corpus
+    from vlaforge.flows.sample_data.vl_dataset import write_vl_dataset
+    from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, write_corpus
     from vlaforge.training.trainer import EVAL_LOG
 
     vl = write_vl_dataset(tmp_path / "vl", n_samples=24, image_size=(32, 32), shard_samples=8,

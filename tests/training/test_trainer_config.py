@@ -82,8 +82,8 @@ def test_the_config_survives_its_json_round_trip():
 
 
 def test_s3_credentials_are_never_written_into_the_config():
+    from vlaforge.pipelines.shards.urls import ShardOpener
     from vlaforge.training.corpus_stream import CorpusStream
-    from vlaforge.training.shard_urls import ShardOpener
 
     opener = ShardOpener.Config(s3_options={"endpoint_url": "http://127.0.0.1:9000", "secret": "do-not-log"})
     with_secret = config(loader=dataclasses.replace(config().loader, stream=CorpusStream.Config(opener=opener)))

@@ -10,8 +10,9 @@ import simplejpeg
 import torch
 import webdataset as wds
 
-from vlaforge.datasets.synth.vl import CAPTIONS, write_vl_dataset
-from vlaforge.pipelines.drops import DropReason
+from vlaforge.datasets.drops import DropReason
+from vlaforge.datasets.synth.scenes import CAPTIONS
+from vlaforge.flows.sample_data.vl_dataset import write_vl_dataset
 from vlaforge.pipelines.vl_samples import assistant, system, user
 from vlaforge.training.bad_samples import BadSampleError
 from vlaforge.training.corpus_stream import CorpusStream

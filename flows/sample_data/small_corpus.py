@@ -7,15 +7,15 @@ from __future__ import annotations
 import pathlib
 
 from vlaforge.datasets.synth.episodes import make_episode
-from vlaforge.datasets.synth.vl import write_vl_dataset
+from vlaforge.flows.sample_data.vl_dataset import write_vl_dataset
 from vlaforge.pipelines import norm_stats
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, write_corpus
 from vlaforge.pipelines.ingest_run import compute_stats
-from vlaforge.pipelines.manifest import load_commits, write_manifest
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.pipelines.samples import RobotSampleBuilder
-from vlaforge.pipelines.shard_sink import ShardSink
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.pipelines.shards.manifest import load_commits, write_manifest
+from vlaforge.pipelines.shards.sink import ShardSink
+from vlaforge.pipelines.shards.writer import ShardConfig
 
 CHUNK = 4
 """Actions stored per step (the ingest default is 32; tiny models read 4)."""

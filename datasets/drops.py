@@ -2,7 +2,8 @@
 
 A *drop* is deliberate (a filter said no: too short, a failed episode); a *quarantine* is bad input (a CRC
 mismatch, a JPEG that does not decode) and carries a message that names the file, the record and the fix. Both
-are counted by reason; quarantined items also become rows of the quarantine Parquet table.
+are counted by reason; quarantined items also become rows of the quarantine Parquet table (`pipelines/quarantine.py`).
+They live in the bottom layer because every source records its own bad records here.
 """
 
 from __future__ import annotations
@@ -10,11 +11,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
-import pathlib
-
-import pyarrow as pa
-
-from vlaforge.pipelines.atomic_files import atomic_write_table
 
 
 class DropReason(str, enum.Enum):
@@ -118,16 +114,3 @@ class DropLedger:
 def count_by_reason(drops: list[Drop]) -> dict[str, int]:
     """Drops counted per reason, in a stable order."""
     return dict(sorted(collections.Counter(d.reason.value for d in drops).items()))
-
-
-QUARANTINE_NAME = "quarantine.parquet"
-QUARANTINE_SCHEMA = pa.schema(
-    [("file", pa.string()), ("episode", pa.string()), ("reason", pa.string()), ("message", pa.string()),
-     ("steps", pa.int64())]
-)
-
-
-def write_quarantine(output: pathlib.Path, drops: list[Drop]) -> None:
-    """`quarantine.parquet` in `output`: one row per quarantined item of `drops` (deliberate drops are left out)."""
-    rows = [{name: d.as_row()[name] for name in QUARANTINE_SCHEMA.names} for d in drops if d.quarantined]
-    atomic_write_table(output / QUARANTINE_NAME, pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA))

@@ -24,13 +24,15 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from vlaforge.datasets.schema import SampleKey
-from vlaforge.pipelines.shard_reader import UnsafeShardError, check_member
-from vlaforge.training.shard_urls import ShardNotFoundError, ShardOpener, ShardSource
-from vlaforge.training.slot_sequence import Interval
-from vlaforge.pipelines.tar_members import TarFormatError, TarMember, TarReader
+from vlaforge.pipelines.shards.members import UnsafeShardError, check_member
+from vlaforge.pipelines.shards.tar_reader import TarFormatError, TarMember, TarReader
+from vlaforge.pipelines.shards.urls import ShardNotFoundError, ShardOpener, ShardSource
 
 _CHUNK = 2**20
 _PICKLING = frozenset({".pyd", ".pkl", ".pickle", ".pth", ".pt", ".joblib", ".npz"})
+
+Interval = tuple[int, int]
+"""[start, stop) sample indices within one shard."""
 
 
 class StreamField(str, enum.Enum):

@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
+from vlaforge.pipelines.shards.reader import BadShardError, ShardEntry, ShardReader, sha256_of
+from vlaforge.pipelines.shards.urls import ShardAccessError, ShardNotFoundError, ShardOpener, resolve_url
 from vlaforge.training.corpus_stream import CorpusStream
-from vlaforge.training.shard_samples import BadShardError, ShardEntry, ShardReader, sha256_of
-from vlaforge.training.shard_urls import ShardAccessError, ShardNotFoundError, ShardOpener, resolve_url
 
 CONFIG = CorpusStream.Config(block=16, interleave=3)
 

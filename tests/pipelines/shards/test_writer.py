@@ -4,8 +4,8 @@ import tarfile
 
 import pytest
 
-from vlaforge.pipelines.shard_reader import UnsafeShardError, iter_samples
-from vlaforge.pipelines.shard_writer import ShardConfig, TarShardWriter
+from vlaforge.pipelines.shards.members import UnsafeShardError, iter_samples
+from vlaforge.pipelines.shards.writer import ShardConfig, TarShardWriter
 
 SAMPLES = [("ep-a_000000", {"state.npy": b"\x93NUMPY-ish", "meta.json": b"{}", "wrist.jpg": b"\xff\xd8..\xff\xd9"}),
            ("ep-a_000001", {"meta.json": b'{"a":1}', "state.npy": b"xyz"})]

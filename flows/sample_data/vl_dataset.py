@@ -11,23 +11,11 @@ import numpy as np
 
 from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.datasets.schema import VlTask
-from vlaforge.datasets.synth.scenes import PHOTOS, camera_frames
-from vlaforge.pipelines.shard_writer import ShardConfig
+from vlaforge.datasets.synth.scenes import CAPTIONS, PHOTOS, QUESTIONS, camera_frames
+from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_dataset import finalize_vl_dataset, write_vl_unit
 from vlaforge.pipelines.vl_samples import VlSample, assistant, build_vl_sample, user
 
-CAPTIONS = {
-    "astronaut": "A smiling astronaut in a white spacesuit stands in front of an American flag.",
-    "chelsea": "A tabby cat with green eyes looks to the side against a plain background.",
-    "coffee": "A cup of coffee with latte art sits on a saucer on a red table.",
-    "rocket": "A rocket stands on its launch pad under a clear sky.",
-}
-QUESTIONS = {
-    "astronaut": ("What is the person wearing?", "A white spacesuit."),
-    "chelsea": ("What animal is in the picture?", "A cat."),
-    "coffee": ("What drink is shown?", "Coffee, with latte art on top."),
-    "rocket": ("Where is the rocket?", "On its launch pad."),
-}
 SYNTH_PROVENANCE = [{"model": "vlaforge-synth", "revision": "1", "prompt_version": "none", "settings": {}}]
 
 

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from vlaforge.pipelines.background_digest import READ_SIZE, WrittenFileSha256
-from vlaforge.pipelines.shard_writer import write_pieces
+from vlaforge.pipelines.shards.digest import READ_SIZE, WrittenFileSha256
+from vlaforge.pipelines.shards.writer import write_pieces
 
 
 def test_hash_of_a_file_written_in_pieces_equals_hashlib_of_the_file(tmp_path):

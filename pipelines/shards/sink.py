@@ -6,8 +6,8 @@ import dataclasses
 import pathlib
 from typing import Protocol
 
-from vlaforge.pipelines.manifest import ShardRecord, code_version, commit_shard, is_committed
-from vlaforge.pipelines.shard_writer import ShardConfig, TarShardWriter
+from vlaforge.pipelines.shards.manifest import ShardRecord, code_version, commit_shard, is_committed
+from vlaforge.pipelines.shards.writer import ShardConfig, TarShardWriter
 
 
 class ShardSample(Protocol):

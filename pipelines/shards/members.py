@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from vlaforge.pipelines.tar_members import TarMember, TarReader
+from vlaforge.pipelines.shards.tar_reader import TarMember, TarReader
 
 _SAFE_MEMBER = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$")
 DECODABLE = (".npy", ".json")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlaforge.pipelines.tar_members import TarFormatError, TarReader
+from vlaforge.pipelines.shards.tar_reader import TarFormatError, TarReader
 
 names = st.text(st.characters(min_codepoint=48, max_codepoint=0x2FF, exclude_categories=("Cs",)), min_size=1,
                 max_size=140).map(lambda s: s.replace("/", "_"))

@@ -15,7 +15,7 @@ import re
 import struct
 
 from vlaforge.pipelines.atomic_files import temporary_path
-from vlaforge.pipelines.background_digest import WrittenFileSha256
+from vlaforge.pipelines.shards.digest import WrittenFileSha256
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _EXTENSION = re.compile(r"^[A-Za-z0-9_.-]+$")

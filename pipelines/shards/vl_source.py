@@ -12,11 +12,11 @@ import tarfile
 from collections.abc import Iterator
 from typing import Any
 
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.schema import VlSampleKey
 from vlaforge.datasets.source import Source, SourceConfig, SourceError, WorkUnit
-from vlaforge.pipelines.drops import DropLedger, DropReason
-from vlaforge.pipelines.manifest import MANIFEST_NAME, read_manifest
-from vlaforge.pipelines.shard_reader import UnsafeShardError, iter_samples
+from vlaforge.pipelines.shards.manifest import MANIFEST_NAME, read_manifest
+from vlaforge.pipelines.shards.members import UnsafeShardError, iter_samples
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from vlaforge.datasets.droid_rlds import DroidRldsSource
-from vlaforge.datasets.robot_shards import RobotShardSource
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.source import SourceError
-from vlaforge.pipelines.drops import DropLedger, DropReason
-from vlaforge.pipelines.manifest import read_manifest
+from vlaforge.pipelines.shards.manifest import read_manifest
+from vlaforge.pipelines.shards.robot_source import RobotShardSource
 
 
 def _episodes(root, **config):

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.schema import Episode, Lineage, MetaField, SampleKey
 from vlaforge.datasets.source import Source, SourceConfig, SourceError, WorkUnit
-from vlaforge.pipelines.drops import DropLedger, DropReason
-from vlaforge.pipelines.manifest import MANIFEST_NAME, read_manifest
-from vlaforge.pipelines.shard_reader import UnsafeShardError, iter_samples
+from vlaforge.pipelines.shards.manifest import MANIFEST_NAME, read_manifest
+from vlaforge.pipelines.shards.members import UnsafeShardError, iter_samples
 
 _FIXED = {SampleKey.STATE.value, SampleKey.ACTION.value, SampleKey.META.value, SampleKey.KEY.value}
 _URL = "__url__"

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from vlaforge.annotators.projection import (
+from vlaforge.annotators.qwen_coordinates import to_qwen_point
+from vlaforge.datasets.calibration import (
     Calibration,
     CalibrationError,
     PinholeCamera,
@@ -14,7 +15,6 @@ from vlaforge.annotators.projection import (
     pose_matrix,
     tool_points,
 )
-from vlaforge.annotators.qwen_coordinates import to_qwen_point
 
 # A camera 1 m above the base at x = 0.5, looking straight down (rotated pi about x): camera x = base x,
 # camera y = -base y, camera z = -base z.

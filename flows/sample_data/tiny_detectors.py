@@ -79,8 +79,15 @@ def write_tiny_detector(output: str | pathlib.Path, *, architecture: str = "grou
 
 def write_tiny_sam(output: str | pathlib.Path, *, seed: int = 0, image_size: int = 64) -> pathlib.Path:
     """A tiny SAM checkpoint directory (model and processor) working on `image_size`-pixel inputs."""
-    from transformers import (SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel, SamProcessor,
-                              SamPromptEncoderConfig, SamVisionConfig)
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
 
     patch = 8
     config = SamConfig(

@@ -1,0 +1,29 @@
+"""The VLM backends, by name: the registry behind `--vlm local:DIR` and `--vlm http:URL`. Adding a backend is one
+module implementing `VlmClient` and one line here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlaforge.annotators.vlm_client import VlmBackendConfig, VlmClient
+from vlaforge.annotators.vlm_http import HttpVlm
+from vlaforge.annotators.vlm_local import LocalVlm
+
+BACKENDS: dict[str, tuple[type[VlmClient], str]] = {
+    "local": (LocalVlm, "path"),
+    "http": (HttpVlm, "base_url"),
+}
+"""Backend name -> (client class, the Config field the spec's target fills)."""
+
+
+def backend_config(spec: str, **options: Any) -> VlmBackendConfig:
+    """A backend config from a command-line spec: `local:DIR_OR_HUB_ID` or `http:URL` (e.g.
+    `http:http://127.0.0.1:8000/v1`); `options` are fields of that backend's Config."""
+    kind, _, target = spec.partition(":")
+    if not target:
+        raise ValueError(f"VLM spec {spec!r} needs a target: local:/models/Qwen3-VL-4B-Instruct or "
+                         "http:http://host:8000/v1")
+    if kind not in BACKENDS:
+        raise ValueError(f"VLM spec {spec!r}: unknown backend {kind!r}; use local:DIR or http:URL")
+    client, field = BACKENDS[kind]
+    return client.Config(**{field: target}, **options)

@@ -1,0 +1,1 @@
+"""Sample data built through the real pipelines and models: small corpora, VL datasets, tiny checkpoints."""
