@@ -1,5 +1,5 @@
 """The grounding recipe: which detectors, SAM, frames, phrases and consensus thresholds, as one plain dict (what
-the CLI builds and the `annotate` flow receives: JSON, so Prefect can record it) turned into a `VlJob`.
+the CLI builds and the `annotate` flow receives: JSON, so Prefect can record it) turned into a `Job`.
 
     {"detectors": [{"kind": "grounding_dino", "model": "..."}, {"kind": "llmdet", ...}, {"kind": "hosted", ...}],
      "sam": {"model": "..."} or None, "frames": {...}, "phrases": {...}, "consensus": {...}, "samples": {...},
@@ -28,9 +28,10 @@ from vlaforge.annotators.phrases import PhraseStage
 from vlaforge.annotators.sam_masks import SamMasker
 from vlaforge.annotators.vlm_backends import backend_config
 from vlaforge.datasets.schema import VlTask
+from vlaforge.pipelines.job import Job
 from vlaforge.pipelines.shards.robot_source import RobotShardSource
 from vlaforge.pipelines.shards.writer import ShardConfig
-from vlaforge.pipelines.vl_job import VlJob
+from vlaforge.pipelines.vl_dataset import EPISODES_PER_BATCH, VlDatasetSink
 
 DETECTOR_KINDS = ("grounding_dino", "llmdet", "hosted")
 SECTIONS = ("detectors", "sam", "frames", "phrases", "consensus", "samples", "source", "shards")
@@ -97,8 +98,8 @@ def detector_configs(recipe: dict[str, Any], hosted_token: str | None = None) ->
     return detectors
 
 
-def annotate_job(recipe: dict[str, Any], shards: str, output: str, *, hosted_token: str | None = None) -> VlJob:
-    """The VlJob grounding one robot dataset (a directory written by `vlaforge ingest`) into `output`."""
+def annotate_job(recipe: dict[str, Any], shards: str, output: str, *, hosted_token: str | None = None) -> Job:
+    """The job grounding one robot dataset (a directory written by `vlaforge ingest`) into `output`."""
     unknown = [key for key in recipe if key not in SECTIONS]
     if unknown:
         raise ValueError(f"recipe: unknown sections {unknown}; known: {list(SECTIONS)}")
@@ -120,10 +121,11 @@ def annotate_job(recipe: dict[str, Any], shards: str, output: str, *, hosted_tok
         build_config(ConsensusStage.Config, consensus_options, "recipe consensus"),
         samples,
     )
-    return VlJob(
+    sink = VlDatasetSink.Config(dataset=samples.dataset, task=VlTask.GROUNDING,
+                                shards=build_config(ShardConfig, recipe.get("shards", {}), "recipe shards"))
+    return Job(
         source=build_config(RobotShardSource.Config, {"root": shards, **recipe.get("source", {})}, "recipe source"),
-        stages=stages, shards=build_config(ShardConfig, recipe.get("shards", {}), "recipe shards"),
-        output=output, dataset=samples.dataset, task=VlTask.GROUNDING,
+        stages=stages, sink=sink, output=output, items_per_batch=EPISODES_PER_BATCH,
     )
 
 

@@ -40,7 +40,7 @@ from vlaforge.pipelines.stage import Stage, StageConfig
 
 
 class ConsensusStage(Stage):
-    """Frames with detector runs -> the same frames with `candidates` decided; audit rows via `take_rows()`."""
+    """Frames with detector runs -> the same frames with `candidates` decided; audit rows via `take_tables()`."""
 
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Config(StageConfig):
@@ -98,7 +98,7 @@ class ConsensusStage(Stage):
             self.rows.setdefault(AuditTable.FRAMES.value, []).append(frame_row(frame, digest, keep_image=keep))
         return batch
 
-    def take_rows(self) -> dict[str, list[dict[str, Any]]]:
+    def take_tables(self) -> dict[str, list[dict[str, Any]]]:
         """The audit rows gathered since the last call (empty tables left out: the job writes no part for them)."""
         rows, self.rows = self.rows, {}
         return {name: table for name, table in rows.items() if table}

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from vlaforge.annotators.checkpoint import check_runtime, torch_runtime, weights_revision
 from vlaforge.annotators.grounding_frame import Detection, DetectorRun, GroundingFrame, RunStatus
+from vlaforge.annotators.model_runtime import check_runtime, torch_runtime, weights_revision
 from vlaforge.pipelines.stage import Stage, StageConfig
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The generators `vlaforge relabel` knows, by name, and the `VlJob` one relabel run is.
+"""The generators `vlaforge relabel` knows, by name, and the `Job` one relabel run is.
 
 Over robot shards (a dataset written by `vlaforge ingest`), every generator works on episodes. Over a VL dataset
 (its `summary.json` says `"kind": "vl"`, e.g. one written by `vlaforge ingest vl-parquet`), only `vqa` applies: it
@@ -22,11 +22,11 @@ from vlaforge.annotators.vlm_generator import VlmGenerator
 from vlaforge.annotators.vqa_generator import VqaGenerator
 from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.source import SourceError
+from vlaforge.pipelines.job import SUMMARY_NAME, Job
 from vlaforge.pipelines.shards.robot_source import RobotShardSource
 from vlaforge.pipelines.shards.vl_source import VlShardSource
 from vlaforge.pipelines.shards.writer import ShardConfig
-from vlaforge.pipelines.vl_dataset import DEFAULT_SHARDS, SUMMARY_NAME
-from vlaforge.pipelines.vl_job import VlJob
+from vlaforge.pipelines.vl_dataset import DEFAULT_SHARDS, EPISODES_PER_BATCH, VlDatasetSink
 
 GENERATORS: dict[str, type[VlmGenerator]] = {
     "caption": CaptionGenerator,
@@ -57,8 +57,8 @@ def input_kind(shards: str | pathlib.Path) -> tuple[str, dict[str, Any]]:
 
 def relabel_job(*, shards: str, output: str, generator: str, vlm: VlmBackendConfig | None,
                 dataset: str | None = None, options: dict[str, Any] | None = None, split: str | None = None,
-                shards_per_unit: int = 4, shard_config: ShardConfig = DEFAULT_SHARDS) -> VlJob:
-    """The VlJob of one relabel run. `options` are fields of the generator's Config (a misspelt one is named)."""
+                shards_per_unit: int = 4, shard_config: ShardConfig = DEFAULT_SHARDS) -> Job:
+    """The job of one relabel run. `options` are fields of the generator's Config (a misspelt one is named)."""
     stage_class = generator_class(generator)
     kind, summary = input_kind(shards)
     if kind == "vl" and generator not in RELABELS_VL:
@@ -71,7 +71,8 @@ def relabel_job(*, shards: str, output: str, generator: str, vlm: VlmBackendConf
     name = dataset or f"{pathlib.Path(shards).resolve().name}-{generator}"
     stage = stage_class.Config(dataset=name, vlm=vlm, **_checked(stage_class, options or {}))
     task = VlTask(summary["task"]) if kind == "vl" else stage_class.task
-    return VlJob(source=source, stages=(stage,), shards=shard_config, output=str(output), dataset=name, task=task)
+    return Job(source=source, stages=(stage,), sink=VlDatasetSink.Config(dataset=name, task=task, shards=shard_config),
+               output=str(output), items_per_batch=EPISODES_PER_BATCH)
 
 
 def _checked(stage_class: type[VlmGenerator], options: dict[str, Any]) -> dict[str, Any]:

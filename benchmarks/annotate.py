@@ -211,7 +211,7 @@ def main() -> None:
     consensus = ConsensusStage.Config().build()
     config = consensus.config
     decide_s = timed(lambda: [decide_frame(f, config) for f in detected], repeats)
-    audit_s = timed(lambda: (consensus(detected), consensus.take_rows()), repeats)  # it only sets candidates
+    audit_s = timed(lambda: (consensus(detected), consensus.take_tables()), repeats)  # it only sets candidates
     tiny_s = sum(s for name, s in seconds.items() if not name.startswith("sam"))
     table = []
     for label, spent in (("decisions", decide_s), ("decisions + audit rows", audit_s)):

@@ -37,7 +37,7 @@ import webdataset
 from vlaforge.datasets.synth.droid import write_droid_dataset
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, write_corpus
 from vlaforge.pipelines.ingest_recipe import IngestOptions, build_ingest_job
-from vlaforge.pipelines.ingest_run import run_ingest
+from vlaforge.pipelines.job import run_job
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.pipelines.shards.manifest import read_manifest
 from vlaforge.training.corpus_stream import CorpusStream
@@ -51,7 +51,7 @@ def make_corpus(root: pathlib.Path, episodes: int, frame_size: tuple[int, int] |
     raw = write_droid_dataset(root / "raw", n_episodes=episodes, n_shards=4, min_steps=60, max_steps=60,
                               failure_every=0)
     options = IngestOptions(validation_fraction=0.0, shard_max_samples=400, frame_size=frame_size)
-    run_ingest(build_ingest_job("droid", str(raw), str(root / "shards"), options), LocalRunner())
+    run_job(build_ingest_job("droid", str(raw), str(root / "shards"), options), LocalRunner())
     corpus = root / "corpus.json"
     inputs = [CorpusInput(path=root / "shards", kind=ComponentKind.ROBOT)]
     write_corpus(build_corpus(inputs, corpus, CorpusConfig()), corpus)

@@ -52,7 +52,7 @@ from vlaforge.datasets.synth.droid import write_droid_dataset
 from vlaforge.datasets.synth.lerobot import write_lerobot_dataset
 from vlaforge.pipelines.atomic_files import publish
 from vlaforge.pipelines.ingest_recipe import IngestOptions, build_ingest_job
-from vlaforge.pipelines.ingest_run import finalize, plan_units, run_units
+from vlaforge.pipelines.job import finalize_job, plan_units, run_units
 from vlaforge.pipelines.runners import LocalRunner
 
 CHUNK = 1 << 20
@@ -160,7 +160,7 @@ def ingest(source: str, root: pathlib.Path, output: pathlib.Path) -> Run:
     runner = LocalRunner()
     units = plan_units(job)
     units_time, summaries = timed(lambda: run_units(job, units, runner))
-    finalize_time, _ = timed(lambda: finalize(job, units, runner))
+    finalize_time, _ = timed(lambda: finalize_job(job, units, runner))
     return Run(sum(s.steps_written for s in summaries), units_time, finalize_time)
 
 
@@ -273,7 +273,7 @@ def rss_child(source: str, root: str, output: str) -> None:
     units = plan_units(job)
     summaries = run_units(job, units, runner)
     peak["units_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    finalize(job, units, runner)
+    finalize_job(job, units, runner)
     peak["peak_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({**peak, "episodes": sum(s.episodes_written for s in summaries)}))
 

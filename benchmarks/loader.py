@@ -6,7 +6,7 @@
 For each variant (one 240x320 camera; three 240x320 cameras; one 480x640 camera) the script writes the same
 episodes as a LeRobot v3.0 dataset with AV1 videos (`datasets/synth/lerobot.py`), re-encodes each video the way
 LeRobot's recorder does (libsvtav1, crf 30, a keyframe every 2 frames, which is what makes its random access
-cheap), ingests the dataset into our shards (`pipelines.ingest_run`, JPEG quality 90 at the native size, no idle
+cheap), ingests the dataset into our shards (`pipelines.job`, JPEG quality 90 at the native size, no idle
 trimming, so both sides hold the same frames) and builds a one-component corpus manifest. Then, in one run:
 
 1. Our loader, `CorpusLoader` with `num_workers=0` (the whole pipeline in this process: corpus stream, JPEG decode
@@ -51,7 +51,7 @@ from vlaforge.datasets.lerobot import camera_name
 from vlaforge.datasets.synth.lerobot import write_lerobot_dataset
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, write_corpus
 from vlaforge.pipelines.ingest_recipe import IngestOptions, build_ingest_job
-from vlaforge.pipelines.ingest_run import run_ingest
+from vlaforge.pipelines.job import run_job
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.training.collate import Batcher
 from vlaforge.training.corpus_loader import CorpusLoader
@@ -151,7 +151,7 @@ def prepare(root: pathlib.Path, variant: Variant) -> Data:
         reencode_like_lerobot(video)
     shards = root / "shards"
     options = IngestOptions(validation_fraction=0.0, trim_idle=False, min_steps=1)
-    run_ingest(build_ingest_job("lerobot", str(lerobot), str(shards), options), LocalRunner())
+    run_job(build_ingest_job("lerobot", str(lerobot), str(shards), options), LocalRunner())
     corpus = root / "corpus.json"
     write_corpus(build_corpus([CorpusInput(path=shards, kind=ComponentKind.ROBOT, name="bench")], corpus,
                               CorpusConfig()), corpus)

@@ -15,7 +15,7 @@ against a local chat-completions server at 1, 8 and 32 requests in flight.
    answering every request after a fixed latency (default 50 ms, like a busy vLLM): requests/s at 1, 8 and 32
    concurrent requests, against the ideal (concurrency / latency), and the
    caption generator on the same server fed all episodes in one batch, one episode per call, and in calls of
-   `VlJob.episodes_per_batch` episodes (what `VlJob` hands its stages: that many episodes' requests in flight).
+   `EPISODES_PER_BATCH` episodes (what a VL `Job` hands its stages: that many episodes' requests in flight).
 
 Times are medians of `--repeats` runs; compare ratios, not absolute numbers across runs (shared, noisy machines).
 """
@@ -44,7 +44,7 @@ from vlaforge.annotators.vlm_local import LocalVlm
 from vlaforge.annotators.vqa_generator import VqaGenerator
 from vlaforge.datasets.synth.pick_place import pick_place_episode, write_calibration
 from vlaforge.flows.sample_data.tiny_vlm import write_tiny_qwen3_vl
-from vlaforge.pipelines.vl_job import VlJob
+from vlaforge.pipelines.vl_dataset import EPISODES_PER_BATCH
 from vlaforge.pipelines.vl_samples import user
 
 ANYTHING = AnswerValidation.Config(language=None, reject_truncated=False, max_words=10_000, max_chars=100_000,
@@ -168,11 +168,11 @@ def http_rows(work: pathlib.Path, sizes: Sizes, latency_s: float) -> list[list[s
 
 
 def caption_rates(url: str, concurrency: int, episodes: list, sizes: Sizes) -> tuple[float, float, float]:
-    """Caption samples/s fed all episodes at once, one episode per call, and `VlJob.episodes_per_batch` per call."""
+    """Caption samples/s fed all episodes at once, one episode per call, and `EPISODES_PER_BATCH` per call."""
     vlm = HttpVlm.Config(base_url=url, model="scripted-vlm", concurrency=concurrency)
     stage = CaptionGenerator.Config(dataset="b", vlm=vlm, frames_per_episode=4).build()
     stage.setup()
-    per_call = VlJob.__dataclass_fields__["episodes_per_batch"].default
+    per_call = EPISODES_PER_BATCH
     batch_s, samples = timed(lambda: stage(episodes), sizes.repeats)
     per_episode_s, _ = timed(lambda: [stage([episode]) for episode in episodes], sizes.repeats)
     job_s, _ = timed(lambda: [stage(episodes[i : i + per_call]) for i in range(0, len(episodes), per_call)],
@@ -216,11 +216,11 @@ def main() -> None:
         print_table(
             f"2. HTTP backend against a local server answering after {args.latency_ms:.0f} ms",
             ["concurrency", "requests", "req/s", "vs 1", "vs ideal", "caption/s all", "caption/s 1 episode",
-             "caption/s VlJob"],
+             "caption/s job"],
             http_rows(work, sizes, args.latency_ms / 1000),
             ["vs ideal: req/s over concurrency / latency; caption/s: the caption generator's samples/s with all",
              "episodes in one call, one episode (4 frames, so at most 4 requests in flight) per call, and",
-             "VlJob.episodes_per_batch episodes per call, as VlJob calls its stages"],
+             "EPISODES_PER_BATCH episodes per call, as a VL Job calls its stages"],
         )
     print(f"\ntotal {time.perf_counter() - started:.0f} s, {sizes.repeats} timed runs each")
 

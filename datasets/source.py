@@ -8,6 +8,8 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import pyarrow as pa
+
 from vlaforge.datasets.drops import DropLedger
 from vlaforge.datasets.schema import Episode
 
@@ -79,6 +81,14 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def plan(self) -> list[WorkUnit]:
         """Split the dataset into work units. Raises `SourceError` when the metadata is unusable."""
+
+    table_schemas: ClassVar[dict[str, pa.Schema]] = {}
+    """Side tables this source reports through `take_tables`, with their schemas: each is written even when a run
+    gives it no row (the teleop sources' resampling report)."""
+
+    def take_tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Side-table rows (by table name) of what was read since the last call. The default reports none."""
+        return {}
 
     @abc.abstractmethod
     def read(self, unit: WorkUnit, ledger: DropLedger) -> Iterator[Episode]:

@@ -14,7 +14,7 @@ import dataclasses
 import enum
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -22,10 +22,12 @@ from vlaforge.datasets.bimanual import DIMENSION_NAMES, EMBODIMENT
 from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.frames import FrameConfig
 from vlaforge.datasets.schema import Camera, Episode, Lineage, safe_key_part
-from vlaforge.datasets.source import SourceConfig
+from vlaforge.datasets.source import Source, SourceConfig
 from vlaforge.datasets.teleop_frames import LazyFrames
 from vlaforge.datasets.timeline import (
     NS_PER_S,
+    RESAMPLING_SCHEMA,
+    RESAMPLING_TABLE,
     DuplicateTimestampError,
     GapPolicy,
     MissingStreamError,
@@ -39,13 +41,6 @@ from vlaforge.datasets.timeline import (
 
 TIMELINE_FLAG = "timeline"
 """The key of the resampling summary in an episode's flags (and so in every sample's meta.json `flags`)."""
-
-
-@runtime_checkable
-class ReportsResampling(Protocol):
-    """A source that resamples onto the timeline and hands over its report rows (for `resampling.parquet`)."""
-
-    def take_resampling_rows(self) -> list[dict[str, Any]]: ...
 
 
 class ProblemPolicy(str, enum.Enum):
@@ -370,3 +365,18 @@ def _by_role(extras: list[VectorStream]) -> dict[str, list[VectorStream]]:
 def _concat(parts: list[VectorStream], chosen: dict[str, np.ndarray], a: int, b: int) -> np.ndarray:
     """float32 [b - a, sum of widths]: each part's chosen rows, side by side."""
     return np.concatenate([part.values[chosen[part.name][a:b]] for part in parts], axis=1).astype(np.float32)
+
+
+class TeleopSource(Source):
+    """Base of the teleop sources: recordings assembled onto the tick grid, and the resampling report as a side
+    table (`resampling.parquet`, one row per stream per recording)."""
+
+    table_schemas = {RESAMPLING_TABLE: RESAMPLING_SCHEMA}
+
+    def __init__(self, config: TeleopConfig) -> None:
+        super().__init__(config)
+        self.assembler = TimelineAssembler(config, self.name)
+
+    def take_tables(self) -> dict[str, list[dict[str, Any]]]:
+        """The report rows of what was read since the last call."""
+        return {RESAMPLING_TABLE: self.assembler.take_rows()}

@@ -39,14 +39,14 @@ from vlaforge.datasets.bimanual import DIMENSION_NAMES, hdf5_cameras
 from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.frames import encode_jpeg
 from vlaforge.datasets.schema import safe_key_part
-from vlaforge.datasets.source import Source, SourceError, WorkUnit
+from vlaforge.datasets.source import SourceError, WorkUnit
 from vlaforge.datasets.teleop import (
     FrameError,
     FrameReadError,
     FrameStream,
     Recording,
     TeleopConfig,
-    TimelineAssembler,
+    TeleopSource,
     VectorStream,
     check_cameras,
 )
@@ -75,7 +75,7 @@ class _FileProblem(Exception):
         self.reason = reason
 
 
-class TeleopHdf5Source(Source):
+class TeleopHdf5Source(TeleopSource):
     """Bimanual teleop episodes from ALOHA-style HDF5 files, one file per episode."""
 
     name = "teleop-hdf5"
@@ -102,10 +102,6 @@ class TeleopHdf5Source(Source):
 
     config: Config
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
-        self.assembler = TimelineAssembler(config, self.name)
-
     @property
     def dataset_name(self) -> str:
         return self.config.dataset_name or safe_key_part(self.root.resolve().name)
@@ -131,9 +127,6 @@ class TeleopHdf5Source(Source):
             finally:
                 opened.release()
 
-    def take_resampling_rows(self) -> list[dict[str, Any]]:
-        """Report rows (one per stream per file) of what was read since the last call."""
-        return self.assembler.take_rows()
 
     def _file_episodes(self, file: str, opened: "_OpenFile", ledger: DropLedger) -> list:
         """The file's episodes, their frames read from `opened` on access."""

@@ -41,14 +41,14 @@ from vlaforge.datasets.bimanual import ACTION_TOPICS, ARM_JOINTS, ARMS, INSTRUCT
 from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.mcap_messages import McapMessages, MessageLocation, field_offset, located_records
 from vlaforge.datasets.schema import safe_key_part
-from vlaforge.datasets.source import Source, SourceError, WorkUnit
+from vlaforge.datasets.source import SourceError, WorkUnit
 from vlaforge.datasets.teleop import (
     FrameError,
     FrameReadError,
     FrameStream,
     Recording,
     TeleopConfig,
-    TimelineAssembler,
+    TeleopSource,
     VectorStream,
     check_cameras,
 )
@@ -111,7 +111,7 @@ class _Buffers:
     """Channel id -> CDR decoder, for the image channels (for a frame whose bytes were not found in its message)."""
 
 
-class TeleopMcapSource(Source):
+class TeleopMcapSource(TeleopSource):
     """Bimanual teleop episodes from ROS 2 MCAP logs, one file per episode."""
 
     name = "teleop-mcap"
@@ -145,7 +145,6 @@ class TeleopMcapSource(Source):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.assembler = TimelineAssembler(config, self.name)
         self._decoders = DecoderFactory()
 
     @property
@@ -184,9 +183,6 @@ class TeleopMcapSource(Source):
             self.assembler.reject(error, file, episode_id, ledger)
         return []
 
-    def take_resampling_rows(self) -> list[dict[str, Any]]:
-        """Report rows (one per stream per file) of what was read since the last call."""
-        return self.assembler.take_rows()
 
     # Reading --------------------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 NS_PER_S = 1_000_000_000
 
@@ -281,6 +282,18 @@ def nearest(stamps: np.ndarray, ticks: np.ndarray) -> np.ndarray:
 def seconds_to_ns(seconds: np.ndarray) -> np.ndarray:
     """float seconds -> int64 nanoseconds, rounded to the nearest nanosecond."""
     return np.rint(np.asarray(seconds, dtype=np.float64) * NS_PER_S).astype(np.int64)
+
+
+RESAMPLING_TABLE = "resampling"
+"""The side table of the resampling report: `resampling.parquet` beside a teleop dataset's manifest."""
+RESAMPLING_SCHEMA = pa.schema(
+    [("episode_id", pa.string()), ("file", pa.string()), ("outcome", pa.string()), ("segments", pa.int64()),
+     ("role", pa.string()), ("stream", pa.string()), ("grid_hz", pa.float64()), ("ticks", pa.int64()),
+     ("duration_s", pa.float64()), ("gap_threshold_s", pa.float64()), ("measurements", pa.int64()),
+     ("measured_hz", pa.float64()), ("max_offset_ms", pa.float64()), ("mean_offset_ms", pa.float64()),
+     ("duplicated", pa.int64()), ("skipped", pa.int64()), ("gaps", pa.int64()), ("max_gap_ms", pa.float64())]
+)
+"""One row per stream per resampled recording (`report_rows`)."""
 
 
 def report_rows(report: TimelineReport, roles: Mapping[str, str] | None = None,

@@ -1,6 +1,6 @@
 """The `annotate` Prefect flow: ground robot shards with several detectors, keep what they agree on, write VL
-grounding shards, the audit tables and the auditor's report. Thin wiring: the recipe becomes one `VlJob` per robot
-dataset (`annotators/annotate_recipe.py`), run by the shared VL job tasks.
+grounding shards, the audit tables and the auditor's report. Thin wiring: the recipe becomes one `Job` per robot
+dataset (`annotators/annotate_recipe.py`), run by the shared job tasks.
 
 Layout: `<output>/<robot dataset name>/` holds each VL dataset (shards, manifest.parquet, summary.json,
 audit.parquet, audit_frames.parquet, quarantine.parquet, annotate_recipe.json); `<output>/report/index.html` is the
@@ -17,9 +17,15 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from vlaforge.annotators.annotate_recipe import (RECIPE_NAME, annotate_job, decisions_digest, default_recipe,
-                                                 recipe_digest, uses_hosted)
-from vlaforge.flows.vl_job_tasks import run_vl_job_tasks
+from vlaforge.annotators.annotate_recipe import (
+    RECIPE_NAME,
+    annotate_job,
+    decisions_digest,
+    default_recipe,
+    recipe_digest,
+    uses_hosted,
+)
+from vlaforge.flows.job_tasks import run_job_tasks
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
 
 TOKEN_ENV = "DDS_API_TOKEN"
@@ -89,7 +95,7 @@ def annotate(
         target = pathlib.Path(output) / root.name
         job = annotate_job(recipe, str(root), str(target), hosted_token=token)
         record_recipe(target, recipe, root)
-        summaries[root.name] = run_vl_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
+        summaries[root.name] = run_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
                                                 num_gpus_per_worker=num_gpus_per_worker,
                                                 units_per_task=units_per_task, progress=progress)
         outputs.append(str(target))

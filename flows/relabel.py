@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from vlaforge.annotators.relabel_recipe import relabel_job
 from vlaforge.annotators.vlm_backends import backend_config
 from vlaforge.annotators.vlm_http import HttpVlm
-from vlaforge.flows.vl_job_tasks import run_vl_job_tasks
+from vlaforge.flows.job_tasks import run_job_tasks
 from vlaforge.pipelines.shards.writer import ShardConfig
 
 
@@ -46,7 +46,7 @@ def relabel(
     job = relabel_job(shards=shards, output=output, generator=generator, vlm=backend, dataset=dataset,
                       options=options, split=split, shards_per_unit=shards_per_unit,
                       shard_config=ShardConfig(max_samples=shard_samples, max_bytes=256 * 2**20))
-    summary = run_vl_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
+    summary = run_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
                                num_gpus_per_worker=num_gpus_per_worker, progress=progress)
     get_run_logger().info("relabel %s of %s finished: %d samples, drops %s", generator, shards, summary["samples"],
                           summary["drops_by_reason"])

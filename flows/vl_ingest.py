@@ -10,17 +10,16 @@ from prefect.cache_policies import NO_CACHE
 
 from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.source import WorkUnit
-from vlaforge.flows.ingest import retry_on_io_error
-from vlaforge.flows.vl_job_tasks import run_vl_job_tasks
+from vlaforge.flows.job_tasks import retry_on_io_error, run_job_tasks
 from vlaforge.pipelines import vl_ingest
 from vlaforge.pipelines.runners import make_runner
 from vlaforge.pipelines.shards.writer import ShardConfig
-from vlaforge.pipelines.vl_ingest import VlIngestJob
+from vlaforge.pipelines.vl_ingest import VlIngest
 
 
 @task(name="index-vl-rows", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
       retry_condition_fn=retry_on_io_error)
-def index_rows(job: VlIngestJob, runner: str, ray_address: str | None, workers: int | None) -> list[dict[str, Any]]:
+def index_rows(job: VlIngest, runner: str, ray_address: str | None, workers: int | None) -> list[dict[str, Any]]:
     units = job.source.build().plan()
     vl_ingest.index_units(job, units, make_runner(runner, address=ray_address, num_workers=workers))
     return [unit.as_dict() for unit in units]
@@ -28,7 +27,7 @@ def index_rows(job: VlIngestJob, runner: str, ray_address: str | None, workers: 
 
 @task(name="select-vl-rows", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=retry_on_io_error)
-def select_rows(job: VlIngestJob, units: list[dict[str, Any]]) -> dict[str, int]:
+def select_rows(job: VlIngest, units: list[dict[str, Any]]) -> dict[str, int]:
     return vl_ingest.select_rows(job, [WorkUnit.from_dict(u) for u in units])
 
 
@@ -55,7 +54,7 @@ def ingest_vl(
                             shards=ShardConfig(max_samples=shard_samples, max_bytes=shard_bytes))
     units = index_rows(job, runner, ray_address, workers)
     counts = select_rows(job, units)
-    run_vl_job_tasks(job.vl_job(), runner=runner, ray_address=ray_address, workers=workers, progress=progress)
+    run_job_tasks(job.job(), runner=runner, ray_address=ray_address, workers=workers, progress=progress)
     summary = vl_ingest.record_selection(output, counts)
     get_run_logger().info("ingest of %s finished: %d samples, rows %s", input_path, summary["samples"], counts)
     return summary

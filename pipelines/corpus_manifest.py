@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
+from vlaforge.pipelines.job import SUMMARY_NAME
 from vlaforge.pipelines.norm_stats import STATS_NAME
 from vlaforge.pipelines.shards.manifest import MANIFEST_NAME, code_version, read_manifest
 
 CORPUS_FORMAT = "vlaforge.corpus/1"
-SUMMARY_NAME = "summary.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

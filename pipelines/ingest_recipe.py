@@ -10,7 +10,8 @@ from vlaforge.datasets.frames import FrameConfig
 from vlaforge.datasets.registry import source_class
 from vlaforge.datasets.source import SourceConfig
 from vlaforge.pipelines.filters import IdleTrimmer, MinLengthFilter, NonFiniteFilter, SuccessFilter
-from vlaforge.pipelines.ingest_job import IngestJob
+from vlaforge.pipelines.job import Job
+from vlaforge.pipelines.robot_dataset import RobotDatasetSink
 from vlaforge.pipelines.samples import RobotSampleBuilder
 from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.stage import StageConfig
@@ -81,11 +82,12 @@ def source_config(source: str, root: str, frames: FrameConfig, overrides: dict[s
 
 def build_ingest_job(
     source: str, input_path: str, output: str, options: IngestOptions, source_overrides: dict[str, Any] | None = None
-) -> IngestJob:
-    """The full job: source config, the filter and sample stages, and the shard layout."""
-    return IngestJob(
+) -> Job:
+    """The full job: source config, the filter and sample stages, and a robot dataset with this shard layout."""
+    return Job(
         source=source_config(source, input_path, options.frames(), source_overrides or {}),
         stages=options.stages(),
-        shards=ShardConfig(max_samples=options.shard_max_samples, max_bytes=options.shard_max_bytes),
+        sink=RobotDatasetSink.Config(shards=ShardConfig(max_samples=options.shard_max_samples,
+                                                        max_bytes=options.shard_max_bytes)),
         output=output,
     )

@@ -10,6 +10,7 @@ ranges for the quantiles (accurate to (max - min) / bins). An item is {"path": a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
@@ -20,6 +21,7 @@ import numpy as np
 
 from vlaforge.datasets.schema import MetaField, SampleKey
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
+from vlaforge.pipelines.runners import LocalRunner, RayRunner
 from vlaforge.pipelines.shards.members import iter_samples
 from vlaforge.pipelines.step_values import read_step_values
 
@@ -194,3 +196,19 @@ def write_stats(output: pathlib.Path, statistics: dict[str, Any], manifest: path
     path = output / STATS_NAME
     atomic_write_bytes(path, json.dumps(document, indent=1, sort_keys=True).encode())
     return path
+
+
+def stats_of_items(items: list[dict[str, Any]], runner: LocalRunner | RayRunner, bins: int = 2048) -> dict[str, Any]:
+    """Per-embodiment statistics over statistics items, in two parallel passes on `runner`."""
+    moments = merge_moments(runner.map(MomentsWorker, items))
+    ranges = {
+        embodiment: {f: [entry[f].low.tolist(), entry[f].high.tolist()] for f in FIELDS}
+        for embodiment, entry in moments.items()
+    }
+    counts = merge_histograms(runner.map(functools.partial(HistogramWorker, ranges, bins), items))
+    return finalize(moments, counts)
+
+
+def compute_stats(shards: list[pathlib.Path], runner: LocalRunner | RayRunner, bins: int = 2048) -> dict[str, Any]:
+    """Per-embodiment statistics over `shards`, read back (a dataset written without step tables)."""
+    return stats_of_items([{"path": str(path)} for path in shards], runner, bins)

@@ -24,6 +24,9 @@ class RobotSample:
     split: Split
     members: dict[str, bytes]
     episode_id: str
+    episode: Episode | None = dataclasses.field(default=None, repr=False, compare=False)
+    """The episode the step came from (None when the sample was built elsewhere): the robot dataset sink records
+    each episode's state and action once, for the statistics (`step_values.py`)."""
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -135,8 +138,9 @@ _STATE, _ACTION, _META = SampleKey.STATE.value, SampleKey.ACTION.value, SampleKe
 class RobotSampleBuilder(Stage):
     """Episode -> one `RobotSample` per step: frames, state, the action chunk that starts there, and meta.
 
-    `iter_samples` yields them one step at a time, reading each frame only when its step is built, so an ingest
-    holds one step's members, never an episode's; `__call__` (the `Stage` contract) collects them into a list.
+    `iter_samples` (and `stream`, what a job calls) yields them one step at a time, reading each frame only when its
+    step is built, so an ingest holds one step's members, never an episode's; `__call__` (the `Stage` contract)
+    collects them into a list.
     """
 
     @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -156,7 +160,11 @@ class RobotSampleBuilder(Stage):
                 )
 
     def __call__(self, batch: list[Episode]) -> list[RobotSample]:
-        return [sample for episode in batch for sample in self.iter_samples(episode)]
+        return list(self.stream(batch))
+
+    def stream(self, batch: list[Episode]) -> Iterator[RobotSample]:
+        for episode in batch:
+            yield from self.iter_samples(episode)
 
     def samples(self, episode: Episode) -> list[RobotSample]:
         return list(self.iter_samples(episode))
@@ -186,7 +194,7 @@ class RobotSampleBuilder(Stage):
             for member, rows in arrays:
                 members[member] = rows[i]
             members[_META] = meta.encode(step, round(timestamps[i], 6), min(chunk_len, n - i))
-            yield RobotSample(sample_key(episode_id, step), split, members, episode_id)
+            yield RobotSample(sample_key(episode_id, step), split, members, episode_id, episode)
 
     @staticmethod
     def _shared_meta(episode: Episode, split: Split) -> dict[str, object]:

@@ -2,13 +2,16 @@
 
 A stage is built from a frozen `Config`. `__init__` is cheap; `setup()` does the heavy work (loading a model)
 once per worker; `__call__` maps a batch (a list of items) to a batch, and may drop items, recording each under a
-named reason in `self.ledger`. The same list of configs runs in-process or on Ray Data (see `runners.py`).
+named reason in `self.ledger`. The same list of configs runs in-process or on Ray Data (see `runners.py`), inside a
+`Job` (`job.py`), which also uses two optional hooks: `stream` (a last stage hands its outputs over one at a time)
+and `take_tables` (side-table rows, such as the consensus stage's audit rows).
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from vlaforge.datasets.drops import DropLedger
@@ -44,3 +47,13 @@ class Stage(abc.ABC):
     @abc.abstractmethod
     def __call__(self, batch: list[Any]) -> list[Any]:
         """Map a batch to a batch, recording every dropped item in `self.ledger`."""
+
+    def stream(self, batch: list[Any]) -> Iterator[Any]:
+        """What `__call__(batch)` returns, one item at a time. A last stage whose outputs are large (a robot sample
+        per step, with its frames) overrides it to build each output only when the job asks for the next one."""
+        yield from self(batch)
+
+    def take_tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Side-table rows recorded since the last call, by table name (the job writes them per unit and gathers
+        each table into `<name>.parquet` beside the manifest). The default records none."""
+        return {}

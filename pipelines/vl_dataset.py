@@ -1,50 +1,111 @@
-"""Write VL samples as a dataset exactly like robot shards: deterministic tar shards, a commit record per shard,
-`manifest.parquet`, and a `summary.json` saying it is a VL dataset and of which task.
+"""VL datasets: the sink of VL ingest, relabel and annotate jobs, laid out exactly like robot datasets.
 
-Each generator writes one dataset (so the corpus can weight them), in units: a unit's shards are named after the
-unit, so a rerun regenerates the same shards, skips those already committed, and writes the rest byte-identically.
+Deterministic tar shards named after the unit, a commit record per shard, `manifest.parquet`, and a `summary.json`
+saying it is a VL dataset and of which task (one task per dataset, so the corpus can weight them). A rerun
+regenerates a unit's shards, skips those already committed, and writes the rest byte-identically.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import pathlib
 from collections.abc import Iterable
+from typing import Any
 
+import pyarrow as pa
+
+from vlaforge.datasets.drops import Drop, count_by_reason
 from vlaforge.datasets.schema import VlTask
+from vlaforge.datasets.source import Source, WorkUnit
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
+from vlaforge.pipelines.job import SUMMARY_NAME, DatasetSink, DatasetSinkConfig, Job, Runner, UnitSummary, UnitWritten
 from vlaforge.pipelines.shards.manifest import ShardRecord, load_commits, write_manifest
 from vlaforge.pipelines.shards.sink import ShardSink
 from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_samples import VlSample
 
-SUMMARY_NAME = "summary.json"
 DEFAULT_SHARDS = ShardConfig(max_samples=2000, max_bytes=256 * 2**20)
+EPISODES_PER_BATCH = 8
+"""Items a VL job hands its stages at once (`Job.items_per_batch`): model stages batch their requests across them
+(an HTTP VLM keeps that many episodes' requests in flight); memory holds that many episodes' frames."""
 
 
-def write_vl_unit(
-    output: pathlib.Path,
-    dataset: str,
-    unit: int,
-    samples: Iterable[VlSample],
-    *,
-    source_files: list[str],
-    shard_config: ShardConfig = DEFAULT_SHARDS,
-) -> list[ShardRecord]:
-    """Write one unit's samples (in the order given) into `<split>/<dataset>-<unit>-<part>.tar`; returns the records
-    of the shards this call committed (shards an earlier run committed are skipped)."""
-    sink = ShardSink(pathlib.Path(output), dataset, unit, source_files, shard_config)
+class VlUnitWriter:
+    """One unit's VL samples into shards, counted by split."""
+
+    def __init__(self, output: pathlib.Path, dataset: str, unit: int, source_files: list[str],
+                 shards: ShardConfig) -> None:
+        self.shards = ShardSink(output, dataset, unit, source_files, shards)
+        self.by_split: collections.Counter[str] = collections.Counter()
+        self.episodes: set[str] = set()
+
+    def add(self, sample: VlSample) -> None:
+        self.shards.add(sample)
+        self.by_split[sample.split.value] += 1
+        self.episodes.add(sample.episode_id)
+
+    def close(self) -> UnitWritten:
+        self.shards.close()
+        return UnitWritten(samples_by_split=dict(self.by_split), episodes=len(self.episodes),
+                           shards_written=len(self.shards.records), shards_skipped=len(self.shards.skipped))
+
+    def abort(self) -> None:
+        self.shards.abort()
+
+
+class VlDatasetSink(DatasetSink):
+    """VL samples into one VL dataset of one task."""
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Config(DatasetSinkConfig):
+        dataset: str
+        """The VL dataset's name: shards are `<split>/<dataset>-<unit>-<part>.tar`."""
+        task: VlTask
+        """What the dataset teaches."""
+        shards: ShardConfig = DEFAULT_SHARDS
+        """When a shard is full."""
+
+    config: Config
+
+    def dataset_name(self, source: Source) -> str:
+        return self.config.dataset
+
+    def open_unit(self, output: pathlib.Path, dataset: str, unit: WorkUnit) -> VlUnitWriter:
+        return VlUnitWriter(output, dataset, unit.index, list(unit.files), self.config.shards)
+
+    def finalize(self, job: Job, summaries: list[UnitSummary], drops: list[Drop],
+                 tables: dict[str, pa.Table], runner: Runner, units_resumed: int) -> dict[str, Any]:
+        extra = {
+            "units": len(summaries),
+            "episodes_read": sum(s.episodes_read for s in summaries),
+            "drops_by_reason": count_by_reason(drops),
+            "quarantined": sum(d.quarantined for d in drops),
+            "tables": {name: sum(s.table_rows.get(name, 0) for s in summaries)
+                       for name in sorted({name for s in summaries for name in s.table_rows})},
+            "source": job.source.root,
+        }
+        return write_vl_summary(pathlib.Path(job.output), dataset=self.config.dataset, task=self.config.task,
+                                extra=extra)
+
+
+def write_vl_unit(output: pathlib.Path, dataset: str, unit: int, samples: Iterable[VlSample], *,
+                  source_files: list[str], shard_config: ShardConfig = DEFAULT_SHARDS) -> list[ShardRecord]:
+    """Write one unit's samples (in the order given) without a job, as a job's unit writer would; returns the
+    records of the shards this call committed. For sample data built in memory."""
+    writer = VlUnitWriter(pathlib.Path(output), dataset, unit, source_files, shard_config)
     try:
         for sample in samples:
-            sink.add(sample)
+            writer.add(sample)
     except BaseException:
-        sink.abort()
+        writer.abort()
         raise
-    return sink.close()
+    writer.close()
+    return writer.shards.records
 
 
-def finalize_vl_dataset(output: pathlib.Path, *, dataset: str, task: VlTask, extra: dict | None = None) -> dict:
+def write_vl_summary(output: pathlib.Path, *, dataset: str, task: VlTask, extra: dict | None = None) -> dict:
     """Gather the committed shards into `manifest.parquet` and write `summary.json`; returns the summary."""
     output = pathlib.Path(output)
     records = load_commits(output)

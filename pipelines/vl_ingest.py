@@ -1,11 +1,11 @@
-"""Ingest a general VL dataset into VL shards: an index pass, a selection, then a `VlJob`.
+"""Ingest a general VL dataset into VL shards: an index pass, a selection, then a `Job`.
 
 Deduplication by image hash and the per-dataset limit need the whole dataset in view, while units run in parallel.
 So the ingest runs in three steps, each resumable:
 1. index: per unit (in parallel), every row's status and image hash -> `_index/units/<unit>.parquet`;
 2. select: in dataset order, the first row of each image hash is kept, later ones are duplicates, and kept rows
    past `limit` are left out -> `_index/selection.parquet` (with the settings it was made with);
-3. the `VlJob` over the same units reads only the kept rows (quarantining bad ones) and writes shards, manifest,
+3. the `Job` over the same units reads only the kept rows (quarantining bad ones) and writes shards, manifest,
    quarantine table and summary.
 A rerun skips indexed units, reuses the selection (refusing one made with other settings) and skips finished units.
 """
@@ -27,9 +27,9 @@ from vlaforge.datasets.source import WorkUnit
 from vlaforge.datasets.vl_parquet import DUPLICATE, KEEP, OVER_LIMIT, REJECTED, VlParquetSource
 from vlaforge.datasets.vl_rows import RowReject, where
 from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
+from vlaforge.pipelines.job import SUMMARY_NAME, Job, finalize_job, run_units
 from vlaforge.pipelines.shards.writer import ShardConfig
-from vlaforge.pipelines.vl_dataset import DEFAULT_SHARDS, SUMMARY_NAME
-from vlaforge.pipelines.vl_job import VlJob
+from vlaforge.pipelines.vl_dataset import DEFAULT_SHARDS, EPISODES_PER_BATCH, VlDatasetSink
 from vlaforge.pipelines.vl_row_samples import VlRowSamples
 
 INDEX_DIR = "_index"
@@ -39,8 +39,8 @@ _INDEX_COLUMNS = pa.schema([("file", pa.string()), ("row", pa.int64()), ("status
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class VlIngestJob:
-    """One general VL dataset into one VL dataset of shards."""
+class VlIngest:
+    """One general VL dataset into one VL dataset of shards: the index and selection passes, then `job()`."""
 
     source: VlParquetSource.Config
     """Where the rows are (and how to read them)."""
@@ -57,17 +57,18 @@ class VlIngestJob:
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"VlIngestJob.limit must be >= 1 or None, got {self.limit}")
+            raise ValueError(f"VlIngest.limit must be >= 1 or None, got {self.limit}")
 
     @property
     def selection_path(self) -> pathlib.Path:
         return pathlib.Path(self.output) / INDEX_DIR / SELECTION_NAME
 
-    def vl_job(self) -> VlJob:
+    def job(self) -> Job:
         """The generation job of step 3: the same source, reading only the selected rows."""
         source = dataclasses.replace(self.source, selection=str(self.selection_path))
-        return VlJob(source=source, stages=(self.samples,), shards=self.shards, output=self.output,
-                     dataset=self.samples.dataset, task=self.samples.task)
+        sink = VlDatasetSink.Config(dataset=self.samples.dataset, task=self.samples.task, shards=self.shards)
+        return Job(source=source, stages=(self.samples,), sink=sink, output=self.output,
+                   items_per_batch=EPISODES_PER_BATCH)
 
 
 def unit_index_path(output: str | pathlib.Path, unit: int) -> pathlib.Path:
@@ -77,7 +78,7 @@ def unit_index_path(output: str | pathlib.Path, unit: int) -> pathlib.Path:
 class IndexWorker:
     """Step 1 for one unit: each row's status (kept or rejected) and image hash, written once."""
 
-    def __init__(self, job: VlIngestJob) -> None:
+    def __init__(self, job: VlIngest) -> None:
         self.job = job
         self.source = dataclasses.replace(job.source, selection=None).build()
 
@@ -101,13 +102,13 @@ class IndexWorker:
                 "where": where(file, row, parsed.row_id)}
 
 
-def index_units(job: VlIngestJob, units: list[WorkUnit], runner: Any) -> None:
+def index_units(job: VlIngest, units: list[WorkUnit], runner: Any) -> None:
     """Step 1 over all units (finished ones are skipped)."""
     for _ in runner.map(functools.partial(IndexWorker, job), [u.as_dict() for u in units]):
         pass
 
 
-def select_rows(job: VlIngestJob, units: list[WorkUnit]) -> dict[str, int]:
+def select_rows(job: VlIngest, units: list[WorkUnit]) -> dict[str, int]:
     """Step 2: write (or check) the selection; returns row counts by status."""
     settings = {"limit": job.limit, "dedup": job.dedup, "units": len(units)}
     settings_path = job.selection_path.with_suffix(".json")
@@ -160,24 +161,21 @@ def record_selection(output: str | pathlib.Path, counts: dict[str, int]) -> dict
     return summary
 
 
-def run_vl_ingest(job: VlIngestJob, runner: Any) -> dict[str, Any]:
+def run_vl_ingest(job: VlIngest, runner: Any) -> dict[str, Any]:
     """All three steps in this process's runner, without Prefect (the flow runs the same steps as tasks)."""
-    from vlaforge.pipelines.vl_job import finalize_vl_job, run_vl_units
-
     units = job.source.build().plan()
     index_units(job, units, runner)
     counts = select_rows(job, units)
-    vl_job = job.vl_job()
-    run_vl_units(vl_job, units, runner)
-    finalize_vl_job(vl_job, units)
+    run_units(job.job(), units, runner)
+    finalize_job(job.job(), units, runner)
     return record_selection(job.output, counts)
 
 
 def new_job(source: str, output: str, *, dataset: str | None = None, task: VlTask = VlTask.GENERAL,
             limit: int | None = None, dedup: bool = True, source_options: dict[str, Any] | None = None,
-            sample_options: dict[str, Any] | None = None, shards: ShardConfig = DEFAULT_SHARDS) -> VlIngestJob:
+            sample_options: dict[str, Any] | None = None, shards: ShardConfig = DEFAULT_SHARDS) -> VlIngest:
     """A job from plain values (what the CLI and the flow pass); the dataset name defaults to the source's."""
     config = VlParquetSource.Config(root=source, **(source_options or {}))
     name = dataset or config.build().dataset_name
     samples = VlRowSamples.Config(dataset=name, task=task, **(sample_options or {}))
-    return VlIngestJob(source=config, samples=samples, output=output, limit=limit, dedup=dedup, shards=shards)
+    return VlIngest(source=config, samples=samples, output=output, limit=limit, dedup=dedup, shards=shards)

@@ -20,12 +20,13 @@ def ray_local():
 def _ingest_locally(source: str, input_path, output, **options):
     """Run an ingest in this process, without Prefect or Ray."""
     from vlaforge.pipelines.ingest_recipe import IngestOptions, build_ingest_job
-    from vlaforge.pipelines.ingest_run import run_ingest
+    from vlaforge.pipelines.job import run_job
+    from vlaforge.pipelines.robot_dataset import IngestReport
     from vlaforge.pipelines.runners import LocalRunner
 
     source_options = options.pop("source_options", None)
     job = build_ingest_job(source, str(input_path), str(output), IngestOptions(**options), source_options)
-    return run_ingest(job, LocalRunner())
+    return IngestReport(**run_job(job, LocalRunner()))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from vlaforge.datasets.synth.episodes import make_episode
 from vlaforge.flows.sample_data.vl_dataset import write_vl_dataset
 from vlaforge.pipelines import norm_stats
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, write_corpus
-from vlaforge.pipelines.ingest_run import compute_stats
+from vlaforge.pipelines.norm_stats import compute_stats
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.pipelines.samples import RobotSampleBuilder
 from vlaforge.pipelines.shards.manifest import load_commits, write_manifest

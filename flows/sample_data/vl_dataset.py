@@ -13,7 +13,7 @@ from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.synth.scenes import CAPTIONS, PHOTOS, QUESTIONS, camera_frames
 from vlaforge.pipelines.shards.writer import ShardConfig
-from vlaforge.pipelines.vl_dataset import finalize_vl_dataset, write_vl_unit
+from vlaforge.pipelines.vl_dataset import write_vl_summary, write_vl_unit
 from vlaforge.pipelines.vl_samples import VlSample, assistant, build_vl_sample, user
 
 SYNTH_PROVENANCE = [{"model": "vlaforge-synth", "revision": "1", "prompt_version": "none", "settings": {}}]
@@ -59,5 +59,5 @@ def write_vl_dataset(
             for i in range(start, min(start + samples_per_unit, n_samples))
         )
         write_vl_unit(output, dataset, unit, samples, source_files=["synthetic"], shard_config=config)
-    finalize_vl_dataset(output, dataset=dataset, task=task)
+    write_vl_summary(output, dataset=dataset, task=task)
     return output

@@ -1,4 +1,4 @@
-"""The grounding recipe (a JSON-able dict) -> the VlJob the annotate flow runs."""
+"""The grounding recipe (a JSON-able dict) -> the Job the annotate flow runs."""
 
 import pickle
 
@@ -25,7 +25,7 @@ def test_default_recipe_is_the_reports_three_detectors_with_sam(tmp_path):
     assert (gd.name, gd.architecture, llm.name, llm.architecture) == (
         "grounding_dino", "grounding_dino", "llmdet", "mm_grounding_dino")
     assert hosted.api_token == "t0k3n" and "t0k3n" not in repr(job)
-    assert job.dataset == "grounding-droid" and job.stages[0].dataset == "droid" and job.task.value == "grounding"
+    assert job.sink.dataset == "grounding-droid" and job.stages[0].dataset == "droid" and job.sink.task.value == "grounding"
     assert dict(job.stages[-1].detector_settings)["llmdet"].startswith('{"architecture": "mm_grounding_dino"')
     assert pickle.loads(pickle.dumps(job)) == job  # shipped to Ray workers
 
@@ -38,7 +38,7 @@ def test_sections_set_fields_and_no_sam_means_boxes_only(tmp_path):
     consensus = next(s for s in job.stages if isinstance(s, ConsensusStage.Config))
     assert consensus.mask_iou is None and consensus.min_votes == 1
     assert job.stages[0].policies == ("every_k",) and job.stages[0].cameras == ("wrist",)
-    assert isinstance(job.stages[1].vlm, HttpVlm.Config) and job.shards.max_samples == 7
+    assert isinstance(job.stages[1].vlm, HttpVlm.Config) and job.sink.shards.max_samples == 7
     assert not any(isinstance(s, SamMasker.Config) for s in job.stages)
 
 

@@ -171,7 +171,7 @@ def test_stage_records_one_audit_row_per_candidate_with_the_config_hash():
     f = frame(run("gdino", det("mug", MUG)), run("llmdet", det("mug", MUG), det("shelf", SHELF)),
               run("hosted", failed="HTTP 500"))
     (out,) = stage([f])
-    tables = stage.take_rows()
+    tables = stage.take_tables()
     audit, frames = tables[AuditTable.CANDIDATES.value], tables[AuditTable.FRAMES.value]
     assert [(r["phrase"], r["decision"]) for r in audit] == [("mug", "accepted"), ("shelf", "rejected")]
     row = audit[0]
@@ -181,7 +181,7 @@ def test_stage_records_one_audit_row_per_candidate_with_the_config_hash():
     assert row["detectors_failed"] == ["hosted"] and row["votes"] == 2
     assert decode_rle(row["fused_mask_rle"], H, W).sum() == mask_of(MUG).sum()
     assert frames[0]["rejected"] == 1 and frames[0]["image_jpeg"] == b""  # flagged: its image is kept
-    assert stage.take_rows() == {}
+    assert stage.take_tables() == {}
     assert ConsensusStage.Config(box_iou=0.7).digest() != stage.config.digest()
 
 

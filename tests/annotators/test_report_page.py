@@ -55,7 +55,7 @@ def write_audit(directory: pathlib.Path, frame_factory) -> pathlib.Path:
     f2.runs = _runs([_det("red mug", (0.0, 0.0, 10.0, 10.0))], [_det("red mug", (40.0, 30.0, 60.0, 45.0))], [])
     stage = ConsensusStage.Config(box_iou=0.8, review_margin=0.1).build()
     stage([f0, f1, f2])
-    for name, rows in stage.take_rows().items():  # as the VL job writes and gathers them
+    for name, rows in stage.take_tables().items():  # as the job writes and gathers them
         pq.write_table(pa.Table.from_pylist(rows), directory / f"{name}.parquet")
     return directory
 

@@ -25,7 +25,7 @@ def _read(root, **options):
     source = TeleopMcapSource.Config(root=str(root), **options).build()
     ledger = DropLedger()
     episodes = [episode for unit in source.plan() for episode in source.read(unit, ledger)]
-    return episodes, ledger.take(), source.take_resampling_rows()
+    return episodes, ledger.take(), source.take_tables()["resampling"]
 
 
 def _nearest(stamps, ticks):

@@ -15,10 +15,10 @@ from vlaforge.annotators.grounding_dino import grounding_dino
 from vlaforge.annotators.grounding_frame import GroundingFrame
 from vlaforge.annotators.scripted_detection_server import ScriptedDetectionServer
 from vlaforge.flows.sample_data.tiny_detectors import write_tiny_detector, write_tiny_sam
+from vlaforge.pipelines.job import run_job
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.pipelines.shards.manifest import read_manifest
 from vlaforge.pipelines.shards.members import iter_samples
-from vlaforge.pipelines.vl_job import run_vl_job
 
 TOKEN = "dds-token-7c1e-never-logged"
 
@@ -134,7 +134,7 @@ def test_annotate_flow_on_a_prefect_server_with_ray(prefect_server, ray_local, d
     (flow_run,) = [r for r in flow_runs if r.parameters.get("output") == str(tmp_path)]
     assert flow_run.state.is_completed() and TOKEN not in json.dumps(flow_run.parameters)
     names = {r.name.rsplit("-", 1)[0] for r in task_runs if r.flow_run_id == flow_run.id}
-    assert names == {"plan-vl-units", "run-vl-units", "finalize-vl", "build-report"}
+    assert names == {"plan-units", "run-units", "finalize", "build-report"}
 
 
 def test_annotate_job_is_deterministic_and_resumes_without_duplicates(droid_shards, models, mirror, tmp_path):
@@ -143,7 +143,7 @@ def test_annotate_job_is_deterministic_and_resumes_without_duplicates(droid_shar
         def run(name):
             job = annotate_job(recipe(models, server.url, frames=("first",)), str(robot), str(tmp_path / name),
                                hosted_token=TOKEN)
-            return run_vl_job(job, LocalRunner())
+            return run_job(job, LocalRunner())
 
         first, second = run("a"), run("b")
         # As if killed in unit 0 after its shards were committed: no marker, no audit part, no manifest.

@@ -18,10 +18,10 @@ from vlaforge.annotators.vlm_http import HttpVlm
 from vlaforge.datasets.drops import DropLedger
 from vlaforge.datasets.schema import sample_key
 from vlaforge.flows.relabel import relabel
+from vlaforge.pipelines.job import run_job
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.pipelines.shards.manifest import read_manifest
 from vlaforge.pipelines.shards.robot_source import RobotShardSource
-from vlaforge.pipelines.vl_job import run_vl_job
 from vlaforge.pipelines.vl_samples import user
 
 KEY = "sk-relabel-5ac1e0d7"
@@ -59,7 +59,7 @@ def test_relabel_flow_on_prefect_and_ray_matches_an_in_process_run(prefect_serve
         local = relabel_job(shards=str(robot), output=str(tmp_path / "local"), generator="caption",
                             vlm=HttpVlm.Config(base_url=server.url, model=server.model, api_key=KEY),
                             options=OPTIONS, shards_per_unit=1)
-        run_vl_job(local, LocalRunner())
+        run_job(local, LocalRunner())
     assert _tars(tmp_path / "flow") == _tars(tmp_path / "local") != {}
     assert summary["kind"] == "vl" and summary["task"] == "caption" and summary["dataset"] == f"{robot.name}-caption"
     source = RobotShardSource.Config(root=str(robot), split=None).build()
@@ -78,7 +78,7 @@ def test_relabel_flow_on_prefect_and_ray_matches_an_in_process_run(prefect_serve
     (flow_run,) = [r for r in flow_runs if r.parameters.get("output") == str(tmp_path / "flow")]
     assert flow_run.state.is_completed() and flow_run.parameters["api_key"] == "**********"
     ours = [t for t in task_runs if t.flow_run_id == flow_run.id]
-    assert sorted(t.name.rsplit("-", 1)[0] for t in ours) == ["finalize-vl", "plan-vl-units", "run-vl-units"]
+    assert sorted(t.name.rsplit("-", 1)[0] for t in ours) == ["finalize", "plan-units", "run-units"]
     everything = " ".join([str(flow_run), *map(str, ours), *(log.message for log in logs)])
     assert KEY not in everything
 
@@ -92,9 +92,9 @@ def test_a_vlm_outage_fails_the_unit_and_a_rerun_completes_without_duplicates(dr
                           options={"frames_per_episode": 1})
         server.fail_next(503, 2)  # the first request of the first unit fails twice: retries run out
         with pytest.raises(VlmUnavailableError):
-            run_vl_job(job, LocalRunner())
+            run_job(job, LocalRunner())
         assert not list(tmp_path.glob("_units/*.json"))  # nothing marked finished
-        summary = run_vl_job(job, LocalRunner())
+        summary = run_job(job, LocalRunner())
     keys = [json.loads(s["meta.json"])["source_key"] for s in wds.WebDataset(
         [str(p) for p in sorted(tmp_path.rglob("*.tar"))], shardshuffle=False)]
     assert len(keys) == len(set(keys)) == summary["samples"] == summary["episodes_read"]

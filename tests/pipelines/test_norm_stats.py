@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from vlaforge.pipelines import norm_stats
-from vlaforge.pipelines.ingest_run import compute_stats
+from vlaforge.pipelines.norm_stats import compute_stats
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.pipelines.samples import json_bytes, npy_bytes
 from vlaforge.pipelines.shards.writer import TarShardWriter

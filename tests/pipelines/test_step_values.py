@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from vlaforge.pipelines.ingest_recipe import IngestOptions, build_ingest_job
-from vlaforge.pipelines.ingest_run import compute_stats, finalize, plan_units
+from vlaforge.pipelines.job import finalize_job, plan_units
+from vlaforge.pipelines.norm_stats import compute_stats
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.pipelines.shards.manifest import load_commits
 from vlaforge.pipelines.step_values import read_step_values, step_values_rows
@@ -39,13 +40,13 @@ def test_each_unit_keeps_the_values_of_every_step_it_wrote(ingested):
     tables = sorted((output / "_units").glob("*.steps.parquet"))
     assert len(tables) == len(summaries) == 3
     for summary, table in zip(summaries, tables):
-        assert step_values_rows(table) == summary["steps_written"]
+        assert step_values_rows(table) == summary["samples_written"]
         splits = pq.read_table(table, columns=["split"])["split"].to_pylist()
-        assert {s: splits.count(s) for s in set(splits)} == summary["steps_by_split"]
-    index = next(i for i, summary in enumerate(summaries) if summary["steps_by_split"].get("train"))
+        assert {s: splits.count(s) for s in set(splits)} == summary["samples_by_split"]
+    index = next(i for i, summary in enumerate(summaries) if summary["samples_by_split"].get("train"))
     values = read_step_values(tables[index], ["train"])["franka_droid"]
     assert values["state"].shape[1] == len(values["names"]["state"]) == 8
-    assert values["action"].shape == (summaries[index]["steps_by_split"]["train"], 8)
+    assert values["action"].shape == (summaries[index]["samples_by_split"]["train"], 8)
 
 
 def test_statistics_from_step_tables_equal_those_from_reading_the_training_shards(ingested):
@@ -66,5 +67,5 @@ def test_a_unit_without_a_matching_table_has_its_shards_read_instead(ingested, d
         shutil.copyfile(tables[0], tables[1])
     before = (output / "stats.json").read_text()
     (output / "stats.json").unlink()
-    finalize(job, plan_units(job), LocalRunner())
+    finalize_job(job, plan_units(job), LocalRunner())
     assert (output / "stats.json").read_text() == before

@@ -13,7 +13,7 @@ from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.synth.scenes import camera_frames
 from vlaforge.pipelines.shards.manifest import read_manifest
-from vlaforge.pipelines.vl_dataset import finalize_vl_dataset, write_vl_unit
+from vlaforge.pipelines.vl_dataset import write_vl_summary, write_vl_unit
 from vlaforge.pipelines.vl_samples import assistant, build_vl_sample, user
 from vlaforge.training.model import presets
 
@@ -34,7 +34,7 @@ def stored_sample(tmp_path_factory):
                              conversation=conversation, source_key="pair", source_group="pair", provenance=[])
     output = tmp_path_factory.mktemp("vl")
     write_vl_unit(output, "pairs", 0, [sample], source_files=["synthetic"])
-    finalize_vl_dataset(output, dataset="pairs", task=VlTask.VQA)
+    write_vl_summary(output, dataset="pairs", task=VlTask.VQA)
     [record] = read_manifest(output / "manifest.parquet")
     with tarfile.open(output / record.url) as tar:
         members = {m.name.split(".", 1)[1]: tar.extractfile(m).read() for m in tar}

@@ -1,4 +1,4 @@
-"""UnitWorker with teleop sources whose frames are read on access: the same shards as an eager read, samples written
+"""The job runner with teleop sources whose frames are read on access: the same shards as an eager read, samples written
 as their frames are read, and a bad frame late in an episode leaving none of that episode in any shard."""
 
 import copy
@@ -18,7 +18,7 @@ from vlaforge.datasets.teleop_frames import LazyFrames
 from vlaforge.datasets.teleop_hdf5 import TeleopHdf5Source
 from vlaforge.datasets.teleop_mcap import TeleopMcapSource
 from vlaforge.datasets.timeline import NS_PER_S
-from vlaforge.pipelines import ingest_job
+from vlaforge.pipelines import robot_dataset
 
 SOURCES = {"teleop-mcap": TeleopMcapSource, "teleop-hdf5": TeleopHdf5Source}
 
@@ -91,7 +91,7 @@ class _Counted(Sequence):
 
 def test_each_sample_is_written_before_the_next_steps_frames_are_read(inputs, tmp_path, monkeypatch, ingest_locally):
     reads, reads_at_write = [], []
-    original_read, original_add = TeleopMcapSource.read, ingest_job.ShardSink.add
+    original_read, original_add = TeleopMcapSource.read, robot_dataset.ShardSink.add
 
     def counted_read(self, unit, ledger):
         for episode in original_read(self, unit, ledger):
@@ -103,7 +103,7 @@ def test_each_sample_is_written_before_the_next_steps_frames_are_read(inputs, tm
         original_add(self, sample)
 
     monkeypatch.setattr(TeleopMcapSource, "read", counted_read)
-    monkeypatch.setattr(ingest_job.ShardSink, "add", add)
+    monkeypatch.setattr(robot_dataset.ShardSink, "add", add)
     report = ingest_locally("teleop-mcap", inputs / "mcap", tmp_path / "out")
     cameras = 3
     assert len(reads_at_write) == report.steps_written > 100

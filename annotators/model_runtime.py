@@ -1,4 +1,4 @@
-"""What the model stages share about a checkpoint: where it runs (device, dtype) and what pins its weights.
+"""Where a model stage runs (device, dtype) and what pins its weights (hub revision or a digest of the files).
 
 The audit records a revision for every model: the hub revision when one was asked for, else a digest of the
 local weight files (so two runs with different weights under the same path are told apart).
