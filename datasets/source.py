@@ -8,6 +8,7 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from vlaforge.datasets.configurable import Configurable
 from vlaforge.datasets.drops import DropLedger
 from vlaforge.datasets.schema import Episode
 
@@ -39,29 +40,19 @@ class WorkUnit:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SourceConfig:
-    """Base of every source's nested `Config`."""
-
-    _owner: ClassVar[type["Source"]]
+class SourceConfig(Configurable.Config):
+    """Base of every source's nested `Config`; `build()` makes the source."""
 
     root: str
     """The dataset directory to read."""
 
-    def build(self) -> "Source":
-        return self._owner(self)
 
-
-class Source(abc.ABC):
+class Source(Configurable, abc.ABC):
     """Reads one input format into canonical `Episode`s, one at a time (memory bounded by one episode)."""
 
     Config: ClassVar[type[SourceConfig]] = SourceConfig
     name: ClassVar[str]
     """The registry name, used in the CLI (`vlaforge ingest <name>`)."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "Config" in cls.__dict__:
-            cls.Config._owner = cls
 
     def __init__(self, config: SourceConfig) -> None:
         self.config = config
