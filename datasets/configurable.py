@@ -3,8 +3,7 @@
     class MinLengthFilter(Stage):            # Stage is a Configurable
         @dataclasses.dataclass(frozen=True, kw_only=True)
         class Config(StageConfig):           # StageConfig derives from Configurable.Config
-            min_steps: int = 10
-            \"\"\"Episodes shorter than this are dropped.\"\"\"
+            min_steps: int = 10              # each field gets a docstring; __post_init__ validates
 
     stage = MinLengthFilter.Config(min_steps=5).build()   # a MinLengthFilter
 
@@ -76,7 +75,7 @@ def _check_nested_config(owner: type, config: Any) -> None:
 
 
 def did_you_mean(name: object, known: Iterable[str]) -> str:
-    """"; did you mean 'x'?" naming the closest of `known`, or "" when none is close."""
+    """The hint `; did you mean 'x'?` naming the closest of `known`, or "" when none is close."""
     close = difflib.get_close_matches(name, list(known), n=1) if isinstance(name, str) else []
     return f"; did you mean {close[0]!r}?" if close else ""
 
