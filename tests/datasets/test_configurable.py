@@ -1,4 +1,4 @@
-"""The configurable pattern: a nested `Config` builds its owner, and configs come from JSON-ish dicts with typos named."""
+"""The configurable pattern: a nested `Config` builds its owner; configs come from JSON-ish dicts, typos named."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The input-format registry behind `vlaforge ingest <format>`: every format once, each builds, typos get a suggestion."""
+"""The input-format registry behind `vlaforge ingest <format>`: each format once, each builds, typos suggested."""
 
 import importlib
 import pathlib
