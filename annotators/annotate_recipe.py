@@ -5,35 +5,33 @@ the CLI builds and the `annotate` flow receives: JSON, so Prefect can record it)
      "sam": {"model": "..."} or None, "frames": {...}, "phrases": {...}, "consensus": {...}, "samples": {...},
      "source": {"shards_per_unit": 4, "split": "train"}, "shards": {"max_samples": 2000}}
 
-Each section holds fields of one component's `Config`; a misspelt field is answered with the closest name. No
-secret ever goes in the recipe: the hosted detector's token is passed separately (`hosted_token`).
+Each section holds fields of one component's `Config` (`config_from_dict`: a misspelt field is answered with the
+closest name); a detector entry's `kind` names its family in `detectors.py`. No secret ever goes in the recipe: the
+hosted detector's token is passed separately (`hosted_token`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import pathlib
-import typing
 from typing import Any
 
 from vlaforge.annotators.consensus import ConsensusStage
+from vlaforge.annotators.detectors import DETECTORS, detector_family
 from vlaforge.annotators.frame_selection import FrameSelector
-from vlaforge.annotators.grounding_dino import GroundingDinoDetector
 from vlaforge.annotators.grounding_samples import GroundingSampleBuilder
-from vlaforge.annotators.hosted_detector import HostedDetector, RetryPolicy
 from vlaforge.annotators.phrases import PhraseStage
 from vlaforge.annotators.sam_masks import SamMasker
 from vlaforge.annotators.vlm_backends import backend_config
+from vlaforge.datasets.configurable import config_from_dict
 from vlaforge.datasets.schema import VlTask
 from vlaforge.pipelines.job import Job
 from vlaforge.pipelines.shards.robot_source import RobotShardSource
 from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_dataset import EPISODES_PER_BATCH, VlDatasetSink
 
-DETECTOR_KINDS = ("grounding_dino", "llmdet", "hosted")
 SECTIONS = ("detectors", "sam", "frames", "phrases", "consensus", "samples", "source", "shards")
 RECIPE_NAME = "annotate_recipe.json"
 
@@ -47,44 +45,15 @@ def default_recipe() -> dict[str, Any]:
     }
 
 
-def build_config(config_class: type, options: dict[str, Any], where: str) -> Any:
-    """`config_class(**options)` with JSON lists turned into tuples, and unknown fields named with a suggestion."""
-    fields = {f.name: f for f in dataclasses.fields(config_class) if f.init and not f.name.startswith("_")}
-    hints = typing.get_type_hints(config_class)
-    values = {}
-    for key, value in options.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {sorted(fields)}"
-            raise ValueError(f"{where}: unknown option {key!r}{hint}")
-        values[key] = _typed(value, hints.get(key))
-    return config_class(**values)
-
-
-def _typed(value: Any, hint: Any) -> Any:
-    if hint is RetryPolicy and isinstance(value, dict):
-        return build_config(RetryPolicy, value, "hosted.retry")
-    if isinstance(value, list):
-        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
-    return value
-
-
-PRESETS = {
-    "grounding_dino": {"name": "grounding_dino", "architecture": "grounding_dino",
-                       "model": "IDEA-Research/grounding-dino-base"},
-    "llmdet": {"name": "llmdet", "architecture": "mm_grounding_dino", "model": "iSEE-Laboratory/llmdet_large"},
-}
-
-
 def _detector(options: dict[str, Any], hosted_token: str | None) -> Any:
+    """One detector's config from its recipe entry: the family's preset, then the entry's options, then the token."""
     options = dict(options)
     kind = options.pop("kind", None)
-    if kind in PRESETS:
-        return build_config(GroundingDinoDetector.Config, {**PRESETS[kind], **options}, f"recipe detectors[{kind}]")
-    if kind == "hosted":
-        config = build_config(HostedDetector.Config, options, "recipe detectors[hosted]")
-        return dataclasses.replace(config, api_token=hosted_token) if hosted_token else config
-    raise ValueError(f"recipe detectors: kind {kind!r} is not one of {DETECTOR_KINDS}")
+    family = detector_family(kind)
+    config = config_from_dict(family.config, {**family.preset, **options}, where=f"recipe detectors[{kind}]")
+    if family.token_field and hosted_token:
+        config = dataclasses.replace(config, **{family.token_field: hosted_token})
+    return config
 
 
 def detector_configs(recipe: dict[str, Any], hosted_token: str | None = None) -> tuple[Any, ...]:
@@ -106,27 +75,31 @@ def annotate_job(recipe: dict[str, Any], shards: str, output: str, *, hosted_tok
     name = pathlib.Path(shards).name
     detectors = detector_configs(recipe, hosted_token)
     settings = tuple((d.name, json.dumps(d.settings(), sort_keys=True)) for d in detectors)
-    samples = build_config(GroundingSampleBuilder.Config,
-                           {"dataset": f"grounding-{name}", "detector_settings": settings, **recipe.get("samples", {})},
-                           "recipe samples")
+    samples = _section(recipe, "samples", GroundingSampleBuilder.Config, dataset=f"grounding-{name}",
+                       detector_settings=settings)
     sam = recipe.get("sam")
     consensus_options = dict(recipe.get("consensus", {}))
     if sam is None:
         consensus_options.setdefault("mask_iou", None)  # no SAM stage: agreement is judged on boxes only
     stages = (
-        build_config(FrameSelector.Config, {"dataset": name, **recipe.get("frames", {})}, "recipe frames"),
-        build_config(PhraseStage.Config, _phrase_options(recipe.get("phrases", {})), "recipe phrases"),
+        _section(recipe, "frames", FrameSelector.Config, dataset=name),
+        config_from_dict(PhraseStage.Config, _phrase_options(recipe.get("phrases", {})), where="recipe phrases"),
         *detectors,
-        *([build_config(SamMasker.Config, sam, "recipe sam")] if sam is not None else []),
-        build_config(ConsensusStage.Config, consensus_options, "recipe consensus"),
+        *([config_from_dict(SamMasker.Config, sam, where="recipe sam")] if sam is not None else []),
+        config_from_dict(ConsensusStage.Config, consensus_options, where="recipe consensus"),
         samples,
     )
     sink = VlDatasetSink.Config(dataset=samples.dataset, task=VlTask.GROUNDING,
-                                shards=build_config(ShardConfig, recipe.get("shards", {}), "recipe shards"))
+                                shards=_section(recipe, "shards", ShardConfig))
     return Job(
-        source=build_config(RobotShardSource.Config, {"root": shards, **recipe.get("source", {})}, "recipe source"),
+        source=_section(recipe, "source", RobotShardSource.Config, root=shards),
         stages=stages, sink=sink, output=output, items_per_batch=EPISODES_PER_BATCH,
     )
+
+
+def _section(recipe: dict[str, Any], section: str, config_class: type, **defaults: Any) -> Any:
+    """The config of one recipe section: `defaults`, overridden by the section's own options."""
+    return config_from_dict(config_class, {**defaults, **recipe.get(section, {})}, where=f"recipe {section}")
 
 
 def _phrase_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -157,4 +130,10 @@ def decisions_digest(recipe: dict[str, Any]) -> str:
 
 
 def uses_hosted(recipe: dict[str, Any]) -> bool:
-    return any(d.get("kind") == "hosted" for d in recipe.get("detectors", []))
+    """Whether a detector of the recipe takes the hosted API token (so the flow looks for one)."""
+    return any(_takes_token(d.get("kind")) for d in recipe.get("detectors", []))
+
+
+def _takes_token(kind: Any) -> bool:
+    family = DETECTORS.get(kind) if isinstance(kind, str) else None  # an unknown kind is refused by annotate_job
+    return family is not None and family.token_field is not None

@@ -1,4 +1,4 @@
-"""The generators `vlaforge relabel` knows, by name, and the `Job` one relabel run is.
+"""The `Job` one `vlaforge relabel` run is (the generators it knows are registered in `generators.py`).
 
 Over robot shards (a dataset written by `vlaforge ingest`), every generator works on episodes. Over a VL dataset
 (its `summary.json` says `"kind": "vl"`, e.g. one written by `vlaforge ingest vl-parquet`), only `vqa` applies: it
@@ -7,19 +7,13 @@ relabels the answers, and the output keeps the input's task.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import json
 import pathlib
 from typing import Any
 
-from vlaforge.annotators.caption_generator import CaptionGenerator
-from vlaforge.annotators.eqa_generator import EqaGenerator
-from vlaforge.annotators.plan_generator import PlanGenerator
-from vlaforge.annotators.trajectory_generator import TrajectoryGenerator
+from vlaforge.annotators.generators import RELABELS_VL, generator_class
 from vlaforge.annotators.vlm_client import VlmBackendConfig
-from vlaforge.annotators.vlm_generator import VlmGenerator
-from vlaforge.annotators.vqa_generator import VqaGenerator
+from vlaforge.datasets.configurable import config_from_dict
 from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.source import SourceError
 from vlaforge.pipelines.job import SUMMARY_NAME, Job
@@ -27,25 +21,6 @@ from vlaforge.pipelines.shards.robot_source import RobotShardSource
 from vlaforge.pipelines.shards.vl_source import VlShardSource
 from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_dataset import DEFAULT_SHARDS, EPISODES_PER_BATCH, VlDatasetSink
-
-GENERATORS: dict[str, type[VlmGenerator]] = {
-    "caption": CaptionGenerator,
-    "vqa": VqaGenerator,
-    "eqa": EqaGenerator,
-    "plan": PlanGenerator,
-    "trajectory": TrajectoryGenerator,
-}
-RELABELS_VL = ("vqa",)
-"""Generators that also take VL datasets (they rewrite existing answers)."""
-
-
-def generator_class(name: str) -> type[VlmGenerator]:
-    """The generator registered under `name`, or a ValueError suggesting the closest name."""
-    if name in GENERATORS:
-        return GENERATORS[name]
-    close = difflib.get_close_matches(name, GENERATORS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown generator {name!r}{hint} Known generators: {', '.join(GENERATORS)}")
 
 
 def input_kind(shards: str | pathlib.Path) -> tuple[str, dict[str, Any]]:
@@ -69,25 +44,9 @@ def relabel_job(*, shards: str, output: str, generator: str, vlm: VlmBackendConf
     else:
         source = RobotShardSource.Config(root=str(shards), split=split, shards_per_unit=shards_per_unit)
     name = dataset or f"{pathlib.Path(shards).resolve().name}-{generator}"
-    stage = stage_class.Config(dataset=name, vlm=vlm, **_checked(stage_class, options or {}))
+    stage = config_from_dict(stage_class.Config, options or {}, where=f"{generator} generator",
+                             given={"dataset": name, "vlm": vlm})
     task = VlTask(summary["task"]) if kind == "vl" else stage_class.task
     return Job(source=source, stages=(stage,), sink=VlDatasetSink.Config(dataset=name, task=task, shards=shard_config),
                output=str(output), items_per_batch=EPISODES_PER_BATCH)
 
-
-def _checked(stage_class: type[VlmGenerator], options: dict[str, Any]) -> dict[str, Any]:
-    """`options` with unknown keys named, nested configs built from dicts and lists made tuples (JSON has neither)."""
-    fields = {f.name: f for f in dataclasses.fields(stage_class.Config) if f.name not in ("dataset", "vlm")}
-    checked = {}
-    for key, value in options.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{stage_class.__name__} has no option {key!r}{hint} Options: {', '.join(sorted(fields))}")
-        default = fields[key].default
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
-            value = dataclasses.replace(default, **value)
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        checked[key] = value
-    return checked

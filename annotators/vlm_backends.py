@@ -8,6 +8,7 @@ from typing import Any
 from vlaforge.annotators.vlm_client import VlmBackendConfig, VlmClient
 from vlaforge.annotators.vlm_http import HttpVlm
 from vlaforge.annotators.vlm_local import LocalVlm
+from vlaforge.datasets.configurable import lookup
 
 BACKENDS: dict[str, tuple[type[VlmClient], str]] = {
     "local": (LocalVlm, "path"),
@@ -23,7 +24,8 @@ def backend_config(spec: str, **options: Any) -> VlmBackendConfig:
     if not target:
         raise ValueError(f"VLM spec {spec!r} needs a target: local:/models/Qwen3-VL-4B-Instruct or "
                          "http:http://host:8000/v1")
-    if kind not in BACKENDS:
-        raise ValueError(f"VLM spec {spec!r}: unknown backend {kind!r}; use local:DIR or http:URL")
-    client, field = BACKENDS[kind]
+    try:
+        client, field = lookup(BACKENDS, kind, what="backend")
+    except ValueError as error:
+        raise ValueError(f"VLM spec {spec!r}: {error} Use local:DIR or http:URL") from None
     return client.Config(**{field: target}, **options)

@@ -24,6 +24,8 @@ import enum
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from vlaforge.datasets.configurable import Configurable
+
 Message = dict[str, Any]
 
 
@@ -114,25 +116,15 @@ def _parts(message: Message) -> list[dict[str, Any]]:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class VlmBackendConfig:
+class VlmBackendConfig(Configurable.Config):
     """Base of each backend's nested `Config`; `build()` makes the (not yet set up) client."""
 
-    _owner: ClassVar[type["VlmClient"]]
 
-    def build(self) -> "VlmClient":
-        return self._owner(self)
-
-
-class VlmClient(abc.ABC):
+class VlmClient(Configurable, abc.ABC):
     """A VLM backend. `__init__` is cheap; `setup()` loads the model or opens connections, once per worker."""
 
     Config: ClassVar[type[VlmBackendConfig]] = VlmBackendConfig
     backend: ClassVar[str]
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "Config" in cls.__dict__:
-            cls.Config._owner = cls
 
     def __init__(self, config: VlmBackendConfig) -> None:
         self.config = config

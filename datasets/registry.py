@@ -1,27 +1,58 @@
-"""The sources `vlaforge ingest` knows, by name. Adding a format is one line here."""
+"""The input formats `vlaforge ingest <format>` knows, by name, and what each yields. Adding a format is one module
+(a `Source` with a nested `Config`) and one line here."""
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
+import enum
 
+from vlaforge.datasets.configurable import lookup
 from vlaforge.datasets.droid_rlds import DroidRldsSource
 from vlaforge.datasets.lerobot import LeRobotSource
 from vlaforge.datasets.source import Source
 from vlaforge.datasets.teleop_hdf5 import TeleopHdf5Source
 from vlaforge.datasets.teleop_mcap import TeleopMcapSource
+from vlaforge.datasets.vl_parquet import VlParquetSource
 
-SOURCES: dict[str, type[Source]] = {
-    DroidRldsSource.name: DroidRldsSource,
-    LeRobotSource.name: LeRobotSource,
-    TeleopMcapSource.name: TeleopMcapSource,
-    TeleopHdf5Source.name: TeleopHdf5Source,
+
+class Yields(str, enum.Enum):
+    """What a source reads its input into, which decides the job that ingests it."""
+
+    EPISODES = "episodes"
+    """Robot `Episode`s: filtered, chunked and written as robot shards (the `ingest` flow)."""
+    VL_ROWS = "vl_rows"
+    """`VlRow`s of a general VL dataset: deduplicated and written as VL shards (the `ingest-vl` flow)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFormat:
+    """One registry entry."""
+
+    source: type[Source]
+    """The source class; its nested `Config` holds the format's options (`--set KEY=VALUE`)."""
+    yields: Yields
+    """What its `read` yields."""
+
+
+SOURCES: dict[str, InputFormat] = {
+    DroidRldsSource.name: InputFormat(DroidRldsSource, Yields.EPISODES),
+    LeRobotSource.name: InputFormat(LeRobotSource, Yields.EPISODES),
+    TeleopMcapSource.name: InputFormat(TeleopMcapSource, Yields.EPISODES),
+    TeleopHdf5Source.name: InputFormat(TeleopHdf5Source, Yields.EPISODES),
+    VlParquetSource.name: InputFormat(VlParquetSource, Yields.VL_ROWS),
 }
 
 
+def input_format(name: str) -> InputFormat:
+    """The format registered under `name`, or a ValueError that suggests the closest name."""
+    return lookup(SOURCES, name, what="source")
+
+
 def source_class(name: str) -> type[Source]:
-    """The source registered under `name`, or a ValueError that suggests the closest name."""
-    if name in SOURCES:
-        return SOURCES[name]
-    close = difflib.get_close_matches(name, SOURCES, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown source {name!r}{hint} Known sources: {', '.join(sorted(SOURCES))}")
+    """The source class registered under `name` (see `input_format`)."""
+    return input_format(name).source
+
+
+def formats_yielding(yields: Yields) -> list[str]:
+    """The names of the formats whose sources yield `yields`, in registry order."""
+    return [name for name, entry in SOURCES.items() if entry.yields is yields]

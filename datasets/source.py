@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from vlaforge.datasets.configurable import Configurable
 from vlaforge.datasets.drops import DropLedger
 from vlaforge.datasets.schema import Episode
 
@@ -41,29 +42,19 @@ class WorkUnit:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SourceConfig:
-    """Base of every source's nested `Config`."""
-
-    _owner: ClassVar[type["Source"]]
+class SourceConfig(Configurable.Config):
+    """Base of every source's nested `Config`; `build()` makes the source."""
 
     root: str
     """The dataset directory to read."""
 
-    def build(self) -> "Source":
-        return self._owner(self)
 
-
-class Source(abc.ABC):
+class Source(Configurable, abc.ABC):
     """Reads one input format into canonical `Episode`s, one at a time (memory bounded by one episode)."""
 
     Config: ClassVar[type[SourceConfig]] = SourceConfig
     name: ClassVar[str]
     """The registry name, used in the CLI (`vlaforge ingest <name>`)."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "Config" in cls.__dict__:
-            cls.Config._owner = cls
 
     def __init__(self, config: SourceConfig) -> None:
         self.config = config
@@ -82,14 +73,6 @@ class Source(abc.ABC):
     def plan(self) -> list[WorkUnit]:
         """Split the dataset into work units. Raises `SourceError` when the metadata is unusable."""
 
-    table_schemas: ClassVar[dict[str, pa.Schema]] = {}
-    """Side tables this source reports through `take_tables`, with their schemas: each is written even when a run
-    gives it no row (the teleop sources' resampling report)."""
-
-    def take_tables(self) -> dict[str, list[dict[str, Any]]]:
-        """Side-table rows (by table name) of what was read since the last call. The default reports none."""
-        return {}
-
     @abc.abstractmethod
     def read(self, unit: WorkUnit, ledger: DropLedger) -> Iterator[Episode]:
         """Yield the unit's episodes in a deterministic order.
@@ -97,3 +80,11 @@ class Source(abc.ABC):
         A bad record is quarantined in `ledger` with a message naming the file, the record and the fix, and
         reading goes on with the next record (or the next file, when the rest of a file is unreadable).
         """
+
+    table_schemas: ClassVar[dict[str, pa.Schema]] = {}
+    """Side tables this source reports through `take_tables`, with their schemas: each is written even when a run
+    gives it no row (the teleop sources' resampling report)."""
+
+    def take_tables(self) -> dict[str, list[dict[str, Any]]]:
+        """Side-table rows (by table name) of what was read since the last call. The default reports none."""
+        return {}

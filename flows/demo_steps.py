@@ -103,15 +103,15 @@ def ingest_robot(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], co
 def ingest_general_vl(output: pathlib.Path, sizes: DemoSizes, run: dict[str, Any], console: Console) -> DemoDataset:
     """Step 2: a hub-style LLaVA Parquet file (bad rows included) through the `ingest-vl` flow."""
     from vlaforge.datasets.synth.llava import write_vl_parquet
+    from vlaforge.datasets.vl_parquet import VlParquetSource
     from vlaforge.flows.vl_ingest import ingest_vl
-    from vlaforge.flows.vl_ingest_cli import VL_PARQUET
 
-    console.rule(f"2. general VL data -> VL shards (the `ingest-vl` flow, as `vlaforge ingest {VL_PARQUET}`)")
+    console.rule(f"2. general VL data -> VL shards (the `ingest-vl` flow, as `vlaforge ingest {VlParquetSource.name}`)")
     source = write_vl_parquet(output / "raw" / "vl" / "llava-instruct-mix.parquet", n_rows=sizes.vl_rows)
     target = output / "vl" / "llava-instruct-mix"
     summary = ingest_vl(input_path=str(source), output=str(target), dataset="llava-instruct-mix",
                         sample_options={"validation_fraction": 0.2}, **run)
-    print_vl_summary(summary, console, f"ingest {VL_PARQUET}")
+    print_vl_summary(summary, console, f"ingest {VlParquetSource.name}")
     console.print(f"{source} (its missing-image, no-answer and duplicate rows are quarantined by reason) -> {target}")
     return DemoDataset("llava-instruct-mix", ComponentKind.VL, target, summary["samples"], summary["task"])
 

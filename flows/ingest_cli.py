@@ -1,4 +1,5 @@
-"""`vlaforge ingest SOURCE`: one robot dataset into WebDataset shards, through the `ingest` flow."""
+"""`vlaforge ingest SOURCE`: one robot dataset into WebDataset shards, through the `ingest` flow (a VL dataset, when the
+format's source yields VL rows, through `vl_ingest_cli`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from vlaforge.datasets.registry import SOURCES
+from vlaforge.datasets.registry import SOURCES, Yields, input_format
 from vlaforge.flows.cli_options import add_runner_options, height_width, key_value
-from vlaforge.flows.vl_ingest_cli import VL_PARQUET, add_vl_options, run_vl_parquet
+from vlaforge.flows.vl_ingest_cli import add_vl_options, run_vl_ingest
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     ingest = verbs.add_parser("ingest", help="ingest a robot dataset into WebDataset shards")
-    ingest.add_argument("source", choices=[*sorted(SOURCES), VL_PARQUET], help="input format")
+    ingest.add_argument("source", choices=sorted(SOURCES), help="input format")
     ingest.add_argument("--input", required=True, help="dataset directory (DROID: the version dir, e.g. droid/1.0.1)")
     ingest.add_argument("--output", required=True, help="output directory for shards, manifest and tables")
     ingest.add_argument("--chunk-len", type=int, default=32, help="actions per step's chunk, T_max (default 32)")
@@ -92,8 +93,8 @@ def _resampling_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    if args.source == VL_PARQUET:
-        return run_vl_parquet(args, console)
+    if input_format(args.source).yields is Yields.VL_ROWS:
+        return run_vl_ingest(args, console)
     from vlaforge.flows.ingest import ingest
 
     report = ingest(

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from vlaforge.annotators.relabel_recipe import GENERATORS
+from vlaforge.annotators.generators import GENERATORS
 from vlaforge.flows.cli_options import add_runner_options, key_value, print_vl_summary
 
 API_KEY_ENV = "VLAFORGE_VLM_API_KEY"

@@ -1,4 +1,5 @@
-"""`vlaforge ingest vl-parquet`: a general VL dataset into VL shards through the `ingest-vl` flow.
+"""`vlaforge ingest vl-parquet` (any format whose source yields VL rows, `datasets/registry.py`): a general VL dataset
+into VL shards through the `ingest-vl` flow.
 
 `ingest_cli` owns the verb; this module adds the options only VL datasets have and runs the flow.
 """
@@ -9,15 +10,13 @@ import argparse
 
 from rich.console import Console
 
+from vlaforge.datasets.registry import Yields, formats_yielding
 from vlaforge.datasets.schema import VlTask
 from vlaforge.flows.cli_options import print_vl_summary
 
-VL_PARQUET = "vl-parquet"
-"""The `vlaforge ingest` source name of general VL datasets (Parquet, LLaVA JSON / JSONL)."""
-
 
 def add_vl_options(ingest: argparse.ArgumentParser) -> None:
-    group = ingest.add_argument_group(f"{VL_PARQUET} only")
+    group = ingest.add_argument_group(f"{', '.join(formats_yielding(Yields.VL_ROWS))} only")
     group.add_argument("--dataset", help="the VL dataset name (default: the input file or directory name)")
     group.add_argument("--task", choices=[t.value for t in VlTask], default=VlTask.GENERAL.value,
                        help="what the dataset teaches (default general)")
@@ -28,7 +27,7 @@ def add_vl_options(ingest: argparse.ArgumentParser) -> None:
     group.add_argument("--dataset-version", default="unknown", help="upstream version or commit, for provenance")
 
 
-def run_vl_parquet(args: argparse.Namespace, console: Console) -> int:
+def run_vl_ingest(args: argparse.Namespace, console: Console) -> int:
     from vlaforge.flows.vl_ingest import ingest_vl
 
     source_options = dict(args.source_options)
@@ -42,5 +41,5 @@ def run_vl_parquet(args: argparse.Namespace, console: Console) -> int:
         shard_samples=args.shard_samples or 2000, shard_bytes=args.shard_bytes, runner=args.runner,
         ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress,
     )
-    print_vl_summary(summary, console, f"ingest {VL_PARQUET}")
+    print_vl_summary(summary, console, f"ingest {args.source}")
     return 0

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any
 
+from vlaforge.datasets.configurable import config_from_dict
 from vlaforge.datasets.frames import FrameConfig
-from vlaforge.datasets.registry import source_class
+from vlaforge.datasets.registry import Yields, input_format
 from vlaforge.datasets.source import SourceConfig
 from vlaforge.pipelines.filters import IdleTrimmer, MinLengthFilter, NonFiniteFilter, SuccessFilter
 from vlaforge.pipelines.job import Job
@@ -46,14 +46,8 @@ class IngestOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "IngestOptions":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        for name in data:
-            if name not in fields:
-                close = difflib.get_close_matches(name, fields, n=1)
-                raise ValueError(f"unknown ingest option {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-        if data.get("frame_size") is not None:
-            data = {**data, "frame_size": tuple(data["frame_size"])}
-        return cls(**data)
+        """The options from JSON (what the flow receives); a misspelt one is answered with the closest name."""
+        return config_from_dict(cls, data, where="ingest options")
 
     def stages(self) -> tuple[StageConfig, ...]:
         stages: list[StageConfig] = [NonFiniteFilter.Config(), SuccessFilter.Config(keep_failed=self.keep_failed)]
@@ -68,16 +62,13 @@ class IngestOptions:
 
 
 def source_config(source: str, root: str, frames: FrameConfig, overrides: dict[str, Any]) -> SourceConfig:
-    """The source's config with `overrides` (field name -> value) applied; typos get a "did you mean"."""
-    config_type = source_class(source).Config
-    fields = {f.name: f for f in dataclasses.fields(config_type)}
-    for name in overrides:
-        if name not in fields:
-            close = difflib.get_close_matches(name, fields, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{source} has no option {name!r}{hint} Options: {', '.join(sorted(fields))}")
-    values = {name: tuple(v) if isinstance(v, list) else v for name, v in overrides.items()}
-    return config_type(root=root, frames=frames, **values)
+    """The robot source's config with `overrides` (field name -> value) applied; typos get a "did you mean"."""
+    entry = input_format(source)
+    if entry.yields is not Yields.EPISODES:
+        raise ValueError(f"{source} yields {entry.yields.value}, not robot episodes: ingest it with the ingest-vl "
+                         f"flow (`vlaforge ingest {source}` runs it)")
+    return config_from_dict(entry.source.Config, overrides, where=f"{source} source",
+                            given={"root": root, "frames": frames})
 
 
 def build_ingest_job(

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlaforge.datasets.configurable import Configurable
 from vlaforge.datasets.drops import Drop, DropLedger
 from vlaforge.datasets.source import Source, SourceConfig, WorkUnit
 from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
@@ -75,24 +76,14 @@ class UnitWriter(Protocol):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DatasetSinkConfig:
+class DatasetSinkConfig(Configurable.Config):
     """Base of each sink's nested `Config`; `build()` makes the sink."""
 
-    _owner: ClassVar[type["DatasetSink"]]
 
-    def build(self) -> "DatasetSink":
-        return self._owner(self)
-
-
-class DatasetSink(abc.ABC):
+class DatasetSink(Configurable, abc.ABC):
     """One kind of dataset a job writes: a writer per unit, and what the whole dataset gets once every unit is done."""
 
     Config: ClassVar[type[DatasetSinkConfig]] = DatasetSinkConfig
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "Config" in cls.__dict__:
-            cls.Config._owner = cls
 
     def __init__(self, config: DatasetSinkConfig) -> None:
         self.config = config

@@ -14,28 +14,19 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from vlaforge.datasets.configurable import Configurable
 from vlaforge.datasets.drops import DropLedger
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class StageConfig:
+class StageConfig(Configurable.Config):
     """Base of every stage's nested `Config`. `build()` makes the stage, so the config type is the plugin handle."""
 
-    _owner: ClassVar[type["Stage"]]
 
-    def build(self) -> "Stage":
-        return self._owner(self)
-
-
-class Stage(abc.ABC):
-    """Maps a batch to a batch. Subclasses nest a `Config(StageConfig)` dataclass."""
+class Stage(Configurable, abc.ABC):
+    """Maps a batch to a batch. Subclasses nest a `Config(StageConfig)` dataclass (see `datasets/configurable.py`)."""
 
     Config: ClassVar[type[StageConfig]] = StageConfig
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "Config" in cls.__dict__:
-            cls.Config._owner = cls
 
     def __init__(self, config: StageConfig) -> None:
         self.config = config

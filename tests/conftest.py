@@ -35,6 +35,26 @@ def ingest_locally():
     return _ingest_locally
 
 
+def _registry_keys(module, name: str) -> list[str]:
+    """The keys of the dict literal `name = {...}` in `module`'s source, as written (Python keeps only the last of
+    two equal keys, so the built dict cannot show a repeat)."""
+    import ast
+    import inspect
+
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Dict):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return [ast.unparse(key) for key in node.value.keys]
+    raise LookupError(f"{module.__name__} has no dict literal {name}")
+
+
+@pytest.fixture(scope="session")
+def registry_keys():
+    """`registry_keys(module, "NAME")`: the keys of a registry's dict literal as written, to check none repeats."""
+    return _registry_keys
+
+
 @pytest.fixture(scope="session")
 def droid_dataset(tmp_path_factory):
     from vlaforge.datasets.synth.droid import write_droid_dataset

@@ -48,8 +48,10 @@ def test_mistakes_are_named(tmp_path):
 
     with pytest.raises(ValueError, match="unknown option 'box_treshold'; did you mean 'box_threshold'"):
         build(detectors=[{"kind": "grounding_dino", "box_treshold": 0.3}])
-    with pytest.raises(ValueError, match="kind 'yolo' is not one of"):
+    with pytest.raises(ValueError, match=r"unknown detector kind 'yolo'\. Known detector kinds: grounding_dino, "):
         build(detectors=[{"kind": "yolo"}])
+    with pytest.raises(ValueError, match=r"unknown detector kind 'lmdet'; did you mean 'llmdet'\?"):
+        build(detectors=[{"kind": "lmdet"}])
     with pytest.raises(ValueError, match="duplicate names"):
         build(detectors=[{"kind": "grounding_dino"}, {"kind": "grounding_dino"}])
     with pytest.raises(ValueError, match="detectors is empty"):

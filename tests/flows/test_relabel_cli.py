@@ -45,7 +45,7 @@ def test_trajectory_needs_no_vlm_and_misspelt_options_are_named(prefect_api, dro
     assert summary["task"] == "trajectory" and summary["samples"] > 0
     code = main(["relabel", "--shards", str(robot), "--output", str(tmp_path / "x"), "--generator", "trajectory",
                  "--set", "horizon=2", "--runner", "local"])
-    assert code == 2 and "no option 'horizon'; did you mean 'horizon_s'?" in capsys.readouterr().err
+    assert code == 2 and "unknown option 'horizon'; did you mean 'horizon_s'?" in capsys.readouterr().err
 
 
 def test_ingest_vl_parquet_then_relabel_its_answers(prefect_api, tmp_path, capsys):
