@@ -63,8 +63,8 @@ from vlaforge.datasets.synth.small_corpus import CHUNK, write_small_corpus
 from vlaforge.flows import train_cli
 from vlaforge.training import train_main
 from vlaforge.training import trainer as trainer_module
-from vlaforge.training.collate import CorpusBatch
-from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.data.collate import CorpusBatch
+from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.vla import VLAModel
 from vlaforge.training.phase_model import LOSS, PhaseModel
 from vlaforge.training.trainer import TRAIN_LOG

@@ -16,12 +16,12 @@ def stream_batches(corpus: pathlib.Path, vlm_dir: pathlib.Path, sizes: DemoSizes
     batches), tokenized by the tiny Qwen3-VL's processor."""
     import itertools
 
-    from vlaforge.training.collate import Batcher, MixPolicy
-    from vlaforge.training.corpus_loader import CorpusLoader
+    from vlaforge.training.data.collate import Batcher, MixPolicy
+    from vlaforge.training.data.corpus_loader import CorpusLoader
     from vlaforge.training.model import presets
-    from vlaforge.training.robot_batches import RobotSampleTransform
+    from vlaforge.training.data.robot_transform import RobotSampleTransform
 
-    console.rule("6. the corpus loader: robot and VL batches by corpus URL (`training/corpus_loader.py`)")
+    console.rule("6. the corpus loader: robot and VL batches by corpus URL (`training/data/corpus_loader.py`)")
     chunk = presets.vla_tiny().dit.chunk_length
     config = CorpusLoader.Config(
         corpus_url=str(corpus), processor=str(vlm_dir), num_workers=2,

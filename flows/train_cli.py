@@ -65,12 +65,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace):  # -> TrainerConfig
-    from vlaforge.training.collate import Batcher
-    from vlaforge.training.corpus_loader import CorpusLoader
-    from vlaforge.training.corpus_stream import CorpusStream
+    from vlaforge.training.data.collate import Batcher
+    from vlaforge.training.data.corpus_loader import CorpusLoader
+    from vlaforge.training.data.corpus_stream import CorpusStream
     from vlaforge.training.model import presets
     from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
-    from vlaforge.training.robot_batches import RobotSampleTransform
+    from vlaforge.training.data.robot_transform import RobotSampleTransform
     from vlaforge.training.shard_urls import ShardOpener
     from vlaforge.training.trainer_config import TrainerConfig
 

@@ -26,7 +26,7 @@ from typing import IO, Any
 from vlaforge.datasets.schema import SampleKey
 from vlaforge.pipelines.shard_reader import UnsafeShardError, check_member
 from vlaforge.training.shard_urls import ShardNotFoundError, ShardOpener, ShardSource
-from vlaforge.training.slot_sequence import Interval
+from vlaforge.training.data.slot_sequence import Interval
 from vlaforge.pipelines.tar_members import TarFormatError, TarMember, TarReader
 
 _CHUNK = 2**20

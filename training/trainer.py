@@ -40,13 +40,13 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 from vlaforge.training.checkpoint_engine import SafeCheckpointEngine
-from vlaforge.training.collate import CorpusBatch
-from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.data.collate import CorpusBatch
+from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.vla import RobotBatch, VLAModel
 from vlaforge.training.phase_model import CHOICE, FLOW_MATCHING, LOSS, NEXT_TOKEN, PhaseModel
 from vlaforge.training.policy.normalization import EmbodimentStats
 from vlaforge.training.policy.policy import Policy
-from vlaforge.training.pooled_stats import pool_by_embodiment
+from vlaforge.training.data.pooled_stats import pool_by_embodiment
 from vlaforge.training.trainer_config import TrainerConfig, deepspeed_config
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
 from vlaforge.training.model.vla import Stage, VLAConfig
-from vlaforge.training.robot_batches import NormKind
+from vlaforge.training.data.robot_transform import NormKind
 
 FORMAT = "vlaforge.trainer-config/1"
 _SECRET_S3_OPTIONS = frozenset({"key", "secret", "token", "password", "client_kwargs", "config_kwargs"})

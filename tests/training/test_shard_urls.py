@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from vlaforge.training.corpus_stream import CorpusStream
+from vlaforge.training.data.corpus_stream import CorpusStream
 from vlaforge.training.shard_samples import BadShardError, ShardEntry, ShardReader, sha256_of
 from vlaforge.training.shard_urls import ShardAccessError, ShardNotFoundError, ShardOpener, resolve_url
 

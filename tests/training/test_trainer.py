@@ -17,13 +17,13 @@ import torch
 from safetensors.torch import load_file
 
 from vlaforge.training import train_main
-from vlaforge.training.collate import Batcher
-from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.data.collate import Batcher
+from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model import presets
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
 from vlaforge.training.model.vla import VLAModel
 from vlaforge.training.policy.policy import Policy
-from vlaforge.training.robot_batches import RobotSampleTransform
+from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.trainer import CHOICE_WEIGHTS, POLICY_DIR, TRAIN_LOG
 from vlaforge.training.trainer_config import Phase, TrainerConfig
 

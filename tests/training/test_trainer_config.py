@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from vlaforge.training.collate import Batcher, MixPolicy
-from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.data.collate import Batcher, MixPolicy
+from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model import presets
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
-from vlaforge.training.robot_batches import NormKind, RobotSampleTransform
+from vlaforge.training.data.robot_transform import NormKind, RobotSampleTransform
 from vlaforge.training.trainer_config import Phase, Precision, TrainerConfig, deepspeed_config
 
 CHUNK = presets.vla_tiny().dit.chunk_length
@@ -82,7 +82,7 @@ def test_the_config_survives_its_json_round_trip():
 
 
 def test_s3_credentials_are_never_written_into_the_config():
-    from vlaforge.training.corpus_stream import CorpusStream
+    from vlaforge.training.data.corpus_stream import CorpusStream
     from vlaforge.training.shard_urls import ShardOpener
 
     opener = ShardOpener.Config(s3_options={"endpoint_url": "http://127.0.0.1:9000", "secret": "do-not-log"})

@@ -11,9 +11,9 @@ import torch
 import webdataset as wds
 
 from vlaforge.pipelines.vl_samples import assistant, user
-from vlaforge.training.collate import Batcher, CorpusBatch, Kind, MixPolicy, collate_robot, collate_vl, make_collate
-from vlaforge.training.robot_batches import RobotSampleTransform
-from vlaforge.training.vl_batches import IGNORE_INDEX, VlSampleTransform
+from vlaforge.training.data.collate import Batcher, CorpusBatch, Kind, MixPolicy, collate_robot, collate_vl, make_collate
+from vlaforge.training.data.robot_transform import RobotSampleTransform
+from vlaforge.training.data.vl_transform import IGNORE_INDEX, VlSampleTransform
 
 
 @pytest.fixture(scope="module")

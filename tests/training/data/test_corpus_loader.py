@@ -23,9 +23,9 @@ from vlaforge.pipelines.corpus_manifest import (
     write_corpus,
 )
 from vlaforge.pipelines.shard_reader import iter_samples
-from vlaforge.training.collate import Batcher, MixPolicy
-from vlaforge.training.corpus_loader import CorpusLoader
-from vlaforge.training.robot_batches import RobotSampleTransform
+from vlaforge.training.data.collate import Batcher, MixPolicy
+from vlaforge.training.data.corpus_loader import CorpusLoader
+from vlaforge.training.data.robot_transform import RobotSampleTransform
 
 ROBOT = RobotSampleTransform.Config(cameras=("exterior_1", "wrist"), image_size=(32, 32), chunk_length=8)
 

@@ -28,10 +28,10 @@ from PIL import Image
 
 from vlaforge.datasets.schema import Camera, MetaField, SampleKey
 from vlaforge.pipelines.drops import DropReason
-from vlaforge.training.bad_samples import BadSampleError
+from vlaforge.training.data.bad_samples import BadSampleError
 from vlaforge.training.policy import normalization
 from vlaforge.training.policy.normalization import MODEL_WIDTH
-from vlaforge.training.pooled_stats import pool_by_embodiment
+from vlaforge.training.data.pooled_stats import pool_by_embodiment
 from vlaforge.training.shard_samples import StreamField
 
 FIELDS = ("state", "action")

@@ -28,7 +28,7 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 from vlaforge.datasets.schema import ChatRole, VlMetaField, VlSampleKey
 from vlaforge.pipelines.drops import DropReason
 from vlaforge.pipelines.vl_samples import VlSampleError, check_conversation
-from vlaforge.training.bad_samples import BadSampleError
+from vlaforge.training.data.bad_samples import BadSampleError
 from vlaforge.training.shard_samples import StreamField
 
 IGNORE_INDEX = -100

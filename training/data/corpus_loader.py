@@ -3,13 +3,14 @@
     loader = CorpusLoader(CorpusLoader.Config(corpus_url="s3://bucket/corpus.json", processor="/ckpt/vlm"),
                           rank=rank, world_size=world_size)
     loader.load_state_dict(checkpoint["loader"])      # optional: continue exactly where the checkpoint was taken
-    for batch in loader:                              # endless; a CorpusBatch (training/collate.py)
+    for batch in loader:                              # endless; a CorpusBatch (training/data/collate.py)
         ...
         checkpoint["loader"] = loader.state_dict()    # JSON-able
 
 Each DataLoader worker runs one `CorpusStream` slot (worker ids from `get_worker_info()`), turns raw samples into
-examples (`robot_batches`, `vl_batches`), groups them by the mixing policy and collates them (`collate`), so decoding
-and tokenization happen in the workers and batches reach the trainer prefetched (`prefetch_factor` per worker).
+examples (`robot_transform`, `vl_transform`), groups them by the mixing policy and collates them (`collate`), so
+decoding and tokenization happen in the workers and batches reach the trainer prefetched (`prefetch_factor` per
+worker).
 
 Resume. Every batch carries its worker's resume record (the `Batcher`'s: stream state and consumed draws) and the
 main process keeps, per worker, the record of the last batch the trainer took: batches still prefetched in the queue
@@ -59,14 +60,14 @@ from transformers import AutoProcessor, ProcessorMixin
 
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusError, CorpusManifest
 from vlaforge.pipelines.drops import Drop, count_by_reason
-from vlaforge.training import bad_samples
-from vlaforge.training.bad_samples import BadSampleError, BadSamplePolicy
-from vlaforge.training.collate import Batcher, CorpusBatch, make_collate
-from vlaforge.training.corpus_stream import CorpusStream, StreamField
-from vlaforge.training.robot_batches import RobotSampleTransform
+from vlaforge.training.data import bad_samples
+from vlaforge.training.data.bad_samples import BadSampleError, BadSamplePolicy
+from vlaforge.training.data.collate import Batcher, CorpusBatch, make_collate
+from vlaforge.training.data.corpus_stream import CorpusStream, StreamField
+from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.shard_urls import ShardOpener, resolve_url
-from vlaforge.training.stream_state import combine_states
-from vlaforge.training.vl_batches import VlSampleTransform
+from vlaforge.training.data.stream_state import combine_states
+from vlaforge.training.data.vl_transform import VlSampleTransform
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from vlaforge.pipelines.norm_stats import Moments
-from vlaforge.training.pooled_stats import pool_by_embodiment
-from vlaforge.training.robot_batches import RobotSampleTransform
+from vlaforge.training.data.pooled_stats import pool_by_embodiment
+from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.trainer import embodiment_stats
 
 NAMES = {"state": ["j0", "j1", "g"], "action": ["v0", "v1"]}

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from vlaforge.training.shard_assignment import Piece, Plan, PlanSpec
+from vlaforge.training.data.shard_assignment import Piece, Plan, PlanSpec
 from vlaforge.training.shard_samples import BadShardError, ShardEntry, ShardReader, StreamField
 
 log = logging.getLogger(__name__)
