@@ -55,7 +55,7 @@ from vlaforge.pipelines.ingest_run import run_ingest
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.training.data.collate import Batcher
 from vlaforge.training.data.corpus_loader import CorpusLoader
-from vlaforge.training.policy.normalization import EPSILON, MODEL_WIDTH
+from vlaforge.training.data.normalization import EPSILON, MODEL_WIDTH
 from vlaforge.training.data.robot_transform import RobotSampleTransform, decode_frame
 
 BATCH = 32

@@ -44,9 +44,7 @@ from vlaforge.training.data.collate import CorpusBatch
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.vla import RobotBatch, VLAModel
 from vlaforge.training.phase_model import CHOICE, FLOW_MATCHING, LOSS, NEXT_TOKEN, PhaseModel
-from vlaforge.training.policy.normalization import EmbodimentStats
 from vlaforge.training.policy.policy import Policy
-from vlaforge.training.data.pooled_stats import pool_by_embodiment
 from vlaforge.training.trainer_config import TrainerConfig, deepspeed_config
 
 log = logging.getLogger(__name__)
@@ -248,7 +246,7 @@ class Trainer:
         if self.rank == 0:
             staging = self.output / f"{POLICY_DIR}.partial"
             shutil.rmtree(staging, ignore_errors=True)
-            policy = Policy(self.module.model, self.loader.processor, embodiment_stats(self.loader.stats))
+            policy = Policy(self.module.model, self.loader.processor, self.loader.normalize)
             policy.save_pretrained(staging)
             if self.module.choice is not None:
                 self._export_choice(staging)
@@ -264,13 +262,6 @@ class Trainer:
         weights = {name: tensor.detach().contiguous().cpu() for name, tensor in head.state_dict().items()}
         save_file(weights, directory / CHOICE_WEIGHTS, metadata={"format": "vlaforge-choice-policies"})
         (directory / CHOICE_CONFIG).write_text(json.dumps(vars(head.config), indent=1))
-
-
-def embodiment_stats(documents: Mapping[str, Mapping[str, Any]]) -> dict[str, EmbodimentStats]:
-    """{embodiment: stats} over the loader's {component: stats.json document}, pooled per embodiment as the loader
-    normalized them (`pooled_stats.py`)."""
-    pooled = pool_by_embodiment(documents)["embodiments"]
-    return {name: EmbodimentStats.from_dict(entry) for name, entry in pooled.items()}
 
 
 def _loss_sums() -> torch.Tensor:

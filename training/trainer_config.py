@@ -19,7 +19,6 @@ from typing import Any
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
 from vlaforge.training.model.vla import Stage, VLAConfig
-from vlaforge.training.data.robot_transform import NormKind
 
 FORMAT = "vlaforge.trainer-config/1"
 _SECRET_S3_OPTIONS = frozenset({"key", "secret", "token", "password", "client_kwargs", "config_kwargs"})
@@ -128,9 +127,6 @@ class TrainerConfig:
         if self.loader.processor is None:
             raise ValueError("TrainerConfig.loader.processor must name the Qwen3-VL processor: the model reads robot "
                              "samples' frames and instruction as tokens")
-        if self.loader.robot.norm is not NormKind.MEAN_STD:
-            raise ValueError(f"TrainerConfig.loader.robot.norm is {self.loader.robot.norm.value!r}; the exported "
-                             "policy normalizes with (x - mean) / (std + 1e-6): use 'mean_std'")
         self._check_widths()
         batch = dataclasses.replace(self.loader.batch, batch_size=self.micro_batch_size)
         object.__setattr__(self, "loader", dataclasses.replace(self.loader, batch=batch))

@@ -8,7 +8,7 @@ import pytest
 from vlaforge.training.model import presets
 from vlaforge.training.policy import execution
 from vlaforge.training.policy.execution import ExecutionConfig
-from vlaforge.training.policy.normalization import EmbodimentStats
+from vlaforge.training.data.normalization import Normalize
 from vlaforge.training.policy.policy import Observation, Policy
 
 STEP = 0.01  # the reference motion advances this much per tick in joint 0
@@ -76,9 +76,8 @@ def test_async_needs_a_prefix_that_covers_the_inference_latency():
 
 def test_the_tiny_model_drives_the_robot_asynchronously(build_model, processor, camera):
     config = dataclasses.replace(presets.vla_tiny(), attention="lambda")
-    stats = EmbodimentStats(state_mean=np.zeros(7), state_std=np.ones(7), action_mean=np.zeros(7),
-                            action_std=np.full(7, 0.5))
-    policy = Policy(build_model(config), processor, {"franka": stats})
+    franka = {"state": {"mean": [0.0] * 7, "std": [1.0] * 7}, "action": {"mean": [0.0] * 7, "std": [0.5] * 7}}
+    policy = Policy(build_model(config), processor, Normalize.from_document({"embodiments": {"franka": franka}}))
     frames = [camera("astronaut")]
     chunks = []
 

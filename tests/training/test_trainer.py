@@ -71,6 +71,7 @@ def test_each_phase_trains_exactly_its_parameters_along_the_recipe(small_corpus,
                        micro_batch_size=3, seed=5)
     step1_log = train(base)
     step1 = Policy.from_pretrained(tmp_path / "step1" / POLICY_DIR)
+    assert step1.normalize == CorpusLoader(base.loader).normalize  # the policy inverts what the loader normalized
     assert any(r["choice"] is not None for r in step1_log) and any(r["next_token"] is not None for r in step1_log)
     assert changed(initial_vlm(tiny_vlm_dir), step1.model.vlm)
     assert not changed(fresh_dit(tiny_vlm_dir, 5), step1.model.dit)

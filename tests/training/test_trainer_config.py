@@ -12,7 +12,8 @@ from vlaforge.training.data.collate import Batcher, MixPolicy
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model import presets
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
-from vlaforge.training.data.robot_transform import NormKind, RobotSampleTransform
+from vlaforge.training.data.normalization import NormKind
+from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.trainer_config import Phase, Precision, TrainerConfig, deepspeed_config
 
 CHUNK = presets.vla_tiny().dit.chunk_length
@@ -64,11 +65,15 @@ def test_the_heads_chunk_and_width_must_match_the_loaders():
         config(loader=CorpusLoader.Config(corpus_url="c.json", processor="p"))
     with pytest.raises(ValueError, match=r"TrainerConfig.choice.chunk_length is 30"):
         config(phase=Phase.STEP1_CHOICE, choice=ChoicePoliciesConfig())
-    robot = RobotSampleTransform.Config(chunk_length=CHUNK, norm=NormKind.QUANTILE)
-    with pytest.raises(ValueError, match="loader.robot.norm is 'quantile'"):
-        config(loader=CorpusLoader.Config(corpus_url="c.json", processor="p", robot=robot))
     with pytest.raises(ValueError, match="loader.processor must name the Qwen3-VL processor"):
         config(loader=CorpusLoader.Config(corpus_url="c.json", robot=RobotSampleTransform.Config(chunk_length=CHUNK)))
+
+
+def test_quantile_normalization_is_a_valid_choice():
+    """The exported policy saves and inverts the loader's own `Normalize`, whichever its kind."""
+    robot = RobotSampleTransform.Config(chunk_length=CHUNK, norm=NormKind.QUANTILE)
+    made = config(loader=CorpusLoader.Config(corpus_url="c.json", processor="p", robot=robot))
+    assert TrainerConfig.from_dict(made.to_dict()).loader.robot.norm is NormKind.QUANTILE
 
 
 def test_the_config_survives_its_json_round_trip():

@@ -64,6 +64,7 @@ from vlaforge.training.data import bad_samples
 from vlaforge.training.data.bad_samples import BadSampleError, BadSamplePolicy
 from vlaforge.training.data.collate import Batcher, CorpusBatch, make_collate
 from vlaforge.training.data.corpus_stream import CorpusStream, StreamField
+from vlaforge.training.data.normalization import Normalize
 from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.shard_urls import ShardOpener, resolve_url
 from vlaforge.training.data.stream_state import combine_states
@@ -95,12 +96,13 @@ class WorkerBatch:
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """Everything a worker needs, picklable: the configs, this rank, the statistics and the resume records."""
+    """Everything a worker needs, picklable: the configs, this rank, the robot transform and the resume records."""
 
     config: "CorpusLoader.Config"
     rank: int
     world_size: int
-    stats: dict[str, dict[str, Any]]
+    robot: RobotSampleTransform
+    """Built once in the trainer's process: its `normalize` is the one the exported policy saves."""
     processor: ProcessorMixin | None
     """Loaded once in the trainer's process; workers inherit it (a Qwen tokenizer takes about a second to load)."""
     resume: dict[int, dict[str, Any]]
@@ -124,7 +126,7 @@ class CorpusDataset(IterableDataset):
         stream = CorpusStream(config.corpus_url, rank=self.plan.rank, world_size=self.plan.world_size,
                               worker_id=worker, num_workers=workers, seed=config.seed, split=config.split,
                               one_pass=config.one_pass, verify_sha256=config.verify_sha256, config=config.stream)
-        robot = config.robot.build(self.plan.stats)
+        robot = self.plan.robot
         vl = None
         if self.plan.processor is not None:
             vl = VlSampleTransform(VlSampleTransform.Config(processor=config.processor,
@@ -246,6 +248,9 @@ class CorpusLoader:
         self.rank = rank
         self.world_size = world_size
         self.stats = self._load_stats()
+        """{component: stats.json document} of every robot component."""
+        self.robot_transform = config.robot.build(self.stats)
+        """Decodes, normalizes and pads robot samples in the workers."""
         self.processor = None if config.processor is None else AutoProcessor.from_pretrained(config.processor)
         self.quarantined: dict[tuple[str, str], Drop] = {}
         self.stream_stats: dict[int, dict[str, Any]] = {}
@@ -255,14 +260,20 @@ class CorpusLoader:
         self._iterator: Iterator[WorkerBatch] | None = None
 
     @property
+    def normalize(self) -> Normalize:
+        """The state and action normalization of the corpus's embodiments, as the workers apply it: the trainer
+        exports this object with the policy."""
+        return self.robot_transform.normalize
+
+    @property
     def slots(self) -> int:
         """Stream slots of this rank (DataLoader workers, or 1 in-process)."""
         return max(self.config.num_workers, 1)
 
     def __iter__(self) -> Iterator[CorpusBatch]:
         self.close()
-        plan = _Plan(self.config, self.rank, self.world_size, self.stats, self.processor, dict(self._records),
-                     self._next_worker)
+        plan = _Plan(self.config, self.rank, self.world_size, self.robot_transform, self.processor,
+                     dict(self._records), self._next_worker)
         options: dict[str, Any] = {}
         if self.config.num_workers:
             options = {"prefetch_factor": self.config.prefetch_factor, "persistent_workers": False,

@@ -14,7 +14,8 @@ from PIL import Image
 from vlaforge.pipelines.drops import DropReason
 from vlaforge.training.data.bad_samples import BadSampleError
 from vlaforge.training.data.corpus_stream import CorpusStream
-from vlaforge.training.data.robot_transform import NormKind, RobotSampleTransform, decode_frame
+from vlaforge.training.data.normalization import NormKind
+from vlaforge.training.data.robot_transform import RobotSampleTransform, decode_frame
 
 CAMERAS = ("exterior_1", "exterior_2", "wrist", "left_wrist")
 
