@@ -163,7 +163,7 @@ def prepare(root: pathlib.Path, variant: Variant) -> Data:
 
 
 def loader_config(data: Data, variant: Variant, workers: int) -> CorpusLoader.Config:
-    robot = RobotSampleTransform.Config(cameras=variant.canonical, image_size=variant.size, chunk_length=CHUNK)
+    robot = RobotSampleTransform.Config(cameras=variant.canonical, image_size=variant.size, chunk_len=CHUNK)
     return CorpusLoader.Config(corpus_url=str(data.corpus), robot=robot, batch=Batcher.Config(batch_size=BATCH),
                                num_workers=workers)
 

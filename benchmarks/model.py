@@ -65,9 +65,9 @@ def robot_batch(model: VLAModel, vlm_inputs, batch: int, device) -> RobotBatch:
     return RobotBatch(
         vlm_inputs=vlm_inputs,
         state=torch.randn(batch, dit.state_dim, device=device),
-        actions=torch.randn(batch, dit.chunk_length, dit.action_dim, device=device),
+        actions=torch.randn(batch, dit.chunk_len, dit.action_dim, device=device),
         action_mask=torch.ones(batch, dit.action_dim, dtype=torch.bool, device=device),
-        valid_length=torch.full((batch,), dit.chunk_length, device=device),
+        valid_len=torch.full((batch,), dit.chunk_len, device=device),
     )
 
 

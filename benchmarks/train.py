@@ -104,7 +104,7 @@ def train_argv(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: path
                nproc: int = 1, precision: str = "fp32") -> list[str]:
     """`vlaforge train` arguments for one run: the tiny model, no checkpoint before the last step, no export."""
     return ["train", "--phase", phase, "--corpus", str(corpus), "--vlm", str(vlm), "--output", str(output),
-            "--nproc", str(nproc), "--model", "tiny", "--chunk-length", str(CHUNK), "--max-steps", str(steps),
+            "--nproc", str(nproc), "--model", "tiny", "--chunk-len", str(CHUNK), "--max-steps", str(steps),
             "--micro-batch-size", str(MICRO_BATCH), "--image-size", "64x64", "--cameras", "exterior_1",
             "--workers", "1", "--precision", precision, "--save-every", str(10**6), "--no-resume", "--no-export"]
 

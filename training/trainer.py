@@ -107,10 +107,10 @@ class Trainer:
             return VLAModel.from_vlm_pretrained(self.config.vlm_dir, self.config.model)
         model = Policy.from_pretrained(self.config.init_policy).model
         robot, dit = self.config.loader.robot, model.config.dit
-        if (dit.chunk_length, dit.state_dim, dit.action_dim) != (robot.chunk_length, robot.width, robot.width):
-            raise ValueError(f"{self.config.init_policy}: the policy's DiT reads chunks of {dit.chunk_length} x "
-                             f"{dit.action_dim} (state {dit.state_dim}); the loader gives {robot.chunk_length} x "
-                             f"{robot.width}: set loader.robot.chunk_length / width to match")
+        if (dit.chunk_len, dit.state_dim, dit.action_dim) != (robot.chunk_len, robot.width, robot.width):
+            raise ValueError(f"{self.config.init_policy}: the policy's DiT reads chunks of {dit.chunk_len} x "
+                             f"{dit.action_dim} (state {dit.state_dim}); the loader gives {robot.chunk_len} x "
+                             f"{robot.width}: set loader.robot.chunk_len / width to match")
         return model
 
     def _resume(self) -> None:
@@ -281,7 +281,7 @@ def _add_losses(sums: torch.Tensor, losses: Mapping[str, float], robot: int, vl:
 def _to_device(batch: RobotBatch, device: torch.device) -> RobotBatch:
     return RobotBatch(vlm_inputs={k: v.to(device) for k, v in batch.vlm_inputs.items()},
                       state=batch.state.to(device), actions=batch.actions.to(device),
-                      action_mask=batch.action_mask.to(device), valid_length=batch.valid_length.to(device))
+                      action_mask=batch.action_mask.to(device), valid_len=batch.valid_len.to(device))
 
 
 def _number(value: Any) -> float | None:

@@ -18,9 +18,13 @@ from typing import Any
 
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
+from vlaforge.training.model.renamed_fields import current_names
 from vlaforge.training.model.vla import Stage, VLAConfig
 
-FORMAT = "vlaforge.trainer-config/1"
+FORMAT = "vlaforge.trainer-config/2"
+READABLE_FORMATS = (FORMAT, "vlaforge.trainer-config/1")
+"""Format 1 named the action chunk `chunk_length` (read as `chunk_len`); code that reads only format 1 refuses
+format 2 rather than mistake a missing `chunk_length` for the default."""
 _SECRET_S3_OPTIONS = frozenset({"key", "secret", "token", "password", "client_kwargs", "config_kwargs"})
 """s3fs options that can carry credentials (client_kwargs may hold aws_secret_access_key)."""
 
@@ -152,7 +156,7 @@ class TrainerConfig:
             return  # the policy's own DiT sizes are checked against the loader when it is loaded
         owner, sizes = ("choice", self.choice) if self.phase is Phase.STEP1_CHOICE else ("model.dit", self.model.dit)
         robot = self.loader.robot
-        for name, source in (("chunk_length", "chunk_length"), ("state_dim", "width"), ("action_dim", "width")):
+        for name, source in (("chunk_len", "chunk_len"), ("state_dim", "width"), ("action_dim", "width")):
             if getattr(sizes, name) != getattr(robot, source):
                 raise ValueError(f"TrainerConfig.{owner}.{name} is {getattr(sizes, name)} but "
                                  f"loader.robot.{source} is {getattr(robot, source)}: make them equal")
@@ -173,8 +177,8 @@ class TrainerConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainerConfig":
-        if data.get("format") != FORMAT:
-            raise ValueError(f"trainer config format {data.get('format')!r}; this code reads {FORMAT!r}")
+        if data.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"trainer config format {data.get('format')!r}; this code reads {READABLE_FORMATS}")
         return _decode(cls, {k: v for k, v in data.items() if k != "format"})
 
 
@@ -216,9 +220,10 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(hint: Any, value: Any) -> Any:
-    """`value` (parsed JSON) as an instance of the type hint: dataclasses field by field, enums, tuples, unions."""
+    """`value` (parsed JSON) as an instance of the type hint: dataclasses field by field (old field names read as
+    their new ones, `renamed_fields.py`), enums, tuples, unions."""
     if dataclasses.is_dataclass(hint):
-        hints = typing.get_type_hints(hint)
+        hints, value = typing.get_type_hints(hint), current_names(value)
         return hint(**{f.name: _decode(hints[f.name], value[f.name]) for f in dataclasses.fields(hint)
                        if f.init and f.name in value})
     origin, args = typing.get_origin(hint), typing.get_args(hint)

@@ -2,6 +2,8 @@
 
 import dataclasses
 import io
+import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.model import presets
 from vlaforge.training.policy import policy as policy_module
 from vlaforge.training.policy.policy import Observation, Policy
+
+ASSETS = pathlib.Path(__file__).resolve().parents[1] / "assets" / "training"
 
 
 def statistics(dim: int, mean: float, std: float) -> dict:
@@ -93,8 +97,20 @@ def test_the_saved_vlm_is_a_plain_hugging_face_checkpoint(policy, tmp_path):
 def test_a_directory_from_another_format_version_is_refused(policy, tmp_path):
     directory = policy.save_pretrained(tmp_path / "policy")
     (directory / "policy.json").write_text('{"format_version": 99, "vla": {}}')
-    with pytest.raises(ValueError, match="format_version 99, this code reads 1"):
+    with pytest.raises(ValueError, match="format_version 99, this code reads 1 and 2"):
         Policy.from_pretrained(directory)
+
+
+def test_a_directory_exported_before_the_chunk_len_rename_still_loads(policy, observation, tmp_path):
+    """`policy.json` version 1 (tests/assets: written by that code) names the chunk `chunk_length`, and its
+    `norm_stats.json` has the same layout as today's."""
+    directory = policy.save_pretrained(tmp_path / "policy")
+    shutil.copy(ASSETS / "policy_v1.json", directory / "policy.json")
+    shutil.copy(ASSETS / "norm_stats_v1.json", directory / "norm_stats.json")
+    loaded = Policy.from_pretrained(directory)
+    assert loaded.model.config == policy.model.config and loaded.chunk_len == 8
+    assert loaded.normalize == Normalize.load(ASSETS / "norm_stats_v1.json")
+    assert loaded.infer(observation(), generator=seeded()).shape == (8, 7)
 
 
 @pytest.mark.parametrize("kind", list(NormKind))
@@ -102,7 +118,7 @@ def test_the_policy_unnormalizes_exactly_as_the_loader_normalized(kind, small_co
                                                                    processor, tmp_path):
     """One `Normalize` for both: the loader's, saved with the policy, comes back equal, and inverts the loader's
     normalized state and action chunk to the shard's values."""
-    robot = RobotSampleTransform.Config(image_size=(16, 16), chunk_length=4, norm=kind)
+    robot = RobotSampleTransform.Config(image_size=(16, 16), chunk_len=4, norm=kind)
     loader = CorpusLoader(CorpusLoader.Config(corpus_url=str(small_corpus), processor=str(tiny_vlm_dir),
                                               num_workers=0, robot=robot), rank=0, world_size=1)
     directory = Policy(build_model(), processor, loader.normalize).save_pretrained(tmp_path / "policy")

@@ -30,16 +30,16 @@ from vlaforge.training.trainer_config import Phase, TrainerConfig
 pytestmark = pytest.mark.slow
 
 CHUNK = 4  # the small_corpus fixture stores 4-step chunks
-MODEL = dataclasses.replace(presets.vla_tiny(), dit=dataclasses.replace(presets.dit_tiny(), chunk_length=CHUNK))
+MODEL = dataclasses.replace(presets.vla_tiny(), dit=dataclasses.replace(presets.dit_tiny(), chunk_len=CHUNK))
 
 
 def tiny_config(corpus, vlm_dir, output, **changes) -> TrainerConfig:
     loader = CorpusLoader.Config(
         corpus_url=str(corpus), processor=str(vlm_dir), num_workers=1,
-        robot=RobotSampleTransform.Config(cameras=("exterior_1",), image_size=(32, 32), chunk_length=CHUNK),
+        robot=RobotSampleTransform.Config(cameras=("exterior_1",), image_size=(32, 32), chunk_len=CHUNK),
         batch=Batcher.Config(batch_size=2))
     defaults = dict(phase=Phase.POSTTRAIN_SYNC, loader=loader, output_dir=str(output), vlm_dir=str(vlm_dir),
-                    model=MODEL, choice=ChoicePoliciesConfig(num_candidates=4, chunk_length=CHUNK),
+                    model=MODEL, choice=ChoicePoliciesConfig(num_candidates=4, chunk_len=CHUNK),
                     lr=1e-3, max_steps=2, micro_batch_size=2, save_every=100, seed=11)
     return TrainerConfig(**{**defaults, **changes})
 

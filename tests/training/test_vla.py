@@ -18,7 +18,7 @@ def batch(make_inputs):
     action_mask[:, :7] = True
     return RobotBatch(vlm_inputs=inputs, state=torch.randn(2, 32, generator=generator),
                       actions=torch.randn(2, 8, 32, generator=generator), action_mask=action_mask,
-                      valid_length=torch.tensor([8, 5]))
+                      valid_len=torch.tensor([8, 5]))
 
 
 def one_step(model, batch):
@@ -89,4 +89,4 @@ def test_config_round_trips_through_a_dict_and_checks_prefix_against_chunk():
     config = presets.report_scale_async()
     assert VLAConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="leaves no noisy action in a chunk of 4"):
-        VLAConfig(dit=dataclasses.replace(presets.dit_report(), chunk_length=4))
+        VLAConfig(dit=dataclasses.replace(presets.dit_report(), chunk_len=4))

@@ -80,7 +80,7 @@ class RobotTensors(_Pinnable):
     """[B, T, W] float32 normalized, zero-padded."""
     action_mask: torch.Tensor
     """[B, W] bool."""
-    valid_length: torch.Tensor
+    valid_len: torch.Tensor
     """[B] int64: real leading timesteps of each chunk."""
     vlm_inputs: dict[str, torch.Tensor] | None
     """The processor's tensors for each sample's frames + instruction, or None when no processor was given."""
@@ -93,7 +93,7 @@ class RobotTensors(_Pinnable):
         if self.vlm_inputs is None:
             raise ValueError("this robot batch was collated without a processor; set CorpusLoader.Config.processor")
         return RobotBatch(vlm_inputs=self.vlm_inputs, state=self.state, actions=self.actions,
-                          action_mask=self.action_mask, valid_length=self.valid_length)
+                          action_mask=self.action_mask, valid_len=self.valid_len)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +161,7 @@ def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | 
         state_mask=torch.from_numpy(np.stack([e.state_mask for e in examples])),
         actions=torch.from_numpy(np.stack([e.actions for e in examples])),
         action_mask=torch.from_numpy(np.stack([e.action_mask for e in examples])),
-        valid_length=torch.tensor([e.valid_len for e in examples], dtype=torch.long),
+        valid_len=torch.tensor([e.valid_len for e in examples], dtype=torch.long),
         vlm_inputs=vlm_inputs,
     )
 

@@ -80,7 +80,7 @@ class RobotSampleTransform:
         """Camera slots in model order; a sample fills those it has (`image_mask`)."""
         image_size: tuple[int, int] = (224, 224)
         """(H, W) of the model's input frames."""
-        chunk_length: int = 30
+        chunk_len: int = 30
         """T, the recipe's action chunk (30 = 1 s at 30 Hz on the real robot; 10 for LIBERO, 4 for SimplerEnv)."""
         width: int = MODEL_WIDTH
         """State and action are zero-padded to this many dims (the DiT's state_dim/action_dim)."""
@@ -95,7 +95,7 @@ class RobotSampleTransform:
                                  f"{[c.value for c in Camera]}, got {self.cameras}")
             if len(self.image_size) != 2 or min(self.image_size) < 1:
                 raise ValueError(f"RobotSampleTransform.Config.image_size must be (H, W) > 0, got {self.image_size}")
-            for name in ("chunk_length", "width"):
+            for name in ("chunk_len", "width"):
                 if getattr(self, name) < 1:
                     raise ValueError(f"RobotSampleTransform.Config.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -118,8 +118,8 @@ class RobotSampleTransform:
         chunk = self._array(sample, SampleKey.ACTION.value, key, url)
         self._check_shapes(state, chunk, embodiment, key, url)
         state, state_mask = Normalize.pad(self.normalize.normalize_state(embodiment, state), self.config.width)
-        valid_len = min(int(meta.get(MetaField.VALID_LEN.value, len(chunk))), self.config.chunk_length)
-        actions = np.zeros((self.config.chunk_length, chunk.shape[1]), dtype=np.float32)
+        valid_len = min(int(meta.get(MetaField.VALID_LEN.value, len(chunk))), self.config.chunk_len)
+        actions = np.zeros((self.config.chunk_len, chunk.shape[1]), dtype=np.float32)
         actions[:valid_len] = self.normalize.normalize_actions(embodiment, chunk[:valid_len])
         actions, action_mask = Normalize.pad(actions, self.config.width)
         return RobotExample(
@@ -190,9 +190,9 @@ class RobotSampleTransform:
             problems.append(f"state.npy has shape {state.shape}, statistics {(state_dim,)}")
         if chunk.ndim != 2 or chunk.shape[1:] != (action_dim,):
             problems.append(f"action.npy has shape {chunk.shape}, statistics (T_max, {action_dim})")
-        elif len(chunk) < self.config.chunk_length:
-            problems.append(f"action.npy holds {len(chunk)} steps, fewer than chunk_length {self.config.chunk_length}"
-                            f" (re-ingest with --chunk-len >= {self.config.chunk_length})")
+        elif len(chunk) < self.config.chunk_len:
+            problems.append(f"action.npy holds {len(chunk)} steps, fewer than chunk_len {self.config.chunk_len}"
+                            f" (re-ingest with --chunk-len >= {self.config.chunk_len})")
         if max(state.shape[-1:] + chunk.shape[-1:]) > self.config.width:
             problems.append(f"more than {self.config.width} dims; raise RobotSampleTransform.Config.width")
         if problems:

@@ -17,6 +17,7 @@ from vlaforge.training.model.action_prefix import ActionPrefixConfig
 from vlaforge.training.model.dit import DiT, DiTConfig
 from vlaforge.training.model.flow_matching import FlowMatchingConfig
 from vlaforge.training.model.masks import AttentionKind
+from vlaforge.training.model.renamed_fields import current_names
 from vlaforge.training.model.vlm import VLMBackbone, VLMContext
 
 
@@ -43,10 +44,10 @@ class VLAConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attention", AttentionKind(self.attention))
-        if max(self.prefix.prefix_lengths) >= self.dit.chunk_length:
+        if max(self.prefix.prefix_lengths) >= self.dit.chunk_len:
             raise ValueError(
                 f"VLAConfig.prefix.prefix_lengths reach {max(self.prefix.prefix_lengths)}, "
-                f"which leaves no noisy action in a chunk of {self.dit.chunk_length}"
+                f"which leaves no noisy action in a chunk of {self.dit.chunk_len}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,9 +58,11 @@ class VLAConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "VLAConfig":
+        """The inverse of `to_dict`; also reads the field names of files written before a rename
+        (`renamed_fields.py`)."""
         prefix = dict(data["prefix"], prefix_lengths=tuple(data["prefix"]["prefix_lengths"]))
         return cls(
-            dit=DiTConfig(**data["dit"]),
+            dit=DiTConfig(**current_names(data["dit"])),
             flow=FlowMatchingConfig(**data["flow"]),
             prefix=ActionPrefixConfig(**prefix),
             attention=AttentionKind(data["attention"]),
@@ -78,13 +81,13 @@ class RobotBatch:
     """[B, T, A] normalized, zero-padded action chunk."""
     action_mask: torch.Tensor
     """[B, A] true on the embodiment's real action dimensions."""
-    valid_length: torch.Tensor
+    valid_len: torch.Tensor
     """[B] how many leading timesteps of the chunk are real (the rest is padding past the episode end)."""
 
     def element_mask(self) -> torch.Tensor:
         """[B, T, A] true where both the timestep and the dimension are real."""
         steps = torch.arange(self.actions.shape[1], device=self.actions.device)
-        valid_steps = steps[None, :] < self.valid_length[:, None]
+        valid_steps = steps[None, :] < self.valid_len[:, None]
         return valid_steps[:, :, None] & self.action_mask.bool()[:, None, :]
 
 
@@ -135,7 +138,7 @@ class VLAModel(nn.Module):
 
     def velocity(self, x, tau, state, context, prefix_lengths, action_mask) -> torch.Tensor:
         """The DiT's velocity [B, T, A] for chunk x [B, T, A]; padded action dimensions are zeroed on the way in."""
-        mask = masks.dit_mask(self.config.attention, self.config.dit.chunk_length, self.config.dit.attention_window)
+        mask = masks.dit_mask(self.config.attention, self.config.dit.chunk_len, self.config.dit.attention_window)
         dtype = self.dit.sink.dtype
         x = (x * action_mask[:, None, :].to(x.dtype)).to(dtype)
         return self.dit(x, tau.to(dtype), state.to(dtype), context, prefix_lengths, mask).float()

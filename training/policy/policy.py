@@ -30,7 +30,9 @@ POLICY_CONFIG = "policy.json"
 DIT_WEIGHTS = "dit.safetensors"
 NORM_STATS = "norm_stats.json"
 VLM_DIR = "vlm"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 named the action chunk `chunk_length` (read as `chunk_len`)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,8 +63,8 @@ class Policy:
                 raise ValueError(f"embodiment {name!r} has {dims} state/action dims, more than the model's {widths}")
 
     @property
-    def chunk_length(self) -> int:
-        return self.model.config.dit.chunk_length
+    def chunk_len(self) -> int:
+        return self.model.config.dit.chunk_len
 
     def vlm_inputs(self, observation: Observation) -> dict[str, torch.Tensor]:
         """The processor's tensors for the images and instruction of one observation (batch of 1)."""
@@ -91,7 +93,7 @@ class Policy:
         width, action_dim = self.model.config.dit.action_dim, self.normalize.action_dim(embodiment)
         _, action_mask = Normalize.pad(np.zeros(action_dim, dtype=np.float32), width)
         device = self.model.dit.sink.device
-        noise = torch.randn(1, self.chunk_length, width, generator=generator).to(device)
+        noise = torch.randn(1, self.chunk_len, width, generator=generator).to(device)
         prefix_chunk, prefix_lengths = self._prefix_tensors(prefix, embodiment, width, device)
         chunk = self.model.sample_actions(
             self.vlm_inputs(observation),
@@ -114,10 +116,10 @@ class Policy:
             return None, None
         prefix = np.asarray(prefix, dtype=np.float32)
         action_dim = self.normalize.action_dim(embodiment)
-        if prefix.ndim != 2 or prefix.shape[1] != action_dim or len(prefix) >= self.chunk_length:
-            raise ValueError(f"prefix must be [Δtc < {self.chunk_length}, {action_dim}], got {prefix.shape}")
+        if prefix.ndim != 2 or prefix.shape[1] != action_dim or len(prefix) >= self.chunk_len:
+            raise ValueError(f"prefix must be [Δtc < {self.chunk_len}, {action_dim}], got {prefix.shape}")
         padded, _ = Normalize.pad(self.normalize.normalize_actions(embodiment, prefix), width)
-        chunk = np.zeros((1, self.chunk_length, width), dtype=np.float32)
+        chunk = np.zeros((1, self.chunk_len, width), dtype=np.float32)
         chunk[0, : len(prefix)] = padded
         return torch.from_numpy(chunk).to(device), torch.tensor([len(prefix)], device=device)
 
@@ -141,9 +143,9 @@ class Policy:
         """Load a directory written by `save_pretrained`, through the VLM's own `from_pretrained`."""
         directory = pathlib.Path(directory)
         document = json.loads((directory / POLICY_CONFIG).read_text())
-        if document.get("format_version") != FORMAT_VERSION:
+        if document.get("format_version") not in READABLE_VERSIONS:
             raise ValueError(f"{directory / POLICY_CONFIG}: format_version {document.get('format_version')!r}, "
-                             f"this code reads {FORMAT_VERSION}")
+                             f"this code reads {' and '.join(map(str, READABLE_VERSIONS))}")
         config = VLAConfig.from_dict(document["vla"])
         vlm = VLMBackbone.from_pretrained(directory / VLM_DIR, num_kv_layers=config.dit.num_layers, dtype=dtype)
         model = VLAModel(vlm, config)

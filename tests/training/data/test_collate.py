@@ -22,7 +22,7 @@ def robot_examples(droid_shards):
     urls = sorted(str(p) for p in (output / "train").glob("*.tar"))
     stats = json.loads((output / "stats.json").read_text())
     transform = RobotSampleTransform.Config(cameras=("exterior_1", "wrist", "left_wrist"), image_size=(64, 64),
-                                            chunk_length=8).build({"droid": stats})
+                                            chunk_len=8).build({"droid": stats})
     samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))[:4]
     return [transform(dict(s, component="droid")) for s in samples]
 
@@ -45,7 +45,7 @@ def test_robot_batch_stacks_examples_and_tokenizes_frames_with_instruction(robot
     assert batch.image_mask.tolist() == [[True, True, False]] * 4
     assert batch.state.shape == (4, 32) and batch.actions.shape == (4, 8, 32)
     assert torch.equal(batch.actions[1], torch.from_numpy(robot_examples[1].actions))
-    assert batch.valid_length.tolist() == [e.valid_len for e in robot_examples]
+    assert batch.valid_len.tolist() == [e.valid_len for e in robot_examples]
     inputs = batch.vlm_inputs
     assert inputs["image_grid_thw"].shape[0] == 8  # two present frames per sample
     text = processor.tokenizer.decode(inputs["input_ids"][0][inputs["attention_mask"][0].bool()])

@@ -27,7 +27,7 @@ from vlaforge.training.data.collate import Batcher, MixPolicy
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.data.robot_transform import RobotSampleTransform
 
-ROBOT = RobotSampleTransform.Config(cameras=("exterior_1", "wrist"), image_size=(32, 32), chunk_length=8)
+ROBOT = RobotSampleTransform.Config(cameras=("exterior_1", "wrist"), image_size=(32, 32), chunk_len=8)
 
 # A worker that fails, or exits non-zero, while the DataLoader shuts it down surfaces only as an "Exception ignored
 # in _MultiProcessingDataLoaderIter.__del__": make that fail the test that caused it.

@@ -65,7 +65,7 @@ def test_one_embodiment_name_with_different_dimensions_is_refused_naming_both():
 
 def test_the_loader_scales_both_collections_with_the_pooled_statistics(two_collections):
     documents, (state, action) = two_collections
-    normalize = RobotSampleTransform.Config(image_size=(32, 32), chunk_length=4).build(documents).normalize
+    normalize = RobotSampleTransform.Config(image_size=(32, 32), chunk_len=4).build(documents).normalize
     scaling = normalize.scaling("arm", "state")
     np.testing.assert_allclose(scaling.offset, state.mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(normalize.scaling("arm", "action").statistics["std"], action.std(axis=0), rtol=1e-5)
