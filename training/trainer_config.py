@@ -19,7 +19,8 @@ from typing import Any
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
 from vlaforge.training.model.renamed_fields import current_names
-from vlaforge.training.model.vla import Stage, VLAConfig
+from vlaforge.training.model.phase import Phase
+from vlaforge.training.model.vla import VLAConfig
 
 FORMAT = "vlaforge.trainer-config/2"
 READABLE_FORMATS = (FORMAT, "vlaforge.trainer-config/1")
@@ -27,22 +28,6 @@ READABLE_FORMATS = (FORMAT, "vlaforge.trainer-config/1")
 format 2 rather than mistake a missing `chunk_length` for the default."""
 _SECRET_S3_OPTIONS = frozenset({"key", "secret", "token", "password", "client_kwargs", "config_kwargs"})
 """s3fs options that can carry credentials (client_kwargs may hold aws_secret_access_key)."""
-
-
-class Phase(str, enum.Enum):
-    """The recipe's training phases (RECIPE.md: pre-training steps 1 and 2, post-training)."""
-
-    STEP1_CHOICE = "step1_choice"  # the VLM learns actions with Choice Policies, co-trained on VL; DiT unused
-    STEP2_DIT = "step2_dit"  # VLM frozen, the DiT learns flow matching from scratch
-    POSTTRAIN_SYNC = "posttrain_sync"  # everything trainable, flow matching, causal mask
-    POSTTRAIN_ASYNC = "posttrain_async"  # everything trainable, clean action prefix, Λ mask, error-weighted loss
-
-    @property
-    def model_stage(self) -> Stage:
-        """The `VLAModel` stage this phase runs the model in (step 1 trains the VLM as in synchronous post-training,
-        with the DiT frozen on top)."""
-        return {Phase.STEP1_CHOICE: Stage.POSTTRAIN_SYNC, Phase.STEP2_DIT: Stage.PRETRAIN_DIT,
-                Phase.POSTTRAIN_SYNC: Stage.POSTTRAIN_SYNC, Phase.POSTTRAIN_ASYNC: Stage.POSTTRAIN_ASYNC}[self]
 
 
 class LrDecay(str, enum.Enum):

@@ -25,7 +25,8 @@ from vlaforge.training.model.vla import VLAModel
 from vlaforge.training.policy.policy import Policy
 from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.trainer import CHOICE_WEIGHTS, POLICY_DIR, TRAIN_LOG
-from vlaforge.training.trainer_config import Phase, TrainerConfig
+from vlaforge.training.model.phase import Phase
+from vlaforge.training.trainer_config import TrainerConfig
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,8 @@ from vlaforge.training.model import presets
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
 from vlaforge.training.data.normalization import NormKind
 from vlaforge.training.data.robot_transform import RobotSampleTransform
-from vlaforge.training.trainer_config import Phase, Precision, TrainerConfig, deepspeed_config
+from vlaforge.training.model.phase import Phase
+from vlaforge.training.trainer_config import Precision, TrainerConfig, deepspeed_config
 
 CHUNK = presets.vla_tiny().dit.chunk_len
 ASSETS = pathlib.Path(__file__).resolve().parents[1] / "assets" / "training"

@@ -1,10 +1,9 @@
-"""The whole model: Qwen3-VL + DiT, its training stages, the flow-matching loss and the sampler."""
+"""The whole model: Qwen3-VL + DiT, set up for a training phase, the flow-matching loss and the sampler."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,16 +16,9 @@ from vlaforge.training.model.action_prefix import ActionPrefixConfig
 from vlaforge.training.model.dit import DiT, DiTConfig
 from vlaforge.training.model.flow_matching import FlowMatchingConfig
 from vlaforge.training.model.masks import AttentionKind
+from vlaforge.training.model.phase import Phase
 from vlaforge.training.model.renamed_fields import current_names
 from vlaforge.training.model.vlm import VLMBackbone, VLMContext
-
-
-class Stage(str, enum.Enum):
-    """The report's training stages that use the DiT (step 1 trains the VLM with `ChoicePoliciesHead`)."""
-
-    PRETRAIN_DIT = "pretrain_dit"  # step 2: VLM frozen, DiT from scratch, causal mask
-    POSTTRAIN_SYNC = "posttrain_sync"  # everything trainable, causal mask
-    POSTTRAIN_ASYNC = "posttrain_async"  # everything trainable, Λ mask, clean prefixes, error-weighted loss
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -101,7 +93,7 @@ class VLAModel(nn.Module):
         self.vlm = vlm
         self.dit = DiT(config.dit, vlm.geometry)
         self.config = config
-        self.stage = Stage.POSTTRAIN_SYNC if config.attention is AttentionKind.CAUSAL else Stage.POSTTRAIN_ASYNC
+        self.phase = Phase.POSTTRAIN_SYNC if config.attention is AttentionKind.CAUSAL else Phase.POSTTRAIN_ASYNC
 
     @classmethod
     def from_vlm_config(cls, vlm_config: Qwen3VLConfig, config: VLAConfig) -> "VLAModel":
@@ -114,19 +106,18 @@ class VLAModel(nn.Module):
         vlm = VLMBackbone.from_pretrained(name_or_path, num_kv_layers=config.dit.num_layers, **vlm_options)
         return cls(vlm, config)
 
-    def set_stage(self, stage: Stage) -> None:
-        """Freeze or unfreeze the VLM and pick the DiT mask that `stage` trains with."""
-        self.stage = Stage(stage)
-        frozen = self.stage is Stage.PRETRAIN_DIT
+    def set_phase(self, phase: Phase) -> None:
+        """Freeze or unfreeze the VLM and pick the DiT mask that `phase` trains with."""
+        self.phase = Phase(phase)
+        frozen = self.phase.freezes_vlm
         self.vlm.requires_grad_(not frozen)
         # A frozen conditioner also stays in eval mode, so no dropout or norm statistics move under it.
         self.vlm.train(self.training and not frozen)
-        kind = AttentionKind.LAMBDA if self.stage is Stage.POSTTRAIN_ASYNC else AttentionKind.CAUSAL
-        self.config = dataclasses.replace(self.config, attention=kind)
+        self.config = dataclasses.replace(self.config, attention=self.phase.attention)
 
     def train(self, mode: bool = True) -> "VLAModel":
         super().train(mode)
-        if self.stage is Stage.PRETRAIN_DIT:
+        if self.phase.freezes_vlm:
             self.vlm.eval()
         return self
 
@@ -144,7 +135,7 @@ class VLAModel(nn.Module):
         return self.dit(x, tau.to(dtype), state.to(dtype), context, prefix_lengths, mask).float()
 
     def flow_matching_loss(self, batch: RobotBatch) -> dict[str, torch.Tensor]:
-        """The current stage's loss: masked ‖v − (a − ε)‖², error-weighted on async samples with a prefix."""
+        """The current phase's loss: masked ‖v − (a − ε)‖², error-weighted on async samples with a prefix."""
         actions = batch.actions.float()
         size, length = actions.shape[:2]
         context = self.encode(batch.vlm_inputs)
@@ -157,7 +148,7 @@ class VLAModel(nn.Module):
         velocity = self.velocity(x_in, tau, batch.state, context, prefix_lengths, batch.action_mask)
         loss_mask = batch.element_mask() & ~is_prefix[..., None]
         weights = None
-        if self.stage is Stage.POSTTRAIN_ASYNC:
+        if self.phase.clean_prefixes:
             predicted = flow_matching.one_step_actions(x_tau, velocity, tau)
             weights = action_prefix.error_weights(predicted, actions, loss_mask, prefix_lengths, self.config.prefix)
         target = flow_matching.velocity_target(actions, noise)
@@ -165,7 +156,7 @@ class VLAModel(nn.Module):
         return {"loss": loss, "tau": tau, "prefix_lengths": prefix_lengths}
 
     def _training_prefix_lengths(self, size: int, length: int) -> torch.Tensor:
-        if self.stage is Stage.POSTTRAIN_ASYNC:
+        if self.phase.clean_prefixes:
             return action_prefix.sample_prefix_lengths(size, length, self.config.prefix)
         return torch.zeros(size, dtype=torch.long)
 
