@@ -171,7 +171,7 @@ def plain_step(config: TrainerConfig, module: PhaseModel, parameters, optimizer,
     """One optimizer step of one micro batch (gradient accumulation 1), seeded as `Trainer._micro_step` seeds it."""
     seed = np.random.SeedSequence([config.seed, 0, step, 0]).generate_state(1)[0]
     torch.manual_seed(int(seed))
-    robot = None if batch.robot is None else batch.robot.model_batch()
+    robot = batch.robot
     vl_inputs = None if batch.vl is None else dict(batch.vl.inputs)
     vl_labels = None if batch.vl is None else batch.vl.labels
     losses = module(robot, vl_inputs, vl_labels)

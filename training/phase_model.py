@@ -71,7 +71,7 @@ class PhaseModel(nn.Module):
         if self.choice is None:
             return FLOW_MATCHING, self.model.flow_matching_loss(robot)[LOSS]
         state = robot.state.to(self.choice.action_out.weight.dtype)
-        candidates, scores = self.choice(self.model.vlm, robot.vlm_inputs, state)
+        candidates, scores = self.choice(self.model.vlm, robot.require_vlm_inputs(), state)
         result = choice_policies.choice_loss(candidates.float(), scores.float(), robot.actions.float(),
                                              robot.element_mask(), self.choice.config.score_loss_weight)
         return CHOICE, result[LOSS]

@@ -193,7 +193,7 @@ class Trainer:
     def _inputs(self, batch: CorpusBatch) -> tuple[RobotBatch | None, dict[str, torch.Tensor] | None,
                                                   torch.Tensor | None]:
         """The model's inputs on the engine's device: the robot batch, the VL inputs and labels (None where absent)."""
-        robot = None if batch.robot is None else _to_device(batch.robot.model_batch(), self.engine.device)
+        robot = None if batch.robot is None else _to_device(batch.robot, self.engine.device)
         if batch.vl is None:
             return robot, None, None
         vl_inputs = {k: v.to(self.engine.device) for k, v in batch.vl.inputs.items()}
@@ -279,9 +279,11 @@ def _add_losses(sums: torch.Tensor, losses: Mapping[str, float], robot: int, vl:
 
 
 def _to_device(batch: RobotBatch, device: torch.device) -> RobotBatch:
-    return RobotBatch(vlm_inputs={k: v.to(device) for k, v in batch.vlm_inputs.items()},
-                      state=batch.state.to(device), actions=batch.actions.to(device),
-                      action_mask=batch.action_mask.to(device), valid_len=batch.valid_len.to(device))
+    """What the model reads, on `device`; the frames and lineage stay on the host (the model reads the frames as the
+    processor's `vlm_inputs`)."""
+    return dataclasses.replace(batch, vlm_inputs={k: v.to(device) for k, v in batch.require_vlm_inputs().items()},
+                               state=batch.state.to(device), actions=batch.actions.to(device),
+                               action_mask=batch.action_mask.to(device), valid_len=batch.valid_len.to(device))
 
 
 def _number(value: Any) -> float | None:

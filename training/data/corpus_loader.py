@@ -77,10 +77,12 @@ CHECKPOINT_FORMAT = "vlaforge.corpus-loader-checkpoint/1"
 
 
 @dataclasses.dataclass(frozen=True)
-class WorkerBatch:
-    """What a worker sends the main process: a batch (None: only records) and the bookkeeping that rides with it."""
+class WorkerMessage:
+    """What a worker sends the main process through the DataLoader: a `CorpusBatch` and the bookkeeping that rides
+    with it. The loader keeps the bookkeeping (resume records, quarantined samples, stream counters) and yields only
+    the batch."""
 
-    batch: CorpusBatch | None
+    batch: CorpusBatch
     worker: int
     """The slot's worker id (not the DataLoader's, which is rotated after a resume)."""
     resume: dict[str, Any]
@@ -90,8 +92,8 @@ class WorkerBatch:
     stream_stats: dict[str, Any]
     """The stream's counters (samples, shards opened, bad shards by reason)."""
 
-    def pin_memory(self) -> "WorkerBatch":
-        return self if self.batch is None else dataclasses.replace(self, batch=self.batch.pin_memory())
+    def pin_memory(self) -> "WorkerMessage":
+        return dataclasses.replace(self, batch=self.batch.pin_memory())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +118,7 @@ class CorpusDataset(IterableDataset):
         super().__init__()
         self.plan = plan
 
-    def __iter__(self) -> Iterator[WorkerBatch]:
+    def __iter__(self) -> Iterator[WorkerMessage]:
         info = get_worker_info()
         physical, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         config = self.plan.config
@@ -142,7 +144,7 @@ class CorpusDataset(IterableDataset):
             stream.close()
 
     def _batches(self, stream: CorpusStream, batcher: Batcher, transforms: Mapping[ComponentKind, Any],
-                 worker: int) -> Iterator[WorkerBatch]:
+                 worker: int) -> Iterator[WorkerMessage]:
         policy = self.plan.config.bad_samples
         drops: list[Drop] = []
         samples = iter(stream)
@@ -161,10 +163,10 @@ class CorpusDataset(IterableDataset):
                 bad_samples.handle(error, policy, drops)
                 continue
             for batch, resume in batcher.add(index, kind, example):
-                yield WorkerBatch(batch, worker, resume, drops, _plain(stream.stats))
+                yield WorkerMessage(batch, worker, resume, drops, _plain(stream.stats))
                 drops = []
         for batch, resume in batcher.finish():  # a one-pass stream ends: its partial batches go out
-            yield WorkerBatch(batch, worker, resume, drops, _plain(stream.stats))
+            yield WorkerMessage(batch, worker, resume, drops, _plain(stream.stats))
             drops = []
 
 
@@ -257,7 +259,7 @@ class CorpusLoader:
         self._records: dict[int, dict[str, Any]] = {}
         self._next_worker = 0
         self._batches = 0
-        self._iterator: Iterator[WorkerBatch] | None = None
+        self._iterator: Iterator[WorkerMessage] | None = None
 
     @property
     def normalize(self) -> Normalize:
@@ -284,8 +286,7 @@ class CorpusLoader:
         try:
             for item in iterator:
                 self._take(item)
-                if item.batch is not None:
-                    yield item.batch
+                yield item.batch
             if self.config.one_pass:  # the pass is complete: the next `for` starts the next one
                 self._records, self._next_worker = {}, 0
         finally:
@@ -310,13 +311,13 @@ class CorpusLoader:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _take(self, item: WorkerBatch) -> None:
+    def _take(self, item: WorkerMessage) -> None:
         self._records[item.worker] = item.resume
         self._next_worker = (item.worker + 1) % self.slots
         self.stream_stats[item.worker] = item.stream_stats
         for drop in item.drops:
             self.quarantined.setdefault((drop.file, drop.episode), drop)
-        self._batches += item.batch is not None
+        self._batches += 1
 
     def quarantine_counts(self) -> dict[str, int]:
         """Quarantined samples per reason."""

@@ -61,12 +61,18 @@ class VLAConfig:
         )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class RobotBatch:
-    """One batch of robot samples, already normalized and padded to the model's widths."""
+    """A batch of robot timesteps, normalized and padded to the model's widths: what the loader's collate makes
+    (`training/data/collate.py`) and the model trains on.
 
-    vlm_inputs: Mapping[str, torch.Tensor]
-    """The processor's output for images + instruction (input_ids, attention_mask, pixel_values, ...)."""
+    The model reads `vlm_inputs`, `state`, `actions`, `action_mask` and `valid_len`. The loader also fills the frames,
+    the state mask and each sample's lineage; a batch built by hand may leave them out.
+    """
+
+    vlm_inputs: Mapping[str, torch.Tensor] | None
+    """The processor's output for images + instruction (input_ids, attention_mask, pixel_values, ...); None when the
+    loader collated without a processor, and then the model cannot read the batch (`require_vlm_inputs`)."""
     state: torch.Tensor
     """[B, D_s] normalized, zero-padded state."""
     actions: torch.Tensor
@@ -74,7 +80,32 @@ class RobotBatch:
     action_mask: torch.Tensor
     """[B, A] true on the embodiment's real action dimensions."""
     valid_len: torch.Tensor
-    """[B] how many leading timesteps of the chunk are real (the rest is padding past the episode end)."""
+    """[B] int64: how many leading timesteps of the chunk are real (the rest is padding past the episode end)."""
+    state_mask: torch.Tensor | None = None
+    """[B, D_s] true on the embodiment's real state dimensions."""
+    images: torch.Tensor | None = None
+    """[B, N_cam, H, W, 3] uint8 frames in the loader's camera slots (black where a slot is empty)."""
+    image_mask: torch.Tensor | None = None
+    """[B, N_cam] true on the slots that hold a real frame."""
+    keys: list[str] = dataclasses.field(default_factory=list)
+    """Each sample's shard key."""
+    components: list[str] = dataclasses.field(default_factory=list)
+    """Each sample's corpus component."""
+    epochs: list[int] = dataclasses.field(default_factory=list)
+    """The component epoch each sample was drawn in."""
+    embodiments: list[str] = dataclasses.field(default_factory=list)
+    """Each sample's embodiment (the key of its normalization)."""
+    instructions: list[str] = dataclasses.field(default_factory=list)
+    """Each sample's language instruction."""
+
+    def __len__(self) -> int:
+        return self.state.shape[0]
+
+    def require_vlm_inputs(self) -> Mapping[str, torch.Tensor]:
+        """`vlm_inputs`, which the model needs: it reads each sample's frames and instruction as tokens."""
+        if self.vlm_inputs is None:
+            raise ValueError("this robot batch was collated without a processor; set CorpusLoader.Config.processor")
+        return self.vlm_inputs
 
     def element_mask(self) -> torch.Tensor:
         """[B, T, A] true where both the timestep and the dimension are real."""
@@ -138,7 +169,7 @@ class VLAModel(nn.Module):
         """The current phase's loss: masked ‖v − (a − ε)‖², error-weighted on async samples with a prefix."""
         actions = batch.actions.float()
         size, length = actions.shape[:2]
-        context = self.encode(batch.vlm_inputs)
+        context = self.encode(batch.require_vlm_inputs())
         noise = torch.randn_like(actions)
         tau = flow_matching.sample_tau(size, self.config.flow, actions.device)
         prefix_lengths = self._training_prefix_lengths(size, length).to(actions.device)

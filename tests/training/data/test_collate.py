@@ -53,15 +53,15 @@ def test_robot_batch_stacks_examples_and_tokenizes_frames_with_instruction(robot
     # The model trains on it as is.
     model = build_model()
     torch.manual_seed(0)
-    losses = model.flow_matching_loss(batch.model_batch())
+    losses = model.flow_matching_loss(batch)
     assert all(torch.isfinite(value).all() for value in losses.values())
 
 
-def test_robot_batch_without_processor_has_no_vlm_inputs(robot_examples):
+def test_robot_batch_without_processor_has_no_vlm_inputs_and_the_model_says_so(robot_examples, build_model):
     batch = collate_robot(robot_examples[:2])
-    assert batch.vlm_inputs is None
-    with pytest.raises(ValueError, match="processor"):
-        batch.model_batch()
+    assert batch.vlm_inputs is None and len(batch) == 2 and batch.images.shape[0] == 2
+    with pytest.raises(ValueError, match="collated without a processor; set CorpusLoader.Config.processor"):
+        build_model().flow_matching_loss(batch)
 
 
 def test_vl_batch_is_right_padded_with_labels_ignored_on_padding(vl_transform, camera, processor, build_model):
