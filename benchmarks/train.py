@@ -58,8 +58,8 @@ from unittest import mock
 import numpy as np
 import torch
 
-from vlaforge.datasets.synth.tiny_vlm import write_tiny_qwen3_vl
 from vlaforge.datasets.synth.small_corpus import CHUNK, write_small_corpus
+from vlaforge.datasets.synth.tiny_vlm import write_tiny_qwen3_vl
 from vlaforge.flows import train_cli
 from vlaforge.training import train_main
 from vlaforge.training import trainer as trainer_module

@@ -18,8 +18,8 @@ def stream_batches(corpus: pathlib.Path, vlm_dir: pathlib.Path, sizes: DemoSizes
 
     from vlaforge.training.data.collate import Batcher, MixPolicy
     from vlaforge.training.data.corpus_loader import CorpusLoader
-    from vlaforge.training.model import presets
     from vlaforge.training.data.robot_transform import RobotSampleTransform
+    from vlaforge.training.model import presets
 
     console.rule("6. the corpus loader: robot and VL batches by corpus URL (`training/data/corpus_loader.py`)")
     chunk = presets.vla_tiny().dit.chunk_len

@@ -83,9 +83,9 @@ def build_config(args: argparse.Namespace):  # -> TrainerConfig
     from vlaforge.training.data.collate import Batcher
     from vlaforge.training.data.corpus_loader import CorpusLoader
     from vlaforge.training.data.corpus_stream import CorpusStream
+    from vlaforge.training.data.robot_transform import RobotSampleTransform
     from vlaforge.training.model import presets
     from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
-    from vlaforge.training.data.robot_transform import RobotSampleTransform
     from vlaforge.training.shard_urls import ShardOpener
     from vlaforge.training.trainer_config import TrainerConfig
 

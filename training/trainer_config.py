@@ -18,8 +18,8 @@ from typing import Any
 
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
-from vlaforge.training.model.renamed_fields import current_names
 from vlaforge.training.model.phase import Phase
+from vlaforge.training.model.renamed_fields import current_names
 from vlaforge.training.model.vla import VLAConfig
 
 FORMAT = "vlaforge.trainer-config/2"

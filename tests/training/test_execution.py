@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from vlaforge.training.data.normalization import Normalize
 from vlaforge.training.model import presets
 from vlaforge.training.policy import execution
 from vlaforge.training.policy.execution import ExecutionConfig
-from vlaforge.training.data.normalization import Normalize
 from vlaforge.training.policy.policy import Observation, Policy
 
 STEP = 0.01  # the reference motion advances this much per tick in joint 0

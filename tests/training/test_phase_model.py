@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
+from vlaforge.training.model.phase import Phase
 from vlaforge.training.model.vla import RobotBatch
 from vlaforge.training.phase_model import CHOICE, FLOW_MATCHING, LOSS, NEXT_TOKEN, PhaseModel
-from vlaforge.training.model.phase import Phase
 
 TRAINABLE = {
     Phase.STEP1_CHOICE: {"model.vlm", "choice"},

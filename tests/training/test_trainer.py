@@ -19,13 +19,13 @@ from safetensors.torch import load_file
 from vlaforge.training import train_main
 from vlaforge.training.data.collate import Batcher
 from vlaforge.training.data.corpus_loader import CorpusLoader
+from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.model import presets
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
+from vlaforge.training.model.phase import Phase
 from vlaforge.training.model.vla import VLAModel
 from vlaforge.training.policy.policy import Policy
-from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.trainer import CHOICE_WEIGHTS, POLICY_DIR, TRAIN_LOG
-from vlaforge.training.model.phase import Phase
 from vlaforge.training.trainer_config import TrainerConfig
 
 pytestmark = pytest.mark.slow

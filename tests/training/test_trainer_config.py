@@ -11,10 +11,10 @@ import pytest
 
 from vlaforge.training.data.collate import Batcher, MixPolicy
 from vlaforge.training.data.corpus_loader import CorpusLoader
-from vlaforge.training.model import presets
-from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
 from vlaforge.training.data.normalization import NormKind
 from vlaforge.training.data.robot_transform import RobotSampleTransform
+from vlaforge.training.model import presets
+from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
 from vlaforge.training.model.phase import Phase
 from vlaforge.training.trainer_config import Precision, TrainerConfig, deepspeed_config
 

@@ -29,10 +29,10 @@ import torch
 from transformers import ProcessorMixin
 
 from vlaforge.pipelines.corpus_manifest import ComponentKind as Kind
-from vlaforge.training.model.vla import RobotBatch
-from vlaforge.training.model.vlm import ATTENTION_MASK, IMAGE_GRID_THW, INPUT_IDS, MM_TOKEN_TYPE_IDS, PIXEL_VALUES
 from vlaforge.training.data.robot_transform import RobotExample
 from vlaforge.training.data.vl_transform import IGNORE_INDEX, VlExample
+from vlaforge.training.model.vla import RobotBatch
+from vlaforge.training.model.vlm import ATTENTION_MASK, IMAGE_GRID_THW, INPUT_IDS, MM_TOKEN_TYPE_IDS, PIXEL_VALUES
 
 
 class MixPolicy(str, enum.Enum):

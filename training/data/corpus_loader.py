@@ -66,9 +66,9 @@ from vlaforge.training.data.collate import Batcher, CorpusBatch, make_collate
 from vlaforge.training.data.corpus_stream import CorpusStream, StreamField
 from vlaforge.training.data.normalization import Normalize
 from vlaforge.training.data.robot_transform import RobotSampleTransform
-from vlaforge.training.shard_urls import ShardOpener, resolve_url
 from vlaforge.training.data.stream_state import combine_states
 from vlaforge.training.data.vl_transform import VlSampleTransform
+from vlaforge.training.shard_urls import ShardOpener, resolve_url
 
 log = logging.getLogger(__name__)
 

@@ -50,9 +50,9 @@ from vlaforge.training.data.component_cursor import (
 )
 from vlaforge.training.data.mixture_schedule import MixtureEntry, MixtureSchedule
 from vlaforge.training.data.shard_assignment import PlanSpec
+from vlaforge.training.data.stream_state import STATE_FORMAT, resume
 from vlaforge.training.shard_samples import ShardEntry, ShardReader, StreamField
 from vlaforge.training.shard_urls import ShardOpener, resolve_url
-from vlaforge.training.data.stream_state import STATE_FORMAT, resume
 
 __all__ = ["CorpusStream", "StreamField"]
 

@@ -21,8 +21,8 @@ from vlaforge.pipelines.manifest import ShardRecord, code_version, read_manifest
 from vlaforge.pipelines.shard_reader import iter_samples
 from vlaforge.training.data.component_cursor import BadShardPolicy, CorpusStreamError
 from vlaforge.training.data.corpus_stream import CorpusStream
-from vlaforge.training.shard_samples import BadShardError
 from vlaforge.training.data.stream_state import StreamStateError, combine_states
+from vlaforge.training.shard_samples import BadShardError
 
 CONFIG = CorpusStream.Config(block=16, interleave=3)
 SIZES = {"arm_a": 150, "arm_b": 100, "synth-vl-caption": 64}
