@@ -128,7 +128,6 @@ class CorpusDataset(IterableDataset):
         stream = CorpusStream(config.corpus_url, rank=self.plan.rank, world_size=self.plan.world_size,
                               worker_id=worker, num_workers=workers, seed=config.seed, split=config.split,
                               one_pass=config.one_pass, verify_sha256=config.verify_sha256, config=config.stream)
-        robot = self.plan.robot
         vl = None
         if self.plan.processor is not None:
             vl = VlSampleTransform(VlSampleTransform.Config(processor=config.processor,
@@ -138,8 +137,9 @@ class CorpusDataset(IterableDataset):
         batcher = Batcher(config.batch, collate, stream.state_dict)
         if worker in self.plan.resume:
             stream.load_state_dict(batcher.load(self.plan.resume[worker]))
+        transforms = {ComponentKind.ROBOT: self.plan.robot, ComponentKind.VL: vl}
         try:
-            yield from self._batches(stream, batcher, {ComponentKind.ROBOT: robot, ComponentKind.VL: vl}, worker)
+            yield from self._batches(stream, batcher, transforms, worker)
         finally:
             stream.close()
 

@@ -48,7 +48,7 @@ class NormKind(str, enum.Enum):
         return ("mean", "std") if self is NormKind.MEAN_STD else ("q01", "q99")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class Scaling:
     """y = (x − offset) / scale for one embodiment's state or action, over its native dimensions [D]."""
 
@@ -98,9 +98,10 @@ def _vector(values: Any, where: str) -> np.ndarray:
     return vector
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class Normalize:
-    """State and action normalization of every embodiment of a corpus (see the module docstring)."""
+    """State and action normalization of every embodiment of a corpus (see the module docstring). Two are equal when
+    they would save the same file."""
 
     kind: NormKind
     """mean/std or quantile."""
@@ -118,7 +119,7 @@ class Normalize:
             scalings[embodiment] = {
                 field: Scaling.of(entry.get(field, {}), kind, f"{where}: embodiment {embodiment!r} {field}")
                 for field in FIELDS}
-        return cls(kind, scalings)
+        return cls(kind=kind, scalings=scalings)
 
     @classmethod
     def from_components(cls, documents: Mapping[str, Mapping[str, Any]], kind: NormKind) -> "Normalize":

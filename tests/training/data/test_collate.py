@@ -11,7 +11,15 @@ import torch
 import webdataset as wds
 
 from vlaforge.pipelines.vl_samples import assistant, user
-from vlaforge.training.data.collate import Batcher, CorpusBatch, Kind, MixPolicy, collate_robot, collate_vl, make_collate
+from vlaforge.training.data.collate import (
+    Batcher,
+    CorpusBatch,
+    Kind,
+    MixPolicy,
+    collate_robot,
+    collate_vl,
+    make_collate,
+)
 from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.data.vl_transform import IGNORE_INDEX, VlSampleTransform
 
