@@ -40,7 +40,7 @@ from vlaforge.pipelines.ingest_recipe import IngestOptions, build_ingest_job
 from vlaforge.pipelines.job import run_job
 from vlaforge.pipelines.runners import LocalRunner
 from vlaforge.pipelines.shards.manifest import read_manifest
-from vlaforge.training.corpus_stream import CorpusStream
+from vlaforge.training.data.corpus_stream import CorpusStream
 
 TARGET = 0.9
 """CorpusStream samples/s over webdataset's should be at least this (the loader's target, issue 4)."""

@@ -53,10 +53,10 @@ from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, Corp
 from vlaforge.pipelines.ingest_recipe import IngestOptions, build_ingest_job
 from vlaforge.pipelines.job import run_job
 from vlaforge.pipelines.runners import LocalRunner
-from vlaforge.training.collate import Batcher
-from vlaforge.training.corpus_loader import CorpusLoader
-from vlaforge.training.policy.normalization import EPSILON, MODEL_WIDTH
-from vlaforge.training.robot_batches import RobotSampleTransform, decode_frame
+from vlaforge.training.data.collate import Batcher
+from vlaforge.training.data.corpus_loader import CorpusLoader
+from vlaforge.training.data.normalization import EPSILON, MODEL_WIDTH
+from vlaforge.training.data.robot_transform import RobotSampleTransform, decode_frame
 
 BATCH = 32
 CHUNK = 30
@@ -163,7 +163,7 @@ def prepare(root: pathlib.Path, variant: Variant) -> Data:
 
 
 def loader_config(data: Data, variant: Variant, workers: int) -> CorpusLoader.Config:
-    robot = RobotSampleTransform.Config(cameras=variant.canonical, image_size=variant.size, chunk_length=CHUNK)
+    robot = RobotSampleTransform.Config(cameras=variant.canonical, image_size=variant.size, chunk_len=CHUNK)
     return CorpusLoader.Config(corpus_url=str(data.corpus), robot=robot, batch=Batcher.Config(batch_size=BATCH),
                                num_workers=workers)
 

@@ -24,7 +24,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vlaforge.training.model import presets
-from vlaforge.training.model.vla import RobotBatch, Stage, VLAModel
+from vlaforge.training.model.phase import Phase
+from vlaforge.training.model.vla import RobotBatch, VLAModel
 
 # Dense bf16 tensor-core peaks (no sparsity), by a substring of torch.cuda.get_device_name().
 PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
@@ -65,9 +66,9 @@ def robot_batch(model: VLAModel, vlm_inputs, batch: int, device) -> RobotBatch:
     return RobotBatch(
         vlm_inputs=vlm_inputs,
         state=torch.randn(batch, dit.state_dim, device=device),
-        actions=torch.randn(batch, dit.chunk_length, dit.action_dim, device=device),
+        actions=torch.randn(batch, dit.chunk_len, dit.action_dim, device=device),
         action_mask=torch.ones(batch, dit.action_dim, dtype=torch.bool, device=device),
-        valid_length=torch.full((batch,), dit.chunk_length, device=device),
+        valid_len=torch.full((batch,), dit.chunk_len, device=device),
     )
 
 
@@ -114,9 +115,9 @@ def sampling_rows(section, model, vlm_inputs, repeats, warmup, device, compiled_
     return rows
 
 
-def training_row(section, model, stage, vlm_inputs, batch_size, repeats, warmup, device, peak) -> Row:
-    """One optimizer step of `stage`, with its FLOPs counted once and the MFU they imply."""
-    model.set_stage(stage)
+def training_row(section, model, phase, vlm_inputs, batch_size, repeats, warmup, device, peak) -> Row:
+    """One optimizer step of `phase`, with its FLOPs counted once and the MFU they imply."""
+    model.set_phase(phase)
     model.train()
     batch = robot_batch(model, vlm_inputs, batch_size, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -131,13 +132,13 @@ def training_row(section, model, stage, vlm_inputs, batch_size, repeats, warmup,
     ms = median_ms(step, repeats, warmup, device)
     model.eval()
     if flops is None:
-        return Row(section, f"train step: {stage.value}", ms,
+        return Row(section, f"train step: {phase.value}", ms,
                    f"batch {batch_size}, FLOPs n/a: torch {torch.__version__}'s counter rejects grouped-query SDPA")
     achieved = flops / (ms / 1000)
     note = f"batch {batch_size}, {flops / 1e9:,.1f} GFLOP/step, {achieved / 1e12:.3f} TFLOP/s"
     if torch.device(device).type == "cuda":
         note += f", MFU {achieved / peak:.1%}" if peak else ", MFU n/a (unknown peak: pass --peak-tflops)"
-    return Row(section, f"train step: {stage.value}", ms, note)
+    return Row(section, f"train step: {phase.value}", ms, note)
 
 
 def count_flops(fn: Callable[[], None]) -> int | None:
@@ -160,7 +161,7 @@ def cpu_section(args) -> list[Row]:
     section = f"CPU tiny ({torch.get_num_threads()} threads)"
     rows = sampling_rows(section, model, inputs, args.repeats, 3, "cpu")
     train_inputs = synthetic_inputs(vlm_config, 8, args.cameras, 64, 12, "cpu")
-    rows.append(training_row(section, model, Stage.POSTTRAIN_SYNC, train_inputs, 8, args.repeats, 2, "cpu", None))
+    rows.append(training_row(section, model, Phase.POSTTRAIN_SYNC, train_inputs, 8, args.repeats, 2, "cpu", None))
     return rows
 
 
@@ -182,10 +183,10 @@ def gpu_section(args) -> list[Row]:
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
     compiled = torch.compile(model.dit) if args.compile else None
     rows = sampling_rows(section, model, inputs, args.repeats, 3, device, compiled)
-    for stage, batch_size in ((Stage.PRETRAIN_DIT, args.train_batch), (Stage.POSTTRAIN_SYNC, args.train_batch)):
+    for phase, batch_size in ((Phase.STEP2_DIT, args.train_batch), (Phase.POSTTRAIN_SYNC, args.train_batch)):
         train_inputs = synthetic_inputs(vlm_config, batch_size, args.cameras, side, args.text_tokens, device)
         train_inputs["pixel_values"] = train_inputs["pixel_values"].to(dtype)
-        rows.append(training_row(section, model, stage, train_inputs, batch_size, max(3, args.repeats // 4), 2,
+        rows.append(training_row(section, model, phase, train_inputs, batch_size, max(3, args.repeats // 4), 2,
                                  device, peak))
     return rows
 

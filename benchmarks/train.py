@@ -63,8 +63,8 @@ from vlaforge.flows.sample_data.small_corpus import CHUNK, write_small_corpus
 from vlaforge.flows.sample_data.tiny_vlm import write_tiny_qwen3_vl
 from vlaforge.training import train_main
 from vlaforge.training import trainer as trainer_module
-from vlaforge.training.collate import CorpusBatch
-from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.data.collate import CorpusBatch
+from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.vla import VLAModel
 from vlaforge.training.phase_model import LOSS, PhaseModel
 from vlaforge.training.trainer import TRAIN_LOG
@@ -104,7 +104,7 @@ def train_argv(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: path
                nproc: int = 1, precision: str = "fp32") -> list[str]:
     """`vlaforge train` arguments for one run: the tiny model, no checkpoint before the last step, no export."""
     return ["train", "--phase", phase, "--corpus", str(corpus), "--vlm", str(vlm), "--output", str(output),
-            "--nproc", str(nproc), "--model", "tiny", "--chunk-length", str(CHUNK), "--max-steps", str(steps),
+            "--nproc", str(nproc), "--model", "tiny", "--chunk-len", str(CHUNK), "--max-steps", str(steps),
             "--micro-batch-size", str(MICRO_BATCH), "--image-size", "64x64", "--cameras", "exterior_1",
             "--workers", "1", "--precision", precision, "--save-every", str(10**6), "--no-resume", "--no-export"]
 
@@ -171,7 +171,7 @@ def plain_step(config: TrainerConfig, module: PhaseModel, parameters, optimizer,
     """One optimizer step of one micro batch (gradient accumulation 1), seeded as `Trainer._micro_step` seeds it."""
     seed = np.random.SeedSequence([config.seed, 0, step, 0]).generate_state(1)[0]
     torch.manual_seed(int(seed))
-    robot = None if batch.robot is None else batch.robot.model_batch()
+    robot = batch.robot
     vl_inputs = None if batch.vl is None else dict(batch.vl.inputs)
     vl_labels = None if batch.vl is None else batch.vl.labels
     losses = module(robot, vl_inputs, vl_labels)

@@ -16,16 +16,16 @@ def stream_batches(corpus: pathlib.Path, vlm_dir: pathlib.Path, sizes: DemoSizes
     batches), tokenized by the tiny Qwen3-VL's processor."""
     import itertools
 
-    from vlaforge.training.collate import Batcher, MixPolicy
-    from vlaforge.training.corpus_loader import CorpusLoader
+    from vlaforge.training.data.collate import Batcher, MixPolicy
+    from vlaforge.training.data.corpus_loader import CorpusLoader
+    from vlaforge.training.data.robot_transform import RobotSampleTransform
     from vlaforge.training.model import presets
-    from vlaforge.training.robot_batches import RobotSampleTransform
 
-    console.rule("6. the corpus loader: robot and VL batches by corpus URL (`training/corpus_loader.py`)")
-    chunk = presets.vla_tiny().dit.chunk_length
+    console.rule("6. the corpus loader: robot and VL batches by corpus URL (`training/data/corpus_loader.py`)")
+    chunk = presets.vla_tiny().dit.chunk_len
     config = CorpusLoader.Config(
         corpus_url=str(corpus), processor=str(vlm_dir), num_workers=2,
-        robot=RobotSampleTransform.Config(image_size=(64, 64), chunk_length=chunk),
+        robot=RobotSampleTransform.Config(image_size=(64, 64), chunk_len=chunk),
         batch=Batcher.Config(batch_size=sizes.batch_size, policy=MixPolicy.MIXED),
     )
     with CorpusLoader(config) as loader:

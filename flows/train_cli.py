@@ -34,7 +34,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--output", required=True, type=pathlib.Path, help="checkpoints, train_log.jsonl, policy/")
     train.add_argument("--nproc", type=int, default=1, help="processes (ranks) on this machine (default 1)")
     train.add_argument("--model", choices=MODELS, default="report", help="DiT preset: report (16 layers) or tiny")
-    train.add_argument("--chunk-length", type=int, help="action chunk T (default: the preset's)")
+    train.add_argument("--chunk-len", type=int, help="action chunk T (default: the preset's)")
+    train.add_argument("--chunk-length", dest="chunk_len", type=int, action=_RenamedFlag, new="--chunk-len",
+                       help=argparse.SUPPRESS)
     train.add_argument("--max-steps", type=int, default=1000, help="optimizer steps in all (default 1000)")
     train.add_argument("--micro-batch-size", type=int, default=32, help="samples per rank per micro step")
     train.add_argument("--grad-accum", type=int, default=1, help="micro steps per optimizer step (default 1)")
@@ -64,21 +66,34 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                        help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL)")
 
 
+class _RenamedFlag(argparse.Action):
+    """A flag's old spelling, kept so that old scripts still run: hidden from --help, and a note on stderr names the
+    new one."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[no-untyped-def]
+        print(f"vlaforge train: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def build_config(args: argparse.Namespace):  # -> TrainerConfig
     from vlaforge.pipelines.shards.urls import ShardOpener
-    from vlaforge.training.collate import Batcher
-    from vlaforge.training.corpus_loader import CorpusLoader
-    from vlaforge.training.corpus_stream import CorpusStream
+    from vlaforge.training.data.collate import Batcher
+    from vlaforge.training.data.corpus_loader import CorpusLoader
+    from vlaforge.training.data.corpus_stream import CorpusStream
+    from vlaforge.training.data.robot_transform import RobotSampleTransform
     from vlaforge.training.model import presets
     from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
-    from vlaforge.training.robot_batches import RobotSampleTransform
     from vlaforge.training.trainer_config import TrainerConfig
 
     model = presets.vla_tiny() if args.model == "tiny" else presets.report_scale()
-    if args.chunk_length:
-        model = dataclasses.replace(model, dit=dataclasses.replace(model.dit, chunk_length=args.chunk_length))
-    chunk = model.dit.chunk_length
-    robot = RobotSampleTransform.Config(image_size=args.image_size, chunk_length=chunk,
+    if args.chunk_len:
+        model = dataclasses.replace(model, dit=dataclasses.replace(model.dit, chunk_len=args.chunk_len))
+    chunk = model.dit.chunk_len
+    robot = RobotSampleTransform.Config(image_size=args.image_size, chunk_len=chunk,
                                         **({"cameras": tuple(args.cameras)} if args.cameras else {}))
     s3 = {"endpoint_url": args.s3_endpoint_url} if args.s3_endpoint_url else {}
     processor = args.processor or args.vlm or str(pathlib.Path(args.init_policy) / "vlm")
@@ -87,7 +102,7 @@ def build_config(args: argparse.Namespace):  # -> TrainerConfig
                                  stream=CorpusStream.Config(opener=ShardOpener.Config(s3_options=s3)))
     return TrainerConfig(
         phase=args.phase, loader=loader, output_dir=str(args.output), vlm_dir=args.vlm, init_policy=args.init_policy,
-        model=model, choice=ChoicePoliciesConfig(chunk_length=chunk), lr=args.lr, weight_decay=args.weight_decay,
+        model=model, choice=ChoicePoliciesConfig(chunk_len=chunk), lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, lr_decay=args.lr_decay, min_lr_ratio=args.min_lr_ratio,
         max_steps=args.max_steps, micro_batch_size=args.micro_batch_size,
         gradient_accumulation=args.grad_accum, grad_clip=args.grad_clip, precision=args.precision,

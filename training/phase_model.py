@@ -18,8 +18,8 @@ from torch import nn
 
 from vlaforge.training.model import choice_policies
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig, ChoicePoliciesHead
+from vlaforge.training.model.phase import Phase
 from vlaforge.training.model.vla import RobotBatch, VLAModel
-from vlaforge.training.trainer_config import Phase
 
 # Keys of the loss dict `PhaseModel.forward` returns.
 LOSS = "loss"
@@ -40,7 +40,7 @@ class PhaseModel(nn.Module):
         self.choice: ChoicePoliciesHead | None = None
         if self.phase is Phase.STEP1_CHOICE:
             self.choice = ChoicePoliciesHead(choice or ChoicePoliciesConfig(), model.vlm.geometry.hidden_size)
-        model.set_stage(self.phase.model_stage)
+        model.set_phase(self.phase)
         if self.phase is Phase.STEP1_CHOICE:
             model.dit.requires_grad_(False)  # step 1 trains the VLM to act by itself; the DiT comes in step 2
 
@@ -71,7 +71,7 @@ class PhaseModel(nn.Module):
         if self.choice is None:
             return FLOW_MATCHING, self.model.flow_matching_loss(robot)[LOSS]
         state = robot.state.to(self.choice.action_out.weight.dtype)
-        candidates, scores = self.choice(self.model.vlm, robot.vlm_inputs, state)
+        candidates, scores = self.choice(self.model.vlm, robot.require_vlm_inputs(), state)
         result = choice_policies.choice_loss(candidates.float(), scores.float(), robot.actions.float(),
                                              robot.element_mask(), self.choice.config.score_loss_weight)
         return CHOICE, result[LOSS]

@@ -40,13 +40,11 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 from vlaforge.training.checkpoint_engine import SafeCheckpointEngine
-from vlaforge.training.collate import CorpusBatch
-from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.data.collate import CorpusBatch
+from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.vla import RobotBatch, VLAModel
 from vlaforge.training.phase_model import CHOICE, FLOW_MATCHING, LOSS, NEXT_TOKEN, PhaseModel
-from vlaforge.training.policy.normalization import EmbodimentStats
 from vlaforge.training.policy.policy import Policy
-from vlaforge.training.pooled_stats import pool_by_embodiment
 from vlaforge.training.trainer_config import TrainerConfig, deepspeed_config
 
 log = logging.getLogger(__name__)
@@ -109,10 +107,10 @@ class Trainer:
             return VLAModel.from_vlm_pretrained(self.config.vlm_dir, self.config.model)
         model = Policy.from_pretrained(self.config.init_policy).model
         robot, dit = self.config.loader.robot, model.config.dit
-        if (dit.chunk_length, dit.state_dim, dit.action_dim) != (robot.chunk_length, robot.width, robot.width):
-            raise ValueError(f"{self.config.init_policy}: the policy's DiT reads chunks of {dit.chunk_length} x "
-                             f"{dit.action_dim} (state {dit.state_dim}); the loader gives {robot.chunk_length} x "
-                             f"{robot.width}: set loader.robot.chunk_length / width to match")
+        if (dit.chunk_len, dit.state_dim, dit.action_dim) != (robot.chunk_len, robot.width, robot.width):
+            raise ValueError(f"{self.config.init_policy}: the policy's DiT reads chunks of {dit.chunk_len} x "
+                             f"{dit.action_dim} (state {dit.state_dim}); the loader gives {robot.chunk_len} x "
+                             f"{robot.width}: set loader.robot.chunk_len / width to match")
         return model
 
     def _resume(self) -> None:
@@ -195,7 +193,7 @@ class Trainer:
     def _inputs(self, batch: CorpusBatch) -> tuple[RobotBatch | None, dict[str, torch.Tensor] | None,
                                                   torch.Tensor | None]:
         """The model's inputs on the engine's device: the robot batch, the VL inputs and labels (None where absent)."""
-        robot = None if batch.robot is None else _to_device(batch.robot.model_batch(), self.engine.device)
+        robot = None if batch.robot is None else _to_device(batch.robot, self.engine.device)
         if batch.vl is None:
             return robot, None, None
         vl_inputs = {k: v.to(self.engine.device) for k, v in batch.vl.inputs.items()}
@@ -248,7 +246,7 @@ class Trainer:
         if self.rank == 0:
             staging = self.output / f"{POLICY_DIR}.partial"
             shutil.rmtree(staging, ignore_errors=True)
-            policy = Policy(self.module.model, self.loader.processor, embodiment_stats(self.loader.stats))
+            policy = Policy(self.module.model, self.loader.processor, self.loader.normalize)
             policy.save_pretrained(staging)
             if self.module.choice is not None:
                 self._export_choice(staging)
@@ -266,13 +264,6 @@ class Trainer:
         (directory / CHOICE_CONFIG).write_text(json.dumps(vars(head.config), indent=1))
 
 
-def embodiment_stats(documents: Mapping[str, Mapping[str, Any]]) -> dict[str, EmbodimentStats]:
-    """{embodiment: stats} over the loader's {component: stats.json document}, pooled per embodiment as the loader
-    normalized them (`pooled_stats.py`)."""
-    pooled = pool_by_embodiment(documents)["embodiments"]
-    return {name: EmbodimentStats.from_dict(entry) for name, entry in pooled.items()}
-
-
 def _loss_sums() -> torch.Tensor:
     """Per logged loss its sum and count, then the robot and VL sample counts: [2 * len(LOGGED_LOSSES) + 2]."""
     return torch.zeros(2 * len(LOGGED_LOSSES) + 2, dtype=torch.float64)
@@ -288,9 +279,11 @@ def _add_losses(sums: torch.Tensor, losses: Mapping[str, float], robot: int, vl:
 
 
 def _to_device(batch: RobotBatch, device: torch.device) -> RobotBatch:
-    return RobotBatch(vlm_inputs={k: v.to(device) for k, v in batch.vlm_inputs.items()},
-                      state=batch.state.to(device), actions=batch.actions.to(device),
-                      action_mask=batch.action_mask.to(device), valid_length=batch.valid_length.to(device))
+    """What the model reads, on `device`; the frames and lineage stay on the host (the model reads the frames as the
+    processor's `vlm_inputs`)."""
+    return dataclasses.replace(batch, vlm_inputs={k: v.to(device) for k, v in batch.require_vlm_inputs().items()},
+                               state=batch.state.to(device), actions=batch.actions.to(device),
+                               action_mask=batch.action_mask.to(device), valid_len=batch.valid_len.to(device))
 
 
 def _number(value: Any) -> float | None:

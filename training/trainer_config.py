@@ -16,30 +16,18 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
-from vlaforge.training.model.vla import Stage, VLAConfig
-from vlaforge.training.robot_batches import NormKind
+from vlaforge.training.model.phase import Phase
+from vlaforge.training.model.renamed_fields import current_names
+from vlaforge.training.model.vla import VLAConfig
 
-FORMAT = "vlaforge.trainer-config/1"
+FORMAT = "vlaforge.trainer-config/2"
+READABLE_FORMATS = (FORMAT, "vlaforge.trainer-config/1")
+"""Format 1 named the action chunk `chunk_length` (read as `chunk_len`); code that reads only format 1 refuses
+format 2 rather than mistake a missing `chunk_length` for the default."""
 _SECRET_S3_OPTIONS = frozenset({"key", "secret", "token", "password", "client_kwargs", "config_kwargs"})
 """s3fs options that can carry credentials (client_kwargs may hold aws_secret_access_key)."""
-
-
-class Phase(str, enum.Enum):
-    """The recipe's training phases (RECIPE.md: pre-training steps 1 and 2, post-training)."""
-
-    STEP1_CHOICE = "step1_choice"  # the VLM learns actions with Choice Policies, co-trained on VL; DiT unused
-    STEP2_DIT = "step2_dit"  # VLM frozen, the DiT learns flow matching from scratch
-    POSTTRAIN_SYNC = "posttrain_sync"  # everything trainable, flow matching, causal mask
-    POSTTRAIN_ASYNC = "posttrain_async"  # everything trainable, clean action prefix, Λ mask, error-weighted loss
-
-    @property
-    def model_stage(self) -> Stage:
-        """The `VLAModel` stage this phase runs the model in (step 1 trains the VLM as in synchronous post-training,
-        with the DiT frozen on top)."""
-        return {Phase.STEP1_CHOICE: Stage.POSTTRAIN_SYNC, Phase.STEP2_DIT: Stage.PRETRAIN_DIT,
-                Phase.POSTTRAIN_SYNC: Stage.POSTTRAIN_SYNC, Phase.POSTTRAIN_ASYNC: Stage.POSTTRAIN_ASYNC}[self]
 
 
 class LrDecay(str, enum.Enum):
@@ -128,9 +116,6 @@ class TrainerConfig:
         if self.loader.processor is None:
             raise ValueError("TrainerConfig.loader.processor must name the Qwen3-VL processor: the model reads robot "
                              "samples' frames and instruction as tokens")
-        if self.loader.robot.norm is not NormKind.MEAN_STD:
-            raise ValueError(f"TrainerConfig.loader.robot.norm is {self.loader.robot.norm.value!r}; the exported "
-                             "policy normalizes with (x - mean) / (std + 1e-6): use 'mean_std'")
         self._check_widths()
         batch = dataclasses.replace(self.loader.batch, batch_size=self.micro_batch_size)
         object.__setattr__(self, "loader", dataclasses.replace(self.loader, batch=batch))
@@ -156,7 +141,7 @@ class TrainerConfig:
             return  # the policy's own DiT sizes are checked against the loader when it is loaded
         owner, sizes = ("choice", self.choice) if self.phase is Phase.STEP1_CHOICE else ("model.dit", self.model.dit)
         robot = self.loader.robot
-        for name, source in (("chunk_length", "chunk_length"), ("state_dim", "width"), ("action_dim", "width")):
+        for name, source in (("chunk_len", "chunk_len"), ("state_dim", "width"), ("action_dim", "width")):
             if getattr(sizes, name) != getattr(robot, source):
                 raise ValueError(f"TrainerConfig.{owner}.{name} is {getattr(sizes, name)} but "
                                  f"loader.robot.{source} is {getattr(robot, source)}: make them equal")
@@ -177,8 +162,8 @@ class TrainerConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainerConfig":
-        if data.get("format") != FORMAT:
-            raise ValueError(f"trainer config format {data.get('format')!r}; this code reads {FORMAT!r}")
+        if data.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"trainer config format {data.get('format')!r}; this code reads {READABLE_FORMATS}")
         return _decode(cls, {k: v for k, v in data.items() if k != "format"})
 
 
@@ -220,9 +205,10 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(hint: Any, value: Any) -> Any:
-    """`value` (parsed JSON) as an instance of the type hint: dataclasses field by field, enums, tuples, unions."""
+    """`value` (parsed JSON) as an instance of the type hint: dataclasses field by field (old field names read as
+    their new ones, `renamed_fields.py`), enums, tuples, unions."""
     if dataclasses.is_dataclass(hint):
-        hints = typing.get_type_hints(hint)
+        hints, value = typing.get_type_hints(hint), current_names(value)
         return hint(**{f.name: _decode(hints[f.name], value[f.name]) for f in dataclasses.fields(hint)
                        if f.init and f.name in value})
     origin, args = typing.get_origin(hint), typing.get_args(hint)

@@ -3,6 +3,7 @@ random-weight Qwen3-VL + DiT over the `small_corpus` fixture; then a fresh launc
 
 from __future__ import annotations
 
+import argparse
 import json
 import pickle
 import shutil
@@ -10,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from vlaforge.flows import cli
+from vlaforge.flows import cli, train_cli
 from vlaforge.training.checkpoint_engine import SafeCheckpointEngine
 from vlaforge.training.model import presets
 from vlaforge.training.model.vla import VLAModel
@@ -35,7 +36,7 @@ def train(corpus, vlm_dir, output, *extra: str) -> list[dict]:
     # Chunks of 4: the small_corpus fixture stores 4-step chunks. Async post-training: noise, τ and prefix draws,
     # the Λ mask and error weights all take part in the losses a resume must repeat.
     argv = ["train", "--phase", "posttrain_async", "--corpus", str(corpus), "--vlm", str(vlm_dir), "--output",
-            str(output), "--nproc", "2", "--model", "tiny", "--chunk-length", "4", "--cameras", "exterior_1",
+            str(output), "--nproc", "2", "--model", "tiny", "--chunk-len", "4", "--cameras", "exterior_1",
             "--image-size", "32x32", "--workers", "1", "--micro-batch-size", "2", "--grad-accum", "2",
             "--max-steps", "4", "--save-every", "2", "--lr", "1e-3", "--seed", "11", "--log-sample-keys", *extra]
     assert cli.main(argv) == 0
@@ -56,7 +57,7 @@ def test_two_ranks_train_save_and_a_fresh_launch_resumes_to_the_same_losses(smal
     for before, after in ((initial.vlm, exported.model.vlm), (initial.dit, exported.model.dit)):
         reference = dict(before.named_parameters())
         assert any(not torch.equal(reference[name], value) for name, value in after.named_parameters())
-    assert set(exported.stats) == {"arm_a", "arm_b"}
+    assert exported.normalize.embodiments == ["arm_a", "arm_b"]
     for path in (tmp_path / "full" / "checkpoints" / checkpoint_tag(2)).glob("*.pt"):  # what a resume reads
         assert SafeCheckpointEngine().load(str(path))
 
@@ -69,6 +70,21 @@ def test_two_ranks_train_save_and_a_fresh_launch_resumes_to_the_same_losses(smal
     assert [r["step"] for r in again] == [3, 4]
     timeless = [[{k: v for k, v in r.items() if k != "seconds"} for r in run] for run in (losses[2:], again)]
     assert timeless[0] == timeless[1]  # bit for bit: losses, grad norms, sample counts
+
+
+def test_the_old_chunk_length_flag_still_works_hidden_and_named_deprecated(capsys):
+    parser = argparse.ArgumentParser(prog="vlaforge")
+    train_cli.add_parser(parser.add_subparsers(dest="verb"))
+    common = ["train", "--phase", "step2_dit", "--corpus", "c.json", "--vlm", "v", "--output", "o", "--model", "tiny"]
+    new = train_cli.build_config(parser.parse_args([*common, "--chunk-len", "4"]))
+    assert capsys.readouterr().err == ""
+    old = train_cli.build_config(parser.parse_args([*common, "--chunk-length", "4"]))
+    assert "--chunk-length is deprecated; use --chunk-len" in capsys.readouterr().err
+    assert old == new and new.model.dit.chunk_len == new.loader.robot.chunk_len == 4
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    shown = capsys.readouterr().out
+    assert "--chunk-len" in shown and "--chunk-length" not in shown
 
 
 class _RunsCode:

@@ -20,9 +20,9 @@ from vlaforge.pipelines.corpus_manifest import (
 )
 from vlaforge.pipelines.corpus_plan import RECIPE_BATCH, RECIPE_STEPS, scale_plan
 from vlaforge.pipelines.shards.manifest import read_manifest
-from vlaforge.training.corpus_stream import CorpusStream
-from vlaforge.training.mixture_schedule import MixtureEntry, MixtureSchedule
-from vlaforge.training.shard_assignment import Plan, PlanSpec
+from vlaforge.training.data.corpus_stream import CorpusStream
+from vlaforge.training.data.mixture_schedule import MixtureEntry, MixtureSchedule
+from vlaforge.training.data.shard_assignment import Plan, PlanSpec
 
 SCALE_ROBOT = {"droid": 27_000_000, "molmoact": 2_000_000, "teleop_lego": 36_504_000, "teleop_towel": 43_200_000,
                "open_mix": 91_296_000}

@@ -9,7 +9,7 @@ from vlaforge.training.model.action_prefix import ActionPrefixConfig
 
 def test_prefix_lengths_cover_0_to_6_and_half_the_samples_are_async():
     torch.manual_seed(0)
-    lengths = action_prefix.sample_prefix_lengths(40_000, chunk_length=30, config=ActionPrefixConfig())
+    lengths = action_prefix.sample_prefix_lengths(40_000, chunk_len=30, config=ActionPrefixConfig())
     assert set(lengths.tolist()) == set(range(7))
     # Half the samples are synchronous (Δtc = 0); the async half draws uniformly from {0..6}.
     assert (lengths > 0).float().mean().item() == pytest.approx(0.5 * 6 / 7, abs=0.01)
@@ -24,7 +24,7 @@ def test_sync_only_configuration_never_prefixes():
 
 def test_a_prefix_as_long_as_the_chunk_is_refused():
     with pytest.raises(ValueError, match="leave no noisy action in a chunk of 6"):
-        action_prefix.sample_prefix_lengths(4, chunk_length=6, config=ActionPrefixConfig())
+        action_prefix.sample_prefix_lengths(4, chunk_len=6, config=ActionPrefixConfig())
 
 
 def test_config_validation_names_the_field():

@@ -13,7 +13,7 @@ N, T, A = 4, 3, 32
 def head_and_vlm(tiny_vlm_dir):
     torch.manual_seed(0)
     vlm = VLMBackbone.from_pretrained(tiny_vlm_dir, num_kv_layers=1)
-    config = cp.ChoicePoliciesConfig(num_candidates=N, chunk_length=T)
+    config = cp.ChoicePoliciesConfig(num_candidates=N, chunk_len=T)
     return cp.ChoicePoliciesHead(config, vlm.geometry.hidden_size), vlm
 
 

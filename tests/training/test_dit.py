@@ -8,7 +8,7 @@ import torch
 from vlaforge.training.model import masks, presets
 from vlaforge.training.model.masks import AttentionKind
 
-T = presets.dit_tiny().chunk_length
+T = presets.dit_tiny().chunk_len
 WINDOW = presets.dit_tiny().attention_window
 
 
@@ -20,7 +20,7 @@ def inputs(make_inputs):
 def run_dit(model, context, actions, prefix_lengths, kind, tau=0.3, state_seed=5):
     batch = actions.shape[0]
     state = torch.randn(batch, model.config.dit.state_dim, generator=torch.Generator().manual_seed(state_seed))
-    mask = masks.dit_mask(kind, model.config.dit.chunk_length, model.config.dit.attention_window)
+    mask = masks.dit_mask(kind, model.config.dit.chunk_len, model.config.dit.attention_window)
     with torch.no_grad():
         return model.dit(actions, torch.full((batch,), tau), state, context, prefix_lengths, mask)
 

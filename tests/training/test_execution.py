@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from vlaforge.training.data.normalization import Normalize
 from vlaforge.training.model import presets
 from vlaforge.training.policy import execution
 from vlaforge.training.policy.execution import ExecutionConfig
-from vlaforge.training.policy.normalization import EmbodimentStats
 from vlaforge.training.policy.policy import Observation, Policy
 
 STEP = 0.01  # the reference motion advances this much per tick in joint 0
@@ -27,24 +27,24 @@ class ReferencePolicy:
     model's sampler guarantees (test_vla.py), so the executor must hand over the right committed actions.
     """
 
-    def __init__(self, chunk_length: int):
-        self.chunk_length, self.prefix_lengths = chunk_length, []
+    def __init__(self, chunk_len: int):
+        self.chunk_len, self.prefix_lengths = chunk_len, []
 
     def __call__(self, tick, robot_state, prefix):
         start = 0 if robot_state is None else round(float(robot_state[0]) / STEP) + 1
-        chunk = motion(np.arange(start, start + self.chunk_length))
+        chunk = motion(np.arange(start, start + self.chunk_len))
         if prefix is not None:
             np.testing.assert_array_equal(prefix, chunk[: len(prefix)])
             self.prefix_lengths.append(len(prefix))
         return chunk
 
 
-REAL_ROBOT = ExecutionConfig(chunk_length=30, execute_steps=10, prefix_steps=6, asynchronous=True,
+REAL_ROBOT = ExecutionConfig(chunk_len=30, execute_steps=10, prefix_steps=6, asynchronous=True,
                              inference_latency_s=0.08)  # 80 ms at 30 Hz: Δt_inf = 3 ticks
 
 
 def test_async_execution_never_waits_and_runs_on_seamlessly_across_chunk_switches():
-    policy = ReferencePolicy(REAL_ROBOT.chunk_length)
+    policy = ReferencePolicy(REAL_ROBOT.chunk_len)
     log = execution.run(policy, REAL_ROBOT, num_ticks=300)
     latency = REAL_ROBOT.latency_ticks
     assert latency == 3
@@ -60,7 +60,7 @@ def test_async_execution_never_waits_and_runs_on_seamlessly_across_chunk_switche
 
 def test_sync_execution_idles_for_the_inference_latency_once_per_chunk():
     config = dataclasses.replace(REAL_ROBOT, asynchronous=False, inference_latency_s=0.1)
-    log = execution.run(ReferencePolicy(config.chunk_length), config, num_ticks=20 * (10 + 3))
+    log = execution.run(ReferencePolicy(config.chunk_len), config, num_ticks=20 * (10 + 3))
     assert config.latency_ticks == 3  # 0.1 s × 30 Hz, not rounded up to 4 by float noise
     assert len(log.inference_ticks) == 20 and log.idle_ticks == 20 * 3
     idle_runs = [i for i in range(1, len(log.actions)) if log.actions[i] is None and log.actions[i - 1] is not None]
@@ -76,9 +76,8 @@ def test_async_needs_a_prefix_that_covers_the_inference_latency():
 
 def test_the_tiny_model_drives_the_robot_asynchronously(build_model, processor, camera):
     config = dataclasses.replace(presets.vla_tiny(), attention="lambda")
-    stats = EmbodimentStats(state_mean=np.zeros(7), state_std=np.ones(7), action_mean=np.zeros(7),
-                            action_std=np.full(7, 0.5))
-    policy = Policy(build_model(config), processor, {"franka": stats})
+    franka = {"state": {"mean": [0.0] * 7, "std": [1.0] * 7}, "action": {"mean": [0.0] * 7, "std": [0.5] * 7}}
+    policy = Policy(build_model(config), processor, Normalize.from_document({"embodiments": {"franka": franka}}))
     frames = [camera("astronaut")]
     chunks = []
 
@@ -89,7 +88,7 @@ def test_the_tiny_model_drives_the_robot_asynchronously(build_model, processor, 
         chunks.append((tick, chunk, prefix))
         return chunk
 
-    timing = ExecutionConfig(chunk_length=8, execute_steps=4, prefix_steps=3, asynchronous=True,
+    timing = ExecutionConfig(chunk_len=8, execute_steps=4, prefix_steps=3, asynchronous=True,
                              inference_latency_s=0.1)
     log = execution.run(infer, timing, num_ticks=40)
     assert log.idle_ticks_after_start == 0 and len(chunks) == 1 + (40 - 3 - 4) // 4 + 1

@@ -64,7 +64,7 @@ def test_a_trained_tiny_dit_samples_both_modes_of_a_bimodal_action_distribution(
     geometry = AttentionGeometry(num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=16,
                                  rope_theta=10_000.0, rms_norm_eps=1e-6)
     config = DiTConfig(num_layers=2, hidden_size=32, num_heads=4, intermediate_size=64, state_dim=2, action_dim=2,
-                       chunk_length=4, attention_window=2, time_embedding_dim=32)
+                       chunk_len=4, attention_window=2, time_embedding_dim=32)
     dit, mask, flow = DiT(config, geometry), masks.causal_mask(4), fm.FlowMatchingConfig()
     steps, batch = 400, 64
     optimizer = torch.optim.AdamW(dit.parameters(), lr=5e-3)

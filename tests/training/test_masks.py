@@ -6,7 +6,7 @@ from vlaforge.training.model import masks
 
 
 def test_causal_mask_lets_each_token_see_itself_and_everything_before():
-    mask = masks.causal_mask(chunk_length=3)
+    mask = masks.causal_mask(chunk_len=3)
     assert mask.tolist() == [
         [1, 0, 0, 0, 0],
         [1, 1, 0, 0, 0],
@@ -27,7 +27,7 @@ def test_lambda_mask_keeps_sink_state_and_the_last_w_actions():
         [1, 1, 0, 1, 1, 1, 0],
         [1, 1, 0, 0, 1, 1, 1],
     ]
-    assert masks.lambda_mask(chunk_length=5, window=2).int().tolist() == expected
+    assert masks.lambda_mask(chunk_len=5, window=2).int().tolist() == expected
 
 
 def test_lambda_mask_with_a_window_as_long_as_the_chunk_is_causal():

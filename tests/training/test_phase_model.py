@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
+from vlaforge.training.model.phase import Phase
 from vlaforge.training.model.vla import RobotBatch
 from vlaforge.training.phase_model import CHOICE, FLOW_MATCHING, LOSS, NEXT_TOKEN, PhaseModel
-from vlaforge.training.trainer_config import Phase
 
 TRAINABLE = {
     Phase.STEP1_CHOICE: {"model.vlm", "choice"},
@@ -29,12 +29,12 @@ def robot_batch(make_inputs, size: int = 2, chunk: int = 8) -> RobotBatch:
     mask = torch.arange(32) < 7
     return RobotBatch(vlm_inputs=inputs, state=torch.randn(size, 32, generator=generator) * mask,
                       actions=torch.randn(size, chunk, 32, generator=generator) * mask,
-                      action_mask=mask.expand(size, -1), valid_length=torch.tensor([chunk, chunk - 3][:size]))
+                      action_mask=mask.expand(size, -1), valid_len=torch.tensor([chunk, chunk - 3][:size]))
 
 
 @pytest.mark.parametrize("phase", list(Phase))
 def test_each_phase_leaves_exactly_its_parts_trainable(build_model, phase):
-    module = PhaseModel(build_model(live=False), phase, ChoicePoliciesConfig(chunk_length=8, num_candidates=3))
+    module = PhaseModel(build_model(live=False), phase, ChoicePoliciesConfig(chunk_len=8, num_candidates=3))
     trainable = {name for name, p in module.named_parameters() if p.requires_grad}
     frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
     assert owners(trainable) == TRAINABLE[phase]
@@ -46,7 +46,7 @@ def test_the_robot_loss_follows_the_phase_and_vl_trains_only_a_trainable_vlm(bui
     batch = robot_batch(make_inputs)
     vl = make_inputs([("chelsea", "what animal is this?")])
     labels = vl["input_ids"].clone()
-    step1 = PhaseModel(build_model(), Phase.STEP1_CHOICE, ChoicePoliciesConfig(chunk_length=8, num_candidates=3))
+    step1 = PhaseModel(build_model(), Phase.STEP1_CHOICE, ChoicePoliciesConfig(chunk_len=8, num_candidates=3))
     assert set(step1(batch, vl, labels)) == {LOSS, CHOICE, NEXT_TOKEN}
     step2 = PhaseModel(build_model(), Phase.STEP2_DIT)
     assert set(step2(batch, vl, labels)) == {LOSS, FLOW_MATCHING}

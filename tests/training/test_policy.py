@@ -1,23 +1,34 @@
 """The inference policy: robot units in and out, and a saved directory that loads back to the same outputs."""
 
 import dataclasses
+import io
+import pathlib
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
+from vlaforge.training.data.corpus_loader import CorpusLoader
+from vlaforge.training.data.corpus_stream import CorpusStream
+from vlaforge.training.data.normalization import Normalize, NormKind
+from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.model import presets
 from vlaforge.training.policy import policy as policy_module
-from vlaforge.training.policy.normalization import EmbodimentStats
 from vlaforge.training.policy.policy import Observation, Policy
 
-STATS = {
-    "franka": EmbodimentStats(state_mean=np.full(8, 0.5), state_std=np.full(8, 0.1),
-                              action_mean=np.full(7, 100.0), action_std=np.full(7, 2.0)),
-    "aloha": EmbodimentStats(state_mean=np.zeros(14), state_std=np.ones(14),
-                             action_mean=np.zeros(14), action_std=np.ones(14)),
-}
+ASSETS = pathlib.Path(__file__).resolve().parents[1] / "assets" / "training"
+
+
+def statistics(dim: int, mean: float, std: float) -> dict:
+    return {"mean": [mean] * dim, "std": [std] * dim}
+
+
+NORMALIZE = Normalize.from_document({"embodiments": {
+    "franka": {"state": statistics(8, 0.5, 0.1), "action": statistics(7, 100.0, 2.0)},
+    "aloha": {"state": statistics(14, 0.0, 1.0), "action": statistics(14, 0.0, 1.0)},
+}})
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +43,7 @@ def observation(camera):
 @pytest.fixture(scope="module")
 def policy(build_model, processor):
     config = dataclasses.replace(presets.vla_tiny(), attention="lambda")
-    return Policy(build_model(config), processor, STATS)
+    return Policy(build_model(config), processor, NORMALIZE)
 
 
 def seeded(seed=0):
@@ -86,5 +97,40 @@ def test_the_saved_vlm_is_a_plain_hugging_face_checkpoint(policy, tmp_path):
 def test_a_directory_from_another_format_version_is_refused(policy, tmp_path):
     directory = policy.save_pretrained(tmp_path / "policy")
     (directory / "policy.json").write_text('{"format_version": 99, "vla": {}}')
-    with pytest.raises(ValueError, match="format_version 99, this code reads 1"):
+    with pytest.raises(ValueError, match="format_version 99, this code reads 1 and 2"):
         Policy.from_pretrained(directory)
+
+
+def test_a_directory_exported_before_the_chunk_len_rename_still_loads(policy, observation, tmp_path):
+    """`policy.json` version 1 (tests/assets: written by that code) names the chunk `chunk_length`, and its
+    `norm_stats.json` has the same layout as today's."""
+    directory = policy.save_pretrained(tmp_path / "policy")
+    shutil.copy(ASSETS / "policy_v1.json", directory / "policy.json")
+    shutil.copy(ASSETS / "norm_stats_v1.json", directory / "norm_stats.json")
+    loaded = Policy.from_pretrained(directory)
+    assert loaded.model.config == policy.model.config and loaded.chunk_len == 8
+    assert loaded.normalize == Normalize.load(ASSETS / "norm_stats_v1.json")
+    assert loaded.infer(observation(), generator=seeded()).shape == (8, 7)
+
+
+@pytest.mark.parametrize("kind", list(NormKind))
+def test_the_policy_unnormalizes_exactly_as_the_loader_normalized(kind, small_corpus, tiny_vlm_dir, build_model,
+                                                                   processor, tmp_path):
+    """One `Normalize` for both: the loader's, saved with the policy, comes back equal, and inverts the loader's
+    normalized state and action chunk to the shard's values."""
+    robot = RobotSampleTransform.Config(image_size=(16, 16), chunk_len=4, norm=kind)
+    loader = CorpusLoader(CorpusLoader.Config(corpus_url=str(small_corpus), processor=str(tiny_vlm_dir),
+                                              num_workers=0, robot=robot), rank=0, world_size=1)
+    directory = Policy(build_model(), processor, loader.normalize).save_pretrained(tmp_path / "policy")
+    exported = Policy.from_pretrained(directory).normalize
+    assert exported == loader.normalize and exported.kind is kind and exported.embodiments == ["arm_a", "arm_b"]
+
+    samples = iter(CorpusStream(str(small_corpus)))
+    raw = next(s for s in samples if s["kind"] == "robot")
+    example = loader.robot_transform(raw)
+    state, chunk = (np.load(io.BytesIO(raw[member])) for member in ("state.npy", "action.npy"))
+    dims = (len(state), chunk.shape[1])
+    np.testing.assert_allclose(exported.unnormalize_actions(example.embodiment, example.actions[:4, :dims[1]]),
+                               chunk[:4], rtol=1e-5, atol=1e-5)
+    assert np.array_equal(exported.normalize_state(example.embodiment, state), example.state[:dims[0]])
+    assert np.array_equal(exported.normalize_actions(example.embodiment, chunk[:4]), example.actions[:4, :dims[1]])

@@ -32,5 +32,5 @@ def test_tiny_presets_build_and_share_the_vlm_geometry():
 
 
 def test_dit_config_names_the_bad_field():
-    with pytest.raises(ValueError, match="DiTConfig.chunk_length must be >= 1, got 0"):
-        DiTConfig(chunk_length=0)
+    with pytest.raises(ValueError, match="DiTConfig.chunk_len must be >= 1, got 0"):
+        DiTConfig(chunk_len=0)

@@ -7,15 +7,15 @@ from vlaforge.training.model import presets, rope
 
 
 def test_positions_continue_the_vlm_and_offset_only_the_noisy_actions():
-    positions = rope.dit_positions(torch.tensor([20]), torch.tensor([2]), chunk_length=5, noisy_offset=10)
+    positions = rope.dit_positions(torch.tensor([20]), torch.tensor([2]), chunk_len=5, noisy_offset=10)
     # SINK 20, state 21, clean prefix 22 23, noisy actions 24 25 26 shifted by 10.
     assert positions.tolist() == [[20, 21, 22, 23, 34, 35, 36]]
 
 
 def test_offset_moves_noisy_tokens_and_not_the_prefix_per_sample():
     starts, prefixes = torch.tensor([7, 30]), torch.tensor([0, 3])
-    shifted = rope.dit_positions(starts, prefixes, chunk_length=6, noisy_offset=10)
-    plain = rope.dit_positions(starts, prefixes, chunk_length=6, noisy_offset=0)
+    shifted = rope.dit_positions(starts, prefixes, chunk_len=6, noisy_offset=10)
+    plain = rope.dit_positions(starts, prefixes, chunk_len=6, noisy_offset=0)
     moved = shifted - plain
     assert moved.tolist() == [[0, 0, 10, 10, 10, 10, 10, 10], [0, 0, 0, 0, 0, 10, 10, 10]]
 

@@ -17,29 +17,30 @@ import torch
 from safetensors.torch import load_file
 
 from vlaforge.training import train_main
-from vlaforge.training.collate import Batcher
-from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.data.collate import Batcher
+from vlaforge.training.data.corpus_loader import CorpusLoader
+from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.model import presets
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
+from vlaforge.training.model.phase import Phase
 from vlaforge.training.model.vla import VLAModel
 from vlaforge.training.policy.policy import Policy
-from vlaforge.training.robot_batches import RobotSampleTransform
 from vlaforge.training.trainer import CHOICE_WEIGHTS, POLICY_DIR, TRAIN_LOG
-from vlaforge.training.trainer_config import Phase, TrainerConfig
+from vlaforge.training.trainer_config import TrainerConfig
 
 pytestmark = pytest.mark.slow
 
 CHUNK = 4  # the small_corpus fixture stores 4-step chunks
-MODEL = dataclasses.replace(presets.vla_tiny(), dit=dataclasses.replace(presets.dit_tiny(), chunk_length=CHUNK))
+MODEL = dataclasses.replace(presets.vla_tiny(), dit=dataclasses.replace(presets.dit_tiny(), chunk_len=CHUNK))
 
 
 def tiny_config(corpus, vlm_dir, output, **changes) -> TrainerConfig:
     loader = CorpusLoader.Config(
         corpus_url=str(corpus), processor=str(vlm_dir), num_workers=1,
-        robot=RobotSampleTransform.Config(cameras=("exterior_1",), image_size=(32, 32), chunk_length=CHUNK),
+        robot=RobotSampleTransform.Config(cameras=("exterior_1",), image_size=(32, 32), chunk_len=CHUNK),
         batch=Batcher.Config(batch_size=2))
     defaults = dict(phase=Phase.POSTTRAIN_SYNC, loader=loader, output_dir=str(output), vlm_dir=str(vlm_dir),
-                    model=MODEL, choice=ChoicePoliciesConfig(num_candidates=4, chunk_length=CHUNK),
+                    model=MODEL, choice=ChoicePoliciesConfig(num_candidates=4, chunk_len=CHUNK),
                     lr=1e-3, max_steps=2, micro_batch_size=2, save_every=100, seed=11)
     return TrainerConfig(**{**defaults, **changes})
 
@@ -71,6 +72,7 @@ def test_each_phase_trains_exactly_its_parameters_along_the_recipe(small_corpus,
                        micro_batch_size=3, seed=5)
     step1_log = train(base)
     step1 = Policy.from_pretrained(tmp_path / "step1" / POLICY_DIR)
+    assert step1.normalize == CorpusLoader(base.loader).normalize  # the policy inverts what the loader normalized
     assert any(r["choice"] is not None for r in step1_log) and any(r["next_token"] is not None for r in step1_log)
     assert changed(initial_vlm(tiny_vlm_dir), step1.model.vlm)
     assert not changed(fresh_dit(tiny_vlm_dir, 5), step1.model.dit)

@@ -5,25 +5,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 
 import pytest
 
-from vlaforge.training.collate import Batcher, MixPolicy
-from vlaforge.training.corpus_loader import CorpusLoader
+from vlaforge.training.data.collate import Batcher, MixPolicy
+from vlaforge.training.data.corpus_loader import CorpusLoader
+from vlaforge.training.data.normalization import NormKind
+from vlaforge.training.data.robot_transform import RobotSampleTransform
 from vlaforge.training.model import presets
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
-from vlaforge.training.robot_batches import NormKind, RobotSampleTransform
-from vlaforge.training.trainer_config import Phase, Precision, TrainerConfig, deepspeed_config
+from vlaforge.training.model.phase import Phase
+from vlaforge.training.trainer_config import Precision, TrainerConfig, deepspeed_config
 
-CHUNK = presets.vla_tiny().dit.chunk_length
+CHUNK = presets.vla_tiny().dit.chunk_len
+ASSETS = pathlib.Path(__file__).resolve().parents[1] / "assets" / "training"
 
 
 def config(**changes) -> TrainerConfig:
     loader = CorpusLoader.Config(corpus_url="s3://bucket/corpus.json", processor="/ckpt/vlm",
-                                 robot=RobotSampleTransform.Config(image_size=(64, 48), chunk_length=CHUNK),
+                                 robot=RobotSampleTransform.Config(image_size=(64, 48), chunk_len=CHUNK),
                                  batch=Batcher.Config(batch_size=7, policy=MixPolicy.BY_KIND))
     defaults = dict(phase="step2_dit", loader=loader, output_dir="/runs/a", vlm_dir="/ckpt/vlm",
-                    model=presets.vla_tiny(), choice=ChoicePoliciesConfig(chunk_length=CHUNK), micro_batch_size=4)
+                    model=presets.vla_tiny(), choice=ChoicePoliciesConfig(chunk_len=CHUNK), micro_batch_size=4)
     return TrainerConfig(**{**defaults, **changes})
 
 
@@ -59,16 +63,20 @@ def test_a_bad_value_is_refused_naming_the_field(changes, message):
 
 
 def test_the_heads_chunk_and_width_must_match_the_loaders():
-    with pytest.raises(ValueError, match=r"TrainerConfig.model.dit.chunk_length is 8 but loader.robot.chunk_length "
+    with pytest.raises(ValueError, match=r"TrainerConfig.model.dit.chunk_len is 8 but loader.robot.chunk_len "
                                          r"is 30"):
         config(loader=CorpusLoader.Config(corpus_url="c.json", processor="p"))
-    with pytest.raises(ValueError, match=r"TrainerConfig.choice.chunk_length is 30"):
+    with pytest.raises(ValueError, match=r"TrainerConfig.choice.chunk_len is 30"):
         config(phase=Phase.STEP1_CHOICE, choice=ChoicePoliciesConfig())
-    robot = RobotSampleTransform.Config(chunk_length=CHUNK, norm=NormKind.QUANTILE)
-    with pytest.raises(ValueError, match="loader.robot.norm is 'quantile'"):
-        config(loader=CorpusLoader.Config(corpus_url="c.json", processor="p", robot=robot))
     with pytest.raises(ValueError, match="loader.processor must name the Qwen3-VL processor"):
-        config(loader=CorpusLoader.Config(corpus_url="c.json", robot=RobotSampleTransform.Config(chunk_length=CHUNK)))
+        config(loader=CorpusLoader.Config(corpus_url="c.json", robot=RobotSampleTransform.Config(chunk_len=CHUNK)))
+
+
+def test_quantile_normalization_is_a_valid_choice():
+    """The exported policy saves and inverts the loader's own `Normalize`, whichever its kind."""
+    robot = RobotSampleTransform.Config(chunk_len=CHUNK, norm=NormKind.QUANTILE)
+    made = config(loader=CorpusLoader.Config(corpus_url="c.json", processor="p", robot=robot))
+    assert TrainerConfig.from_dict(made.to_dict()).loader.robot.norm is NormKind.QUANTILE
 
 
 def test_the_config_survives_its_json_round_trip():
@@ -81,9 +89,21 @@ def test_the_config_survives_its_json_round_trip():
         TrainerConfig.from_dict({**made.to_dict(), "format": "other/9"})
 
 
+def test_a_config_written_before_the_chunk_len_rename_still_loads():
+    """Format 1 (tests/assets: written by that code, as `vlaforge train` wrote `trainer_config.json`) names the
+    action chunk `chunk_length`; a resumed run reads it as `chunk_len`."""
+    old = json.loads((ASSETS / "trainer_config_v1.json").read_text())
+    assert old["format"] == "vlaforge.trainer-config/1" and old["model"]["dit"]["chunk_length"] == CHUNK
+    loaded = TrainerConfig.from_dict(old)
+    assert loaded.loader.robot.chunk_len == loaded.model.dit.chunk_len == loaded.choice.chunk_len == CHUNK
+    assert loaded.phase is Phase.STEP1_CHOICE and loaded.loader.robot.image_size == (64, 64)
+    written = json.dumps(loaded.to_dict())
+    assert "chunk_length" not in written and TrainerConfig.from_dict(json.loads(written)) == loaded
+
+
 def test_s3_credentials_are_never_written_into_the_config():
     from vlaforge.pipelines.shards.urls import ShardOpener
-    from vlaforge.training.corpus_stream import CorpusStream
+    from vlaforge.training.data.corpus_stream import CorpusStream
 
     opener = ShardOpener.Config(s3_options={"endpoint_url": "http://127.0.0.1:9000", "secret": "do-not-log"})
     with_secret = config(loader=dataclasses.replace(config().loader, stream=CorpusStream.Config(opener=opener)))

@@ -1,4 +1,4 @@
-"""Training stages of the whole model: what is frozen, which mask, which loss."""
+"""Training phases of the whole model: what is frozen, which mask, which loss."""
 
 import dataclasses
 
@@ -7,7 +7,8 @@ import torch
 
 from vlaforge.training.model import presets
 from vlaforge.training.model.masks import AttentionKind
-from vlaforge.training.model.vla import RobotBatch, Stage, VLAConfig
+from vlaforge.training.model.phase import Phase
+from vlaforge.training.model.vla import RobotBatch, VLAConfig
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def batch(make_inputs):
     action_mask[:, :7] = True
     return RobotBatch(vlm_inputs=inputs, state=torch.randn(2, 32, generator=generator),
                       actions=torch.randn(2, 8, 32, generator=generator), action_mask=action_mask,
-                      valid_length=torch.tensor([8, 5]))
+                      valid_len=torch.tensor([8, 5]))
 
 
 def one_step(model, batch):
@@ -32,7 +33,7 @@ def one_step(model, batch):
 
 def test_pretraining_step_2_freezes_the_vlm(build_model, batch):
     model = build_model(live=False)
-    model.set_stage(Stage.PRETRAIN_DIT)
+    model.set_phase(Phase.STEP2_DIT)
     vlm_before = {k: v.clone() for k, v in model.vlm.state_dict().items()}
     dit_before = {k: v.clone() for k, v in model.dit.state_dict().items()}
     one_step(model, batch)
@@ -45,7 +46,7 @@ def test_pretraining_step_2_freezes_the_vlm(build_model, batch):
 
 def test_synchronous_post_training_trains_the_vlm_too(build_model, batch):
     model = build_model(live=False)
-    model.set_stage(Stage.POSTTRAIN_SYNC)
+    model.set_phase(Phase.POSTTRAIN_SYNC)
     before = model.vlm.model.model.language_model.layers[-1].self_attn.k_proj.weight.clone()
     one_step(model, batch)
     after = model.vlm.model.model.language_model.layers[-1].self_attn.k_proj.weight
@@ -55,7 +56,7 @@ def test_synchronous_post_training_trains_the_vlm_too(build_model, batch):
 
 def test_asynchronous_post_training_uses_lambda_mask_and_prefixes(build_model, batch):
     model = build_model()
-    model.set_stage(Stage.POSTTRAIN_ASYNC)
+    model.set_phase(Phase.POSTTRAIN_ASYNC)
     assert model.config.attention is AttentionKind.LAMBDA
     torch.manual_seed(3)
     draws = [model.flow_matching_loss(batch)["prefix_lengths"] for _ in range(20)]
@@ -64,7 +65,7 @@ def test_asynchronous_post_training_uses_lambda_mask_and_prefixes(build_model, b
 
 def test_loss_ignores_padded_timesteps_dimensions_and_the_prefix(build_model, batch):
     model = build_model()
-    model.set_stage(Stage.POSTTRAIN_SYNC)
+    model.set_phase(Phase.POSTTRAIN_SYNC)
     altered_actions = batch.actions.clone()
     altered_actions[1, 5:] += 100.0  # past sample 1's valid length
     altered_actions[:, :, 7:] += 100.0  # dimensions the 7-DoF robot does not have
@@ -89,4 +90,4 @@ def test_config_round_trips_through_a_dict_and_checks_prefix_against_chunk():
     config = presets.report_scale_async()
     assert VLAConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="leaves no noisy action in a chunk of 4"):
-        VLAConfig(dit=dataclasses.replace(presets.dit_report(), chunk_length=4))
+        VLAConfig(dit=dataclasses.replace(presets.dit_report(), chunk_len=4))

@@ -31,11 +31,11 @@ class ActionPrefixConfig:
             )
 
 
-def sample_prefix_lengths(batch_size: int, chunk_length: int, config: ActionPrefixConfig) -> torch.Tensor:
+def sample_prefix_lengths(batch_size: int, chunk_len: int, config: ActionPrefixConfig) -> torch.Tensor:
     """Δtc per sample, [B] long: 0 for synchronous samples, a uniform draw for asynchronous ones (global RNG)."""
-    if max(config.prefix_lengths) >= chunk_length:
+    if max(config.prefix_lengths) >= chunk_len:
         raise ValueError(
-            f"prefix lengths up to {max(config.prefix_lengths)} leave no noisy action in a chunk of {chunk_length}"
+            f"prefix lengths up to {max(config.prefix_lengths)} leave no noisy action in a chunk of {chunk_len}"
         )
     choices = torch.tensor(config.prefix_lengths, dtype=torch.long)
     drawn = choices[torch.randint(len(choices), (batch_size,))]
@@ -43,9 +43,9 @@ def sample_prefix_lengths(batch_size: int, chunk_length: int, config: ActionPref
     return torch.where(is_async, drawn, torch.zeros_like(drawn))
 
 
-def noisy_timesteps(prefix_lengths: torch.Tensor, chunk_length: int) -> torch.Tensor:
+def noisy_timesteps(prefix_lengths: torch.Tensor, chunk_len: int) -> torch.Tensor:
     """[B, T] true where the timestep is noisy (at or after the sample's prefix)."""
-    steps = torch.arange(chunk_length, device=prefix_lengths.device)
+    steps = torch.arange(chunk_len, device=prefix_lengths.device)
     return steps[None, :] >= prefix_lengths[:, None]
 
 

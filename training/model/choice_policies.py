@@ -25,7 +25,7 @@ class ChoicePoliciesConfig:
 
     num_candidates: int = 8
     """N candidate chunks per sample (the report does not give N; 8 is our default)."""
-    chunk_length: int = 30
+    chunk_len: int = 30
     """T, the number of learnable action tokens."""
     state_dim: int = 32
     """Zero-padded state width."""
@@ -35,7 +35,7 @@ class ChoicePoliciesConfig:
     """Weight of the score regression against the winner-takes-all action loss."""
 
     def __post_init__(self) -> None:
-        for name in ("num_candidates", "chunk_length", "state_dim", "action_dim"):
+        for name in ("num_candidates", "chunk_len", "state_dim", "action_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ChoicePoliciesConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.score_loss_weight < 0:
@@ -50,7 +50,7 @@ class ChoicePoliciesHead(nn.Module):
         self.config = config
         width = vlm_hidden_size
         self.state_encoder = nn.Sequential(nn.Linear(config.state_dim, width), nn.SiLU(), nn.Linear(width, width))
-        self.action_tokens = nn.Parameter(torch.randn(config.chunk_length, width) * 0.02)
+        self.action_tokens = nn.Parameter(torch.randn(config.chunk_len, width) * 0.02)
         self.score_token = nn.Parameter(torch.randn(1, width) * 0.02)
         # Output row n * A + a belongs to candidate n, so each candidate owns a disjoint block of rows.
         self.action_out = nn.Linear(width, config.num_candidates * config.action_dim)
@@ -70,7 +70,7 @@ class ChoicePoliciesHead(nn.Module):
             dim=1,
         )
         hidden = vlm.hidden_of_appended(vlm_inputs, appended).to(self.action_out.weight.dtype)
-        length, count = self.config.chunk_length, self.config.num_candidates
+        length, count = self.config.chunk_len, self.config.num_candidates
         candidates = self.action_out(hidden[:, 1 : 1 + length]).view(batch, length, count, -1).transpose(1, 2)
         return candidates, self.score_out(hidden[:, -1])
 

@@ -36,7 +36,7 @@ class DiTConfig:
     """Proprioceptive state width after zero-padding (32 in the release)."""
     action_dim: int = 32
     """Action width after zero-padding (32 in the release)."""
-    chunk_length: int = 30
+    chunk_len: int = 30
     """T, actions per chunk: 30 (1 s at 30 Hz) on the real robot, 10 for LIBERO/CALVIN, 4 for SimplerEnv."""
     noisy_position_offset: int = 10
     """Added to the RoPE positions of noisy action tokens so they differ from the clean prefix (figure 4: 10)."""
@@ -47,7 +47,7 @@ class DiTConfig:
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "hidden_size", "num_heads", "intermediate_size", "state_dim", "action_dim",
-                     "chunk_length", "time_embedding_dim"):
+                     "chunk_len", "time_embedding_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DiTConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("noisy_position_offset", "attention_window"):
@@ -152,7 +152,7 @@ class DiT(nn.Module):
 
     def token_taus(self, tau: torch.Tensor, prefix_lengths: torch.Tensor) -> torch.Tensor:
         """τ per token [B, S]: the sample's τ, except 1 (clean) on the committed prefix actions."""
-        length = rope.NUM_CONTEXT_TOKENS + self.config.chunk_length
+        length = rope.NUM_CONTEXT_TOKENS + self.config.chunk_len
         timestep = torch.arange(length, device=tau.device) - rope.NUM_CONTEXT_TOKENS
         is_prefix = (timestep[None, :] >= 0) & (timestep[None, :] < prefix_lengths[:, None])
         return torch.where(is_prefix, torch.ones_like(tau)[:, None], tau[:, None].expand(-1, length))
@@ -183,7 +183,7 @@ class DiT(nn.Module):
         time = F.silu(self.time_mlp(features.to(self.sink.dtype)))
         shared = self.time_modulation(time).unflatten(-1, (6, -1))
         positions = rope.dit_positions(
-            context.next_position, prefix_lengths, self.config.chunk_length, self.config.noisy_position_offset
+            context.next_position, prefix_lengths, self.config.chunk_len, self.config.noisy_position_offset
         )
         # Built here in float32 rather than kept as a buffer, so casting the DiT to bf16 cannot round the frequencies.
         inv_freq = rope.inverse_frequencies(self.geometry.head_dim, self.geometry.rope_theta).to(positions.device)

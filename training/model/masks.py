@@ -21,13 +21,13 @@ class AttentionKind(str, enum.Enum):
     LAMBDA = "lambda"  # asynchronous post-training (report figure 4)
 
 
-def causal_mask(chunk_length: int) -> torch.Tensor:
+def causal_mask(chunk_len: int) -> torch.Tensor:
     """[S, S] with S = 2 + T: every token sees itself and the tokens before it."""
-    size = NUM_CONTEXT_TOKENS + chunk_length
+    size = NUM_CONTEXT_TOKENS + chunk_len
     return torch.ones(size, size, dtype=torch.bool).tril()
 
 
-def lambda_mask(chunk_length: int, window: int) -> torch.Tensor:
+def lambda_mask(chunk_len: int, window: int) -> torch.Tensor:
     """[S, S] Λ-shaped mask: an action token sees the sink, the state, and the actions of the last `window` steps.
 
     Action timestep k attends to timesteps k - window .. k (itself included), so the tokens right after a clean
@@ -36,18 +36,18 @@ def lambda_mask(chunk_length: int, window: int) -> torch.Tensor:
     """
     if window < 0:
         raise ValueError(f"window must be >= 0, got {window}")
-    mask = causal_mask(chunk_length)
-    steps = torch.arange(chunk_length)
+    mask = causal_mask(chunk_len)
+    steps = torch.arange(chunk_len)
     too_old = steps[None, :] < steps[:, None] - window
     mask[NUM_CONTEXT_TOKENS:, NUM_CONTEXT_TOKENS:] &= ~too_old
     return mask
 
 
-def dit_mask(kind: AttentionKind, chunk_length: int, window: int) -> torch.Tensor:
+def dit_mask(kind: AttentionKind, chunk_len: int, window: int) -> torch.Tensor:
     """The DiT-to-DiT mask [S, S] of the given kind."""
     if AttentionKind(kind) is AttentionKind.LAMBDA:
-        return lambda_mask(chunk_length, window)
-    return causal_mask(chunk_length)
+        return lambda_mask(chunk_len, window)
+    return causal_mask(chunk_len)
 
 
 def joint_mask(vlm_valid: torch.Tensor, dit_to_dit: torch.Tensor) -> torch.Tensor:

@@ -79,7 +79,7 @@ def dit_report() -> DiTConfig:
 
 def dit_tiny() -> DiTConfig:
     """A 2-layer DiT for the tiny VLM: 4 query heads against its 2 KV heads, chunks of 8 actions."""
-    return DiTConfig(num_layers=2, hidden_size=32, num_heads=4, intermediate_size=64, chunk_length=8,
+    return DiTConfig(num_layers=2, hidden_size=32, num_heads=4, intermediate_size=64, chunk_len=8,
                      attention_window=2, time_embedding_dim=32)
 
 

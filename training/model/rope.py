@@ -23,7 +23,7 @@ def inverse_frequencies(head_dim: int, theta: float) -> torch.Tensor:
 
 
 def dit_positions(
-    next_vlm_position: torch.Tensor, prefix_lengths: torch.Tensor, chunk_length: int, noisy_offset: int
+    next_vlm_position: torch.Tensor, prefix_lengths: torch.Tensor, chunk_len: int, noisy_offset: int
 ) -> torch.Tensor:
     """RoPE positions of the DiT tokens, [B, 2 + T], as in the report's figure 4.
 
@@ -31,7 +31,7 @@ def dit_positions(
     after it, and action timestep k at `next + 2 + k`. Noisy action tokens (k >= the sample's prefix length,
     `prefix_lengths` [B]) get `noisy_offset` more, so the model can tell them from the clean prefix.
     """
-    local = torch.arange(NUM_CONTEXT_TOKENS + chunk_length, device=next_vlm_position.device)
+    local = torch.arange(NUM_CONTEXT_TOKENS + chunk_len, device=next_vlm_position.device)
     timestep = local - NUM_CONTEXT_TOKENS
     noisy = (timestep[None, :] >= prefix_lengths[:, None]) & (timestep[None, :] >= 0)
     return next_vlm_position[:, None] + local[None, :] + noisy.long() * noisy_offset

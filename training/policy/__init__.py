@@ -1,1 +1,1 @@
-"""Deployment: normalization by embodiment, the inference policy, and synchronous/asynchronous execution."""
+"""Deployment: the inference policy (with the loader's normalization) and synchronous/asynchronous execution."""

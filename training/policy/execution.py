@@ -28,7 +28,7 @@ InferFn = Callable[[int, np.ndarray | None, np.ndarray | None], np.ndarray]
 class ExecutionConfig:
     """The control loop's timing."""
 
-    chunk_length: int
+    chunk_len: int
     """T, actions per inferred chunk."""
     execute_steps: int
     """T_e: steps executed from a chunk before the next inference starts."""
@@ -45,9 +45,9 @@ class ExecutionConfig:
         if self.control_hz <= 0 or self.inference_latency_s < 0:
             raise ValueError(f"ExecutionConfig needs control_hz > 0 and inference_latency_s >= 0, got "
                              f"{self.control_hz}, {self.inference_latency_s}")
-        if not 1 <= self.execute_steps <= self.chunk_length:
+        if not 1 <= self.execute_steps <= self.chunk_len:
             raise ValueError(
-                f"ExecutionConfig.execute_steps must be in [1, {self.chunk_length}], got {self.execute_steps}"
+                f"ExecutionConfig.execute_steps must be in [1, {self.chunk_len}], got {self.execute_steps}"
             )
         if self.asynchronous:
             self._check_asynchronous()
@@ -60,10 +60,10 @@ class ExecutionConfig:
         if self.execute_steps < latency:
             raise ValueError(f"ExecutionConfig.execute_steps={self.execute_steps} must be >= the latency of {latency} "
                              "ticks: a new chunk starts at step Δt_inf and must still reach step T_e")
-        if self.execute_steps + self.prefix_steps > self.chunk_length:
+        if self.execute_steps + self.prefix_steps > self.chunk_len:
             total = self.execute_steps + self.prefix_steps
             raise ValueError(f"ExecutionConfig: execute_steps + prefix_steps = {total} exceeds the chunk length "
-                             f"{self.chunk_length}")
+                             f"{self.chunk_len}")
 
     @property
     def latency_ticks(self) -> int:

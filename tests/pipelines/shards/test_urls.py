@@ -12,7 +12,7 @@ import pytest
 
 from vlaforge.pipelines.shards.reader import BadShardError, ShardEntry, ShardReader, sha256_of
 from vlaforge.pipelines.shards.urls import ShardAccessError, ShardNotFoundError, ShardOpener, resolve_url
-from vlaforge.training.corpus_stream import CorpusStream
+from vlaforge.training.data.corpus_stream import CorpusStream
 
 CONFIG = CorpusStream.Config(block=16, interleave=3)
 

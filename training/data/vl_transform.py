@@ -29,7 +29,7 @@ from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import ChatRole, VlMetaField, VlSampleKey
 from vlaforge.pipelines.shards.reader import StreamField
 from vlaforge.pipelines.vl_samples import VlSampleError, check_conversation
-from vlaforge.training.bad_samples import BadSampleError
+from vlaforge.training.data.bad_samples import BadSampleError
 
 IGNORE_INDEX = -100
 """Label of a position that carries no loss (the value transformers' cross-entropy ignores)."""

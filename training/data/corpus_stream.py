@@ -43,16 +43,16 @@ from typing import Any
 from vlaforge.pipelines.corpus_manifest import CorpusError, CorpusManifest
 from vlaforge.pipelines.shards.reader import ShardEntry, ShardReader, StreamField
 from vlaforge.pipelines.shards.urls import ShardOpener, resolve_url
-from vlaforge.training.component_cursor import (
+from vlaforge.training.data.component_cursor import (
     BadShardPolicy,
     ComponentCursor,
     ComponentShards,
     World,
     new_stats,
 )
-from vlaforge.training.mixture_schedule import MixtureEntry, MixtureSchedule
-from vlaforge.training.shard_assignment import PlanSpec
-from vlaforge.training.stream_state import STATE_FORMAT, resume
+from vlaforge.training.data.mixture_schedule import MixtureEntry, MixtureSchedule
+from vlaforge.training.data.shard_assignment import PlanSpec
+from vlaforge.training.data.stream_state import STATE_FORMAT, resume
 
 __all__ = ["CorpusStream", "StreamField"]
 

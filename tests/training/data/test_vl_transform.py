@@ -14,9 +14,9 @@ from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.synth.scenes import CAPTIONS
 from vlaforge.flows.sample_data.vl_dataset import write_vl_dataset
 from vlaforge.pipelines.vl_samples import assistant, system, user
-from vlaforge.training.bad_samples import BadSampleError
-from vlaforge.training.corpus_stream import CorpusStream
-from vlaforge.training.vl_batches import IGNORE_INDEX, VlSampleTransform
+from vlaforge.training.data.bad_samples import BadSampleError
+from vlaforge.training.data.corpus_stream import CorpusStream
+from vlaforge.training.data.vl_transform import IGNORE_INDEX, VlSampleTransform
 
 
 @pytest.fixture(scope="module")

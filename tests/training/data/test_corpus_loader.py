@@ -23,11 +23,11 @@ from vlaforge.pipelines.corpus_manifest import (
     write_corpus,
 )
 from vlaforge.pipelines.shards.members import iter_samples
-from vlaforge.training.collate import Batcher, MixPolicy
-from vlaforge.training.corpus_loader import CorpusLoader
-from vlaforge.training.robot_batches import RobotSampleTransform
+from vlaforge.training.data.collate import Batcher, MixPolicy
+from vlaforge.training.data.corpus_loader import CorpusLoader
+from vlaforge.training.data.robot_transform import RobotSampleTransform
 
-ROBOT = RobotSampleTransform.Config(cameras=("exterior_1", "wrist"), image_size=(32, 32), chunk_length=8)
+ROBOT = RobotSampleTransform.Config(cameras=("exterior_1", "wrist"), image_size=(32, 32), chunk_len=8)
 
 # A worker that fails, or exits non-zero, while the DataLoader shuts it down surfaces only as an "Exception ignored
 # in _MultiProcessingDataLoaderIter.__del__": make that fail the test that caused it.
@@ -130,7 +130,7 @@ def test_batches_mix_both_kinds_and_carry_model_ready_tensors(corpus, processor_
     assert robot + vl == 6 * 14 and abs(vl - robot / 6) <= 2  # the corpus's 1:6, within a draw per worker
     first = next(b for b in batches if b.robot is not None and b.vl is not None)
     assert first.robot.images.shape[1:] == (2, 32, 32, 3) and first.robot.actions.shape[1:] == (8, 32)
-    assert first.robot.model_batch().vlm_inputs["image_grid_thw"].shape[0] == 2 * len(first.robot)
+    assert first.robot.vlm_inputs["image_grid_thw"].shape[0] == 2 * len(first.robot)
     assert (first.vl.labels != -100).any(dim=1).all()
 
 

@@ -1,13 +1,13 @@
 """One robot, one normalization: statistics pooled over the components of one embodiment equal those of their data
-together, and the loader and the exported policy both use them."""
+together, and the loader normalizes with them (the exported policy saves the loader's `Normalize`:
+tests/training/test_policy.py)."""
 
 import numpy as np
 import pytest
 
 from vlaforge.pipelines.norm_stats import Moments
-from vlaforge.training.pooled_stats import pool_by_embodiment
-from vlaforge.training.robot_batches import RobotSampleTransform
-from vlaforge.training.trainer import embodiment_stats
+from vlaforge.training.data.pooled_stats import pool_by_embodiment
+from vlaforge.training.data.robot_transform import RobotSampleTransform
 
 NAMES = {"state": ["j0", "j1", "g"], "action": ["v0", "v1"]}
 
@@ -63,11 +63,10 @@ def test_one_embodiment_name_with_different_dimensions_is_refused_naming_both():
         pool_by_embodiment(documents)
 
 
-def test_the_loader_and_the_exported_policy_scale_both_collections_alike(two_collections):
+def test_the_loader_scales_both_collections_with_the_pooled_statistics(two_collections):
     documents, (state, action) = two_collections
-    transform = RobotSampleTransform.Config(image_size=(32, 32), chunk_length=4).build(documents)
-    scaler = transform.scalers["arm"]["state"]
-    np.testing.assert_allclose(scaler.offset, state.mean(axis=0), rtol=1e-5)
-    policy_stats = embodiment_stats(documents)["arm"]
-    np.testing.assert_allclose(policy_stats.state_mean, scaler.offset)
-    np.testing.assert_allclose(policy_stats.action_std, action.std(axis=0), rtol=1e-5)
+    normalize = RobotSampleTransform.Config(image_size=(32, 32), chunk_len=4).build(documents).normalize
+    scaling = normalize.scaling("arm", "state")
+    np.testing.assert_allclose(scaling.offset, state.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(normalize.scaling("arm", "action").statistics["std"], action.std(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(normalize.normalize_state("arm", state).mean(axis=0), 0, atol=1e-4)

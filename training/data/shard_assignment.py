@@ -22,7 +22,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from vlaforge.training.slot_sequence import Interval, SlotSequence, complement, merge_intervals
+from vlaforge.training.data.slot_sequence import Interval, SlotSequence, complement, merge_intervals
 
 ALL = -1
 """In `Remainder.consumed`: the slot had read its whole portion of that plan."""

@@ -29,27 +29,10 @@ import torch
 from transformers import ProcessorMixin
 
 from vlaforge.pipelines.corpus_manifest import ComponentKind as Kind
+from vlaforge.training.data.robot_transform import RobotExample
+from vlaforge.training.data.vl_transform import IGNORE_INDEX, VlExample
 from vlaforge.training.model.vla import RobotBatch
 from vlaforge.training.model.vlm import ATTENTION_MASK, IMAGE_GRID_THW, INPUT_IDS, MM_TOKEN_TYPE_IDS, PIXEL_VALUES
-from vlaforge.training.robot_batches import RobotExample
-from vlaforge.training.vl_batches import IGNORE_INDEX, VlExample
-
-
-def _pinned(value: Any) -> Any:
-    """Tensors (also inside a dict) copied to page-locked memory, for asynchronous host-to-GPU copies."""
-    if isinstance(value, torch.Tensor):
-        return value.pin_memory()
-    if isinstance(value, dict):
-        return {name: _pinned(item) for name, item in value.items()}
-    return value
-
-
-class _Pinnable:
-    """`pin_memory()` as the DataLoader's pin-memory thread calls it on custom batch types."""
-
-    def pin_memory(self):  # type: ignore[no-untyped-def]
-        return dataclasses.replace(self, **{f.name: _pinned(getattr(self, f.name))  # type: ignore[arg-type]
-                                            for f in dataclasses.fields(self)})  # type: ignore[arg-type]
 
 
 class MixPolicy(str, enum.Enum):
@@ -60,44 +43,7 @@ class MixPolicy(str, enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
-class RobotTensors(_Pinnable):
-    """A batch of robot timesteps."""
-
-    keys: list[str]
-    components: list[str]
-    epochs: list[int]
-    embodiments: list[str]
-    instructions: list[str]
-    images: torch.Tensor
-    """[B, N_cam, H, W, 3] uint8."""
-    image_mask: torch.Tensor
-    """[B, N_cam] bool."""
-    state: torch.Tensor
-    """[B, W] float32 normalized, zero-padded."""
-    state_mask: torch.Tensor
-    """[B, W] bool."""
-    actions: torch.Tensor
-    """[B, T, W] float32 normalized, zero-padded."""
-    action_mask: torch.Tensor
-    """[B, W] bool."""
-    valid_length: torch.Tensor
-    """[B] int64: real leading timesteps of each chunk."""
-    vlm_inputs: dict[str, torch.Tensor] | None
-    """The processor's tensors for each sample's frames + instruction, or None when no processor was given."""
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def model_batch(self) -> RobotBatch:
-        """The model's `RobotBatch` (needs `vlm_inputs`)."""
-        if self.vlm_inputs is None:
-            raise ValueError("this robot batch was collated without a processor; set CorpusLoader.Config.processor")
-        return RobotBatch(vlm_inputs=self.vlm_inputs, state=self.state, actions=self.actions,
-                          action_mask=self.action_mask, valid_length=self.valid_length)
-
-
-@dataclasses.dataclass(frozen=True)
-class VlTensors(_Pinnable):
+class VlBatch:
     """A batch of VL samples, right-padded."""
 
     keys: list[str]
@@ -116,14 +62,16 @@ class VlTensors(_Pinnable):
 
 @dataclasses.dataclass(frozen=True)
 class CorpusBatch:
-    """What the loader yields: a robot part, a VL part, or both (MIXED)."""
+    """What the loader yields: a robot part (the model's `RobotBatch`), a VL part, or both (MIXED)."""
 
-    robot: RobotTensors | None
-    vl: VlTensors | None
+    robot: RobotBatch | None
+    vl: VlBatch | None
 
     def pin_memory(self) -> "CorpusBatch":
-        return CorpusBatch(robot=None if self.robot is None else self.robot.pin_memory(),
-                           vl=None if self.vl is None else self.vl.pin_memory())
+        """Every tensor of both parts in page-locked memory, for asynchronous host-to-GPU copies (the DataLoader's
+        pin-memory thread calls this)."""
+        return CorpusBatch(robot=None if self.robot is None else _pinned_fields(self.robot),
+                           vl=None if self.vl is None else _pinned_fields(self.vl))
 
     def __len__(self) -> int:
         return sum(len(part) for part in (self.robot, self.vl) if part is not None)
@@ -133,6 +81,19 @@ class CorpusBatch:
         return [key for part in (self.robot, self.vl) if part is not None for key in part.keys]
 
 
+def _pinned_fields(part: Any) -> Any:
+    """A copy of the dataclass `part` with its tensors (also inside a dict) page-locked."""
+    return dataclasses.replace(part, **{f.name: _pinned(getattr(part, f.name)) for f in dataclasses.fields(part)})
+
+
+def _pinned(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.pin_memory()
+    if isinstance(value, dict):
+        return {name: _pinned(item) for name, item in value.items()}
+    return value
+
+
 def robot_prompt(n_images: int, instruction: str) -> list[dict[str, Any]]:
     """The robot sample's VLM input, as the policy builds it at inference: the frames, then the instruction."""
     content: list[dict[str, str]] = [{"type": "image"} for _ in range(n_images)]
@@ -140,7 +101,7 @@ def robot_prompt(n_images: int, instruction: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content}]
 
 
-def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | None = None) -> RobotTensors:
+def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | None = None) -> RobotBatch:
     """Stack robot examples; with a processor, also tokenize each sample's present frames + instruction."""
     vlm_inputs = None
     if processor is not None:
@@ -151,7 +112,7 @@ def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | 
             images.extend(frames)
         vlm_inputs = dict(processor(text=texts, images=images, padding=True, padding_side="right",
                                     return_tensors="pt"))
-    return RobotTensors(
+    return RobotBatch(
         keys=[e.key for e in examples], components=[e.component for e in examples],
         epochs=[e.epoch for e in examples], embodiments=[e.embodiment for e in examples],
         instructions=[e.instruction for e in examples],
@@ -161,7 +122,7 @@ def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | 
         state_mask=torch.from_numpy(np.stack([e.state_mask for e in examples])),
         actions=torch.from_numpy(np.stack([e.actions for e in examples])),
         action_mask=torch.from_numpy(np.stack([e.action_mask for e in examples])),
-        valid_length=torch.tensor([e.valid_len for e in examples], dtype=torch.long),
+        valid_len=torch.tensor([e.valid_len for e in examples], dtype=torch.long),
         vlm_inputs=vlm_inputs,
     )
 
@@ -174,7 +135,7 @@ def _pad(rows: Sequence[torch.Tensor], fill: int) -> torch.Tensor:
     return out
 
 
-def collate_vl(examples: Sequence[VlExample], pad_token_id: int) -> VlTensors:
+def collate_vl(examples: Sequence[VlExample], pad_token_id: int) -> VlBatch:
     """Right-pad token rows; concatenate the images' patches and grids in sample order."""
     ids = [e.input_ids for e in examples]
     inputs = {
@@ -186,9 +147,9 @@ def collate_vl(examples: Sequence[VlExample], pad_token_id: int) -> VlTensors:
     if with_images:
         inputs[PIXEL_VALUES] = torch.cat([e.pixel_values for e in with_images])
         inputs[IMAGE_GRID_THW] = torch.cat([e.image_grid_thw for e in with_images])
-    return VlTensors(keys=[e.key for e in examples], components=[e.component for e in examples],
-                     epochs=[e.epoch for e in examples], tasks=[e.task for e in examples], inputs=inputs,
-                     labels=_pad([e.labels for e in examples], IGNORE_INDEX))
+    return VlBatch(keys=[e.key for e in examples], components=[e.component for e in examples],
+                   epochs=[e.epoch for e in examples], tasks=[e.task for e in examples], inputs=inputs,
+                   labels=_pad([e.labels for e in examples], IGNORE_INDEX))
 
 
 Collate = Callable[[list[RobotExample], list[VlExample]], CorpusBatch]

@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-Interval = tuple[int, int]
+from vlaforge.pipelines.shards.reader import Interval
 
 
 def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:

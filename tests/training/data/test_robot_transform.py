@@ -12,9 +12,10 @@ import webdataset as wds
 from PIL import Image
 
 from vlaforge.datasets.drops import DropReason
-from vlaforge.training.bad_samples import BadSampleError
-from vlaforge.training.corpus_stream import CorpusStream
-from vlaforge.training.robot_batches import NormKind, RobotSampleTransform, decode_frame
+from vlaforge.training.data.bad_samples import BadSampleError
+from vlaforge.training.data.corpus_stream import CorpusStream
+from vlaforge.training.data.normalization import NormKind
+from vlaforge.training.data.robot_transform import RobotSampleTransform, decode_frame
 
 CAMERAS = ("exterior_1", "exterior_2", "wrist", "left_wrist")
 
@@ -35,7 +36,7 @@ def raw_samples(shards):
 
 
 def build(stats, **options):
-    config = RobotSampleTransform.Config(cameras=CAMERAS, image_size=(96, 128), chunk_length=8, **options)
+    config = RobotSampleTransform.Config(cameras=CAMERAS, image_size=(96, 128), chunk_len=8, **options)
     return config.build({"droid": stats})
 
 
@@ -69,7 +70,7 @@ def test_state_and_actions_are_normalized_with_the_datasets_stats_and_padded_to_
     assert (example.key, example.component, example.embodiment) == (sample["__key__"], "droid", meta["embodiment"])
 
 
-def test_chunk_is_sliced_to_T_with_the_valid_length_from_meta(shards, raw_samples):
+def test_chunk_is_sliced_to_T_with_the_valid_len_from_meta(shards, raw_samples):
     _, stats = shards
     transform = build(stats)
     tail = [s for s in raw_samples if json.loads(s["meta.json"])["valid_len"] < 8]
@@ -153,7 +154,7 @@ def test_unknown_embodiment_and_too_short_chunks_are_explained(shards, raw_sampl
     other = dict(raw_samples[1], **{"meta.json": json.dumps(dict(meta, embodiment="aloha")).encode()})
     with pytest.raises(BadSampleError, match="no normalization statistics for embodiment 'aloha'"):
         build(stats)(other)
-    transform = RobotSampleTransform.Config(cameras=CAMERAS, image_size=(32, 32), chunk_length=40).build(
+    transform = RobotSampleTransform.Config(cameras=CAMERAS, image_size=(32, 32), chunk_len=40).build(
         {"droid": stats})
     with pytest.raises(BadSampleError, match="--chunk-len >= 40"):
         transform(raw_samples[1])
@@ -163,7 +164,7 @@ def test_samples_from_a_corpus_stream_keep_their_component_epoch_and_shard(small
     stream = CorpusStream(str(small_corpus), config=CorpusStream.Config(block=16))
     samples = [s for s in (next(stream) for _ in range(400)) if s["kind"] == "robot"]
     stats = {name: json.loads((small_corpus.parent / name / "stats.json").read_text()) for name in ("arm_a", "arm_b")}
-    transform = RobotSampleTransform.Config(image_size=(16, 16), chunk_length=4).build(stats)
+    transform = RobotSampleTransform.Config(image_size=(16, 16), chunk_len=4).build(stats)
     picked = [next(s for s in samples if (s["component"], s["epoch"]) == pair) for pair in
               [("arm_a", 0), ("arm_b", 0), ("arm_b", 1)]]  # arm_b (100 samples) is in its second epoch by now
     assert [(e.key, e.component, e.epoch) for e in map(transform, picked)] == [
@@ -177,8 +178,8 @@ def test_samples_from_a_corpus_stream_keep_their_component_epoch_and_shard(small
 def test_config_names_the_bad_field():
     with pytest.raises(ValueError, match="cameras"):
         RobotSampleTransform.Config(cameras=("front",))
-    with pytest.raises(ValueError, match="chunk_length"):
-        RobotSampleTransform.Config(chunk_length=0)
+    with pytest.raises(ValueError, match="chunk_len"):
+        RobotSampleTransform.Config(chunk_len=0)
     with pytest.raises(ValueError, match="quantile"):
         RobotSampleTransform.Config(norm=NormKind.QUANTILE).build(
             {"c": {"embodiments": {"arm": {"state": {"mean": [0.0], "std": [1.0]}, "action": {}}}}})

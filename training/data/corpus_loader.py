@@ -3,13 +3,14 @@
     loader = CorpusLoader(CorpusLoader.Config(corpus_url="s3://bucket/corpus.json", processor="/ckpt/vlm"),
                           rank=rank, world_size=world_size)
     loader.load_state_dict(checkpoint["loader"])      # optional: continue exactly where the checkpoint was taken
-    for batch in loader:                              # endless; a CorpusBatch (training/collate.py)
+    for batch in loader:                              # endless; a CorpusBatch (training/data/collate.py)
         ...
         checkpoint["loader"] = loader.state_dict()    # JSON-able
 
 Each DataLoader worker runs one `CorpusStream` slot (worker ids from `get_worker_info()`), turns raw samples into
-examples (`robot_batches`, `vl_batches`), groups them by the mixing policy and collates them (`collate`), so decoding
-and tokenization happen in the workers and batches reach the trainer prefetched (`prefetch_factor` per worker).
+examples (`robot_transform`, `vl_transform`), groups them by the mixing policy and collates them (`collate`), so
+decoding and tokenization happen in the workers and batches reach the trainer prefetched (`prefetch_factor` per
+worker).
 
 Resume. Every batch carries its worker's resume record (the `Batcher`'s: stream state and consumed draws) and the
 main process keeps, per worker, the record of the last batch the trainer took: batches still prefetched in the queue
@@ -60,13 +61,14 @@ from transformers import AutoProcessor, ProcessorMixin
 from vlaforge.datasets.drops import Drop, count_by_reason
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusError, CorpusManifest
 from vlaforge.pipelines.shards.urls import ShardOpener, resolve_url
-from vlaforge.training import bad_samples
-from vlaforge.training.bad_samples import BadSampleError, BadSamplePolicy
-from vlaforge.training.collate import Batcher, CorpusBatch, make_collate
-from vlaforge.training.corpus_stream import CorpusStream, StreamField
-from vlaforge.training.robot_batches import RobotSampleTransform
-from vlaforge.training.stream_state import combine_states
-from vlaforge.training.vl_batches import VlSampleTransform
+from vlaforge.training.data import bad_samples
+from vlaforge.training.data.bad_samples import BadSampleError, BadSamplePolicy
+from vlaforge.training.data.collate import Batcher, CorpusBatch, make_collate
+from vlaforge.training.data.corpus_stream import CorpusStream, StreamField
+from vlaforge.training.data.normalization import Normalize
+from vlaforge.training.data.robot_transform import RobotSampleTransform
+from vlaforge.training.data.stream_state import combine_states
+from vlaforge.training.data.vl_transform import VlSampleTransform
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +77,12 @@ CHECKPOINT_FORMAT = "vlaforge.corpus-loader-checkpoint/1"
 
 
 @dataclasses.dataclass(frozen=True)
-class WorkerBatch:
-    """What a worker sends the main process: a batch (None: only records) and the bookkeeping that rides with it."""
+class WorkerMessage:
+    """What a worker sends the main process through the DataLoader: a `CorpusBatch` and the bookkeeping that rides
+    with it. The loader keeps the bookkeeping (resume records, quarantined samples, stream counters) and yields only
+    the batch."""
 
-    batch: CorpusBatch | None
+    batch: CorpusBatch
     worker: int
     """The slot's worker id (not the DataLoader's, which is rotated after a resume)."""
     resume: dict[str, Any]
@@ -88,18 +92,19 @@ class WorkerBatch:
     stream_stats: dict[str, Any]
     """The stream's counters (samples, shards opened, bad shards by reason)."""
 
-    def pin_memory(self) -> "WorkerBatch":
-        return self if self.batch is None else dataclasses.replace(self, batch=self.batch.pin_memory())
+    def pin_memory(self) -> "WorkerMessage":
+        return dataclasses.replace(self, batch=self.batch.pin_memory())
 
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """Everything a worker needs, picklable: the configs, this rank, the statistics and the resume records."""
+    """Everything a worker needs, picklable: the configs, this rank, the robot transform and the resume records."""
 
     config: "CorpusLoader.Config"
     rank: int
     world_size: int
-    stats: dict[str, dict[str, Any]]
+    robot: RobotSampleTransform
+    """Built once in the trainer's process: its `normalize` is the one the exported policy saves."""
     processor: ProcessorMixin | None
     """Loaded once in the trainer's process; workers inherit it (a Qwen tokenizer takes about a second to load)."""
     resume: dict[int, dict[str, Any]]
@@ -113,7 +118,7 @@ class CorpusDataset(IterableDataset):
         super().__init__()
         self.plan = plan
 
-    def __iter__(self) -> Iterator[WorkerBatch]:
+    def __iter__(self) -> Iterator[WorkerMessage]:
         info = get_worker_info()
         physical, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         config = self.plan.config
@@ -123,7 +128,6 @@ class CorpusDataset(IterableDataset):
         stream = CorpusStream(config.corpus_url, rank=self.plan.rank, world_size=self.plan.world_size,
                               worker_id=worker, num_workers=workers, seed=config.seed, split=config.split,
                               one_pass=config.one_pass, verify_sha256=config.verify_sha256, config=config.stream)
-        robot = config.robot.build(self.plan.stats)
         vl = None
         if self.plan.processor is not None:
             vl = VlSampleTransform(VlSampleTransform.Config(processor=config.processor,
@@ -133,13 +137,14 @@ class CorpusDataset(IterableDataset):
         batcher = Batcher(config.batch, collate, stream.state_dict)
         if worker in self.plan.resume:
             stream.load_state_dict(batcher.load(self.plan.resume[worker]))
+        transforms = {ComponentKind.ROBOT: self.plan.robot, ComponentKind.VL: vl}
         try:
-            yield from self._batches(stream, batcher, {ComponentKind.ROBOT: robot, ComponentKind.VL: vl}, worker)
+            yield from self._batches(stream, batcher, transforms, worker)
         finally:
             stream.close()
 
     def _batches(self, stream: CorpusStream, batcher: Batcher, transforms: Mapping[ComponentKind, Any],
-                 worker: int) -> Iterator[WorkerBatch]:
+                 worker: int) -> Iterator[WorkerMessage]:
         policy = self.plan.config.bad_samples
         drops: list[Drop] = []
         samples = iter(stream)
@@ -158,10 +163,10 @@ class CorpusDataset(IterableDataset):
                 bad_samples.handle(error, policy, drops)
                 continue
             for batch, resume in batcher.add(index, kind, example):
-                yield WorkerBatch(batch, worker, resume, drops, _plain(stream.stats))
+                yield WorkerMessage(batch, worker, resume, drops, _plain(stream.stats))
                 drops = []
         for batch, resume in batcher.finish():  # a one-pass stream ends: its partial batches go out
-            yield WorkerBatch(batch, worker, resume, drops, _plain(stream.stats))
+            yield WorkerMessage(batch, worker, resume, drops, _plain(stream.stats))
             drops = []
 
 
@@ -245,13 +250,22 @@ class CorpusLoader:
         self.rank = rank
         self.world_size = world_size
         self.stats = self._load_stats()
+        """{component: stats.json document} of every robot component."""
+        self.robot_transform = config.robot.build(self.stats)
+        """Decodes, normalizes and pads robot samples in the workers."""
         self.processor = None if config.processor is None else AutoProcessor.from_pretrained(config.processor)
         self.quarantined: dict[tuple[str, str], Drop] = {}
         self.stream_stats: dict[int, dict[str, Any]] = {}
         self._records: dict[int, dict[str, Any]] = {}
         self._next_worker = 0
         self._batches = 0
-        self._iterator: Iterator[WorkerBatch] | None = None
+        self._iterator: Iterator[WorkerMessage] | None = None
+
+    @property
+    def normalize(self) -> Normalize:
+        """The state and action normalization of the corpus's embodiments, as the workers apply it: the trainer
+        exports this object with the policy."""
+        return self.robot_transform.normalize
 
     @property
     def slots(self) -> int:
@@ -260,8 +274,8 @@ class CorpusLoader:
 
     def __iter__(self) -> Iterator[CorpusBatch]:
         self.close()
-        plan = _Plan(self.config, self.rank, self.world_size, self.stats, self.processor, dict(self._records),
-                     self._next_worker)
+        plan = _Plan(self.config, self.rank, self.world_size, self.robot_transform, self.processor,
+                     dict(self._records), self._next_worker)
         options: dict[str, Any] = {}
         if self.config.num_workers:
             options = {"prefetch_factor": self.config.prefetch_factor, "persistent_workers": False,
@@ -272,8 +286,7 @@ class CorpusLoader:
         try:
             for item in iterator:
                 self._take(item)
-                if item.batch is not None:
-                    yield item.batch
+                yield item.batch
             if self.config.one_pass:  # the pass is complete: the next `for` starts the next one
                 self._records, self._next_worker = {}, 0
         finally:
@@ -298,13 +311,13 @@ class CorpusLoader:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _take(self, item: WorkerBatch) -> None:
+    def _take(self, item: WorkerMessage) -> None:
         self._records[item.worker] = item.resume
         self._next_worker = (item.worker + 1) % self.slots
         self.stream_stats[item.worker] = item.stream_stats
         for drop in item.drops:
             self.quarantined.setdefault((drop.file, drop.episode), drop)
-        self._batches += item.batch is not None
+        self._batches += 1
 
     def quarantine_counts(self) -> dict[str, int]:
         """Quarantined samples per reason."""

@@ -11,9 +11,17 @@ import torch
 import webdataset as wds
 
 from vlaforge.pipelines.vl_samples import assistant, user
-from vlaforge.training.collate import Batcher, CorpusBatch, Kind, MixPolicy, collate_robot, collate_vl, make_collate
-from vlaforge.training.robot_batches import RobotSampleTransform
-from vlaforge.training.vl_batches import IGNORE_INDEX, VlSampleTransform
+from vlaforge.training.data.collate import (
+    Batcher,
+    CorpusBatch,
+    Kind,
+    MixPolicy,
+    collate_robot,
+    collate_vl,
+    make_collate,
+)
+from vlaforge.training.data.robot_transform import RobotSampleTransform
+from vlaforge.training.data.vl_transform import IGNORE_INDEX, VlSampleTransform
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +30,7 @@ def robot_examples(droid_shards):
     urls = sorted(str(p) for p in (output / "train").glob("*.tar"))
     stats = json.loads((output / "stats.json").read_text())
     transform = RobotSampleTransform.Config(cameras=("exterior_1", "wrist", "left_wrist"), image_size=(64, 64),
-                                            chunk_length=8).build({"droid": stats})
+                                            chunk_len=8).build({"droid": stats})
     samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))[:4]
     return [transform(dict(s, component="droid")) for s in samples]
 
@@ -45,7 +53,7 @@ def test_robot_batch_stacks_examples_and_tokenizes_frames_with_instruction(robot
     assert batch.image_mask.tolist() == [[True, True, False]] * 4
     assert batch.state.shape == (4, 32) and batch.actions.shape == (4, 8, 32)
     assert torch.equal(batch.actions[1], torch.from_numpy(robot_examples[1].actions))
-    assert batch.valid_length.tolist() == [e.valid_len for e in robot_examples]
+    assert batch.valid_len.tolist() == [e.valid_len for e in robot_examples]
     inputs = batch.vlm_inputs
     assert inputs["image_grid_thw"].shape[0] == 8  # two present frames per sample
     text = processor.tokenizer.decode(inputs["input_ids"][0][inputs["attention_mask"][0].bool()])
@@ -53,15 +61,15 @@ def test_robot_batch_stacks_examples_and_tokenizes_frames_with_instruction(robot
     # The model trains on it as is.
     model = build_model()
     torch.manual_seed(0)
-    losses = model.flow_matching_loss(batch.model_batch())
+    losses = model.flow_matching_loss(batch)
     assert all(torch.isfinite(value).all() for value in losses.values())
 
 
-def test_robot_batch_without_processor_has_no_vlm_inputs(robot_examples):
+def test_robot_batch_without_processor_has_no_vlm_inputs_and_the_model_says_so(robot_examples, build_model):
     batch = collate_robot(robot_examples[:2])
-    assert batch.vlm_inputs is None
-    with pytest.raises(ValueError, match="processor"):
-        batch.model_batch()
+    assert batch.vlm_inputs is None and len(batch) == 2 and batch.images.shape[0] == 2
+    with pytest.raises(ValueError, match="collated without a processor; set CorpusLoader.Config.processor"):
+        build_model().flow_matching_loss(batch)
 
 
 def test_vl_batch_is_right_padded_with_labels_ignored_on_padding(vl_transform, camera, processor, build_model):

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from vlaforge.pipelines.shards.reader import BadShardError, ShardEntry, ShardReader, StreamField
-from vlaforge.training.shard_assignment import Piece, Plan, PlanSpec
+from vlaforge.training.data.shard_assignment import Piece, Plan, PlanSpec
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from vlaforge.training.component_cursor import World
-from vlaforge.training.shard_assignment import ALL, PlanSpec, Remainder
+from vlaforge.training.data.component_cursor import World
+from vlaforge.training.data.shard_assignment import ALL, PlanSpec, Remainder
 
 STATE_FORMAT = "vlaforge.corpus-stream-state/1"
 CHECKPOINT_FORMAT = "vlaforge.corpus-stream-checkpoint/1"

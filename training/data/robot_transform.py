@@ -4,19 +4,19 @@ One timestep's members (`<camera>.jpg`, `state.npy`, `action.npy` [T_max, D_a], 
 - camera frames decoded with libjpeg-turbo (simplejpeg), at a reduced DCT scale when the frame is at least twice
   the model's input size, then resized to it: uint8 [N_cam, H, W, 3] in the configured camera slots, with a mask of
   the slots this embodiment fills;
-- state and action normalized with the embodiment's statistics (mean/std as the policy does, or the q01/q99
-  quantile option) and zero-padded to the model's 32 dimensions with masks of the native ones;
+- state and action normalized with the embodiment's statistics (`Normalize`: mean/std, or the q01/q99 quantile
+  option) and zero-padded to the model's 32 dimensions with masks of the native ones;
 - the stored T_max chunk sliced to the recipe's T, with the number of real steps from `meta.json` `valid_len`;
 - the instruction, the embodiment, the key and the component.
 
 Statistics are looked up by embodiment, pooled over every component that holds it (`pooled_stats.py`): two datasets
-of one robot are scaled alike, as the exported policy scales that robot.
+of one robot are scaled alike. The transform's `normalize` is the object the trainer exports with the policy, so the
+policy scales that robot exactly as training did.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import io
 import json
 from collections.abc import Mapping
@@ -29,55 +29,8 @@ from PIL import Image
 from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import Camera, MetaField, SampleKey
 from vlaforge.pipelines.shards.reader import StreamField
-from vlaforge.training.bad_samples import BadSampleError
-from vlaforge.training.policy import normalization
-from vlaforge.training.policy.normalization import MODEL_WIDTH
-from vlaforge.training.pooled_stats import pool_by_embodiment
-
-FIELDS = ("state", "action")
-
-
-class NormKind(str, enum.Enum):
-    """How state and action are scaled (the statistics `pipelines/norm_stats.py` writes hold both)."""
-
-    MEAN_STD = "mean_std"
-    """(x − mean) / (std + 1e-6): what the policy inverts at inference (`training/policy/normalization.py`)."""
-    QUANTILE = "quantile"
-    """2 (x − q01) / (q99 − q01 + 1e-6) − 1: robust to outliers; q01 maps to −1 and q99 to +1 (not clipped)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Scaler:
-    """y = (x − offset) / scale for one embodiment's state or action, in native dimensions [D]."""
-
-    offset: np.ndarray
-    scale: np.ndarray
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.offset) / self.scale
-
-    @classmethod
-    def of(cls, entry: Mapping[str, Any], kind: NormKind) -> "Scaler":
-        """From one field of a stats.json embodiment entry ({"mean": [...], "std": [...], "q01": ..., "q99": ...})."""
-        if kind is NormKind.MEAN_STD:
-            mean, std = (np.asarray(entry[k], dtype=np.float32) for k in ("mean", "std"))
-            return cls(mean, std + np.float32(normalization.EPSILON))
-        low, high = (np.asarray(entry[k], dtype=np.float32) for k in ("q01", "q99"))
-        return cls((low + high) / 2, (high - low + np.float32(normalization.EPSILON)) / 2)
-
-
-def scalers_of(document: Mapping[str, Any], kind: NormKind, where: str) -> dict[str, dict[str, Scaler]]:
-    """{embodiment: {"state": Scaler, "action": Scaler}} from a stats.json document; `where` names it in errors."""
-    needed = ("mean", "std") if kind is NormKind.MEAN_STD else ("q01", "q99")
-    result = {}
-    for embodiment, entry in document.get("embodiments", {}).items():
-        for field in FIELDS:
-            missing = [k for k in needed if k not in entry.get(field, {})]
-            if missing:
-                raise ValueError(f"{where}: embodiment {embodiment!r} {field} lacks {missing} needed for "
-                                 f"{kind.value} normalization; recompute it with pipelines/norm_stats.py")
-        result[embodiment] = {field: Scaler.of(entry[field], kind) for field in FIELDS}
-    return result
+from vlaforge.training.data.bad_samples import BadSampleError
+from vlaforge.training.data.normalization import MODEL_WIDTH, Normalize, NormKind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +81,7 @@ class RobotSampleTransform:
         """Camera slots in model order; a sample fills those it has (`image_mask`)."""
         image_size: tuple[int, int] = (224, 224)
         """(H, W) of the model's input frames."""
-        chunk_length: int = 30
+        chunk_len: int = 30
         """T, the recipe's action chunk (30 = 1 s at 30 Hz on the real robot; 10 for LIBERO, 4 for SimplerEnv)."""
         width: int = MODEL_WIDTH
         """State and action are zero-padded to this many dims (the DiT's state_dim/action_dim)."""
@@ -143,7 +96,7 @@ class RobotSampleTransform:
                                  f"{[c.value for c in Camera]}, got {self.cameras}")
             if len(self.image_size) != 2 or min(self.image_size) < 1:
                 raise ValueError(f"RobotSampleTransform.Config.image_size must be (H, W) > 0, got {self.image_size}")
-            for name in ("chunk_length", "width"):
+            for name in ("chunk_len", "width"):
                 if getattr(self, name) < 1:
                     raise ValueError(f"RobotSampleTransform.Config.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -153,28 +106,26 @@ class RobotSampleTransform:
 
     def __init__(self, config: Config, stats: Mapping[str, Mapping[str, Any]]) -> None:
         self.config = config
-        self.scalers = scalers_of(pool_by_embodiment(stats), config.norm,
-                                  f"statistics of components {sorted(stats)}")
-        """{embodiment: {"state": Scaler, "action": Scaler}}, pooled over the components."""
+        self.normalize = Normalize.from_components(stats, config.norm)
+        """Each embodiment's normalization, pooled over the components; the exported policy saves this object."""
         self._members = tuple(SampleKey.camera(camera) for camera in config.cameras)
 
     def __call__(self, sample: Mapping[str, Any]) -> RobotExample:
         key, url = sample.get(SampleKey.KEY.value, "?"), sample.get(StreamField.URL.value, "?")
         meta = self._meta(sample, key, url)
         images, image_mask = self._images(sample, key, url)
-        scalers = self._scalers(sample, meta, key, url)
+        embodiment = self._embodiment(sample, meta, key, url)
         state = self._array(sample, SampleKey.STATE.value, key, url)
         chunk = self._array(sample, SampleKey.ACTION.value, key, url)
-        self._check_shapes(state, chunk, scalers, key, url)
-        state, state_mask = normalization.pad_last(scalers["state"](state), self.config.width)
-        valid_len = min(int(meta.get(MetaField.VALID_LEN.value, len(chunk))), self.config.chunk_length)
-        actions = np.zeros((self.config.chunk_length, chunk.shape[1]), dtype=np.float32)
-        actions[:valid_len] = scalers["action"](chunk[:valid_len])
-        actions, action_mask = normalization.pad_last(actions, self.config.width)
+        self._check_shapes(state, chunk, embodiment, key, url)
+        state, state_mask = Normalize.pad(self.normalize.normalize_state(embodiment, state), self.config.width)
+        valid_len = min(int(meta.get(MetaField.VALID_LEN.value, len(chunk))), self.config.chunk_len)
+        actions = np.zeros((self.config.chunk_len, chunk.shape[1]), dtype=np.float32)
+        actions[:valid_len] = self.normalize.normalize_actions(embodiment, chunk[:valid_len])
+        actions, action_mask = Normalize.pad(actions, self.config.width)
         return RobotExample(
             key=key, component=sample.get(StreamField.COMPONENT.value, ""),
-            epoch=int(sample.get(StreamField.EPOCH.value, 0)),
-            embodiment=meta[MetaField.EMBODIMENT.value],
+            epoch=int(sample.get(StreamField.EPOCH.value, 0)), embodiment=embodiment,
             instruction=meta.get(MetaField.INSTRUCTION.value, ""), images=images, image_mask=image_mask,
             state=state, state_mask=state_mask, actions=actions, action_mask=action_mask, valid_len=valid_len,
         )
@@ -211,14 +162,13 @@ class RobotSampleTransform:
                                          f"add this embodiment's cameras to RobotSampleTransform.Config.cameras")
         return images, mask
 
-    def _scalers(self, sample: Mapping[str, Any], meta: Mapping[str, Any], key: str, url: str) -> dict[str, Scaler]:
+    def _embodiment(self, sample: Mapping[str, Any], meta: Mapping[str, Any], key: str, url: str) -> str:
         component, embodiment = sample.get(StreamField.COMPONENT.value, ""), meta[MetaField.EMBODIMENT.value]
-        found = self.scalers.get(embodiment)
-        if found is None:
+        if embodiment not in self.normalize:
             raise BadSampleError(url=url, key=key, reason=DropReason.BAD_RECORD,
                                  message=f"no normalization statistics for embodiment {embodiment!r} of component "
                                          f"{component!r}; the component's stats.json must cover every embodiment")
-        return found
+        return embodiment
 
     @staticmethod
     def _array(sample: Mapping[str, Any], member: str, key: str, url: str) -> np.ndarray:
@@ -234,16 +184,16 @@ class RobotSampleTransform:
             raise BadSampleError(url=url, key=key, reason=DropReason.BAD_RECORD,
                                  message=f"{member} is not a plain .npy array ({error}); rewrite the shard") from None
 
-    def _check_shapes(self, state: np.ndarray, chunk: np.ndarray, scalers: Mapping[str, Scaler], key: str,
-                      url: str) -> None:
+    def _check_shapes(self, state: np.ndarray, chunk: np.ndarray, embodiment: str, key: str, url: str) -> None:
         problems = []
-        if state.shape != scalers["state"].offset.shape:
-            problems.append(f"state.npy has shape {state.shape}, statistics {scalers['state'].offset.shape}")
-        if chunk.ndim != 2 or chunk.shape[1:] != scalers["action"].offset.shape:
-            problems.append(f"action.npy has shape {chunk.shape}, statistics (T_max, {scalers['action'].offset.size})")
-        elif len(chunk) < self.config.chunk_length:
-            problems.append(f"action.npy holds {len(chunk)} steps, fewer than chunk_length {self.config.chunk_length}"
-                            f" (re-ingest with --chunk-len >= {self.config.chunk_length})")
+        state_dim, action_dim = self.normalize.state_dim(embodiment), self.normalize.action_dim(embodiment)
+        if state.shape != (state_dim,):
+            problems.append(f"state.npy has shape {state.shape}, statistics {(state_dim,)}")
+        if chunk.ndim != 2 or chunk.shape[1:] != (action_dim,):
+            problems.append(f"action.npy has shape {chunk.shape}, statistics (T_max, {action_dim})")
+        elif len(chunk) < self.config.chunk_len:
+            problems.append(f"action.npy holds {len(chunk)} steps, fewer than chunk_len {self.config.chunk_len}"
+                            f" (re-ingest with --chunk-len >= {self.config.chunk_len})")
         if max(state.shape[-1:] + chunk.shape[-1:]) > self.config.width:
             problems.append(f"more than {self.config.width} dims; raise RobotSampleTransform.Config.width")
         if problems:

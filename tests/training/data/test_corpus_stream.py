@@ -20,9 +20,9 @@ from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, Corp
 from vlaforge.pipelines.shards.manifest import ShardRecord, code_version, read_manifest, write_manifest
 from vlaforge.pipelines.shards.members import iter_samples
 from vlaforge.pipelines.shards.reader import BadShardError
-from vlaforge.training.component_cursor import BadShardPolicy, CorpusStreamError
-from vlaforge.training.corpus_stream import CorpusStream
-from vlaforge.training.stream_state import StreamStateError, combine_states
+from vlaforge.training.data.component_cursor import BadShardPolicy, CorpusStreamError
+from vlaforge.training.data.corpus_stream import CorpusStream
+from vlaforge.training.data.stream_state import StreamStateError, combine_states
 
 CONFIG = CorpusStream.Config(block=16, interleave=3)
 SIZES = {"arm_a": 150, "arm_b": 100, "synth-vl-caption": 64}

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlaforge.training.mixture_schedule import MixtureEntry, MixtureSchedule
-from vlaforge.training.shard_assignment import ALL, Plan, PlanSpec, Remainder, hash_order
-from vlaforge.training.slot_sequence import SlotSequence
+from vlaforge.training.data.mixture_schedule import MixtureEntry, MixtureSchedule
+from vlaforge.training.data.shard_assignment import ALL, Plan, PlanSpec, Remainder, hash_order
+from vlaforge.training.data.slot_sequence import SlotSequence
 
 
 def handed_out(plan: Plan, slot: int) -> list[tuple[int, int]]:

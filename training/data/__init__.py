@@ -1,0 +1,1 @@
+"""The training data path: corpus manifest URL -> streams -> sample transforms -> collated batches (see README.md)."""
