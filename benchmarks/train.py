@@ -6,8 +6,9 @@
 Data and model: the tiny preset (`presets.vla_tiny()` with 4-action chunks) on the tiny random-weight Qwen3-VL that
 `flows/sample_data/tiny_vlm.py` saves for `from_pretrained`, over the test suite's small corpus
 (`flows/sample_data/small_corpus.py`): two robot datasets and a VL one. Every run trains the same config, built by
-`vlaforge train`'s own parser and
-`build_config` (one 64x64 camera, micro batch 4 per rank, gradient accumulation 1, lr 1e-4, clipping 1.0, fp32).
+`build_trainer_config` (`training/train_recipe.py`, what `vlaforge train` calls with its options; `train_argv` gives
+the same options as flags): one 64x64 camera, micro batch 4 per rank, gradient accumulation 1, lr 1e-4, clipping
+1.0, fp32.
 
 1. Optimizer-step time, per phase (step1_choice, step2_dit, posttrain_async): `Trainer` on DeepSpeed ZeRO-2 as a
    1-rank job in this process (`train_main.run(config, single_process=True)`, what `vlaforge train --nproc 1` does)
@@ -58,7 +59,6 @@ from unittest import mock
 import numpy as np
 import torch
 
-from vlaforge.flows import train_cli
 from vlaforge.flows.sample_data.small_corpus import CHUNK, write_small_corpus
 from vlaforge.flows.sample_data.tiny_vlm import write_tiny_qwen3_vl
 from vlaforge.training import train_main
@@ -67,6 +67,7 @@ from vlaforge.training.data.collate import CorpusBatch
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.vla import VLAModel
 from vlaforge.training.phase_model import LOSS, PhaseModel
+from vlaforge.training.train_recipe import build_trainer_config
 from vlaforge.training.trainer import TRAIN_LOG
 from vlaforge.training.trainer_config import TrainerConfig
 
@@ -109,11 +110,14 @@ def train_argv(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: path
             "--workers", "1", "--precision", precision, "--save-every", str(10**6), "--no-resume", "--no-export"]
 
 
-def trainer_config(argv: list[str]) -> TrainerConfig:
-    """The TrainerConfig `vlaforge train` would build from `argv`."""
-    parser = argparse.ArgumentParser(prog="vlaforge")
-    train_cli.add_parser(parser.add_subparsers(dest="verb"))
-    return train_cli.build_config(parser.parse_args(argv))
+def trainer_config(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: pathlib.Path, *,
+                   steps: int) -> TrainerConfig:
+    """The TrainerConfig `vlaforge train` builds from `train_argv(phase, vlm, corpus, output, steps=steps)`: the same
+    options, through the function the command calls (`training/train_recipe.py`)."""
+    return build_trainer_config(phase=phase, corpus=str(corpus), output=output, vlm=str(vlm), model="tiny",
+                                chunk_len=CHUNK, max_steps=steps, micro_batch_size=MICRO_BATCH, image_size=(64, 64),
+                                cameras=("exterior_1",), workers=1, precision="fp32", save_every=10**6,
+                                resume=False, export=False)
 
 
 def collate_batches(config: TrainerConfig, count: int) -> list[CorpusBatch]:
@@ -204,7 +208,7 @@ def wrapper_cost(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, si
     rows = []
     total = sizes.warmup + sizes.steps
     for phase in PHASES:
-        config = trainer_config(train_argv(phase, vlm, corpus, work / f"ds-{phase}", steps=total))
+        config = trainer_config(phase, vlm, corpus, work / f"ds-{phase}", steps=total)
         batches = collate_batches(config, total)
         result = side_by_side(config, batches, sizes, deepspeed_run, plain_run)
         rows.append({"phase": phase, "deepspeed": result["first"], "plain": result["second"], "gap": result["gap"],
@@ -217,7 +221,7 @@ def wrapper_cost(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, si
 def precision_cost(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: Sizes) -> dict:
     """Measurement 3: the trainer in fp32 against bf16, step1_choice, the same replayed batches."""
     total = sizes.warmup + sizes.steps
-    fp32 = trainer_config(train_argv("step1_choice", vlm, corpus, work / "fp32", steps=total))
+    fp32 = trainer_config("step1_choice", vlm, corpus, work / "fp32", steps=total)
     bf16 = dataclasses.replace(fp32, precision="bf16", output_dir=str(work / "bf16"))
     batches = collate_batches(fp32, total)
     result = side_by_side(fp32, batches, sizes, deepspeed_run, lambda _, b: deepspeed_run(bf16, b))

@@ -7,7 +7,6 @@ The command builds a `TrainerConfig`, writes it to `<output>/trainer_config.json
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import pathlib
@@ -19,8 +18,10 @@ from rich.table import Table
 
 from vlaforge.flows.cli_options import height_width
 
-MODELS = ("tiny", "report")
 PHASES = ("step1_choice", "step2_dit", "posttrain_sync", "posttrain_async")
+MODELS = ("tiny", "report")
+"""`Phase` values and `train_recipe.MODEL_PRESETS` names, listed here so that `vlaforge --help` imports no torch
+(a test holds them equal)."""
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -80,35 +81,19 @@ class _RenamedFlag(argparse.Action):
 
 
 def build_config(args: argparse.Namespace):  # -> TrainerConfig
-    from vlaforge.pipelines.shards.urls import ShardOpener
-    from vlaforge.training.data.collate import Batcher
-    from vlaforge.training.data.corpus_loader import CorpusLoader
-    from vlaforge.training.data.corpus_stream import CorpusStream
-    from vlaforge.training.data.robot_transform import RobotSampleTransform
-    from vlaforge.training.model import presets
-    from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
-    from vlaforge.training.trainer_config import TrainerConfig
+    """The run the options describe (`training/train_recipe.py`)."""
+    from vlaforge.training.train_recipe import build_trainer_config
 
-    model = presets.vla_tiny() if args.model == "tiny" else presets.report_scale()
-    if args.chunk_len:
-        model = dataclasses.replace(model, dit=dataclasses.replace(model.dit, chunk_len=args.chunk_len))
-    chunk = model.dit.chunk_len
-    robot = RobotSampleTransform.Config(image_size=args.image_size, chunk_len=chunk,
-                                        **({"cameras": tuple(args.cameras)} if args.cameras else {}))
-    s3 = {"endpoint_url": args.s3_endpoint_url} if args.s3_endpoint_url else {}
-    processor = args.processor or args.vlm or str(pathlib.Path(args.init_policy) / "vlm")
-    loader = CorpusLoader.Config(corpus_url=args.corpus, processor=processor, robot=robot, num_workers=args.workers,
-                                 batch=Batcher.Config(batch_size=args.micro_batch_size),
-                                 stream=CorpusStream.Config(opener=ShardOpener.Config(s3_options=s3)))
-    return TrainerConfig(
-        phase=args.phase, loader=loader, output_dir=str(args.output), vlm_dir=args.vlm, init_policy=args.init_policy,
-        model=model, choice=ChoicePoliciesConfig(chunk_len=chunk), lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, lr_decay=args.lr_decay, min_lr_ratio=args.min_lr_ratio,
-        max_steps=args.max_steps, micro_batch_size=args.micro_batch_size,
-        gradient_accumulation=args.grad_accum, grad_clip=args.grad_clip, precision=args.precision,
-        vl_loss_weight=args.vl_loss_weight, save_every=args.save_every, eval_every=args.eval_every,
-        eval_max_batches=args.eval_max_batches, resume=not args.no_resume, seed=args.seed,
-        log_sample_keys=args.log_sample_keys, export=not args.no_export)
+    return build_trainer_config(
+        phase=args.phase, corpus=args.corpus, output=args.output, vlm=args.vlm, init_policy=args.init_policy,
+        processor=args.processor, model=args.model, chunk_len=args.chunk_len, image_size=args.image_size,
+        cameras=tuple(args.cameras) if args.cameras else None, workers=args.workers,
+        micro_batch_size=args.micro_batch_size, s3_endpoint_url=args.s3_endpoint_url, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, lr_decay=args.lr_decay,
+        min_lr_ratio=args.min_lr_ratio, max_steps=args.max_steps, gradient_accumulation=args.grad_accum,
+        grad_clip=args.grad_clip, precision=args.precision, vl_loss_weight=args.vl_loss_weight,
+        save_every=args.save_every, eval_every=args.eval_every, eval_max_batches=args.eval_max_batches,
+        resume=not args.no_resume, seed=args.seed, log_sample_keys=args.log_sample_keys, export=not args.no_export)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

@@ -87,6 +87,14 @@ def test_the_old_chunk_length_flag_still_works_hidden_and_named_deprecated(capsy
     assert "--chunk-len" in shown and "--chunk-length" not in shown
 
 
+def test_the_cli_lists_the_phases_and_model_presets_the_trainer_knows():
+    from vlaforge.training.model.phase import Phase
+    from vlaforge.training.train_recipe import MODEL_PRESETS
+
+    assert train_cli.PHASES == tuple(phase.value for phase in Phase)
+    assert train_cli.MODELS == tuple(MODEL_PRESETS)
+
+
 class _RunsCode:
     """Unpickling this calls os.getcwd: any callable could stand there."""
 
