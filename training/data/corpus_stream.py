@@ -28,9 +28,10 @@ of each epoch under way is split over the new slots). `state_dict()` describes t
 DataLoader wrapper snapshots it in the worker with each batch and keeps, per worker, the snapshot of the last
 batch the trainer consumed (prefetched batches are not consumed).
 
-Shards: URLs relative to the corpus manifest resolve against its URL; see `shard_urls` for schemes and retries and
-`shard_samples` for what makes a shard refused. A refused shard is logged, counted in `stats["bad_shards"]` by
-reason, and its samples are passed over (or, with `on_bad_shard="raise"`, the error stops the stream).
+Shards: URLs relative to the corpus manifest resolve against its URL; see `pipelines/shards/urls.py` for schemes and
+retries and `pipelines/shards/reader.py` for what makes a shard refused. A refused shard is logged, counted in
+`stats["bad_shards"]` by reason, and its samples are passed over (or, with `on_bad_shard="raise"`, the error stops
+the stream).
 """
 
 from __future__ import annotations
