@@ -5,6 +5,9 @@ The layers, bottom to top (a module imports its own package and the layers below
 
     datasets (0) < pipelines (1) < annotators, training (2, siblings) < flows.sample_data (3) < flows, benchmarks (4)
 
+and inside training: model < data < the trainer and the policy (the model never reads the data path; the data path
+never reaches the trainer).
+
 The import graph is built from the source with `ast`, so imports inside functions and under `TYPE_CHECKING` count:
 a lazy import hides a dependency from the interpreter at import time, not from the reader.
 """
@@ -30,6 +33,8 @@ LAYERS = {
     "benchmarks": 4,
 }
 """Rank of each package; the longest matching prefix decides a module's package."""
+INNER_LAYERS = {"vlaforge.training.model": 0, "vlaforge.training.data": 1, "vlaforge.training": 2}
+"""Ranks inside one package: an import within it may not go up these."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,12 +91,19 @@ def package_of(module: str) -> str:
     return max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
 
 
+def inner_rank(module: str) -> int:
+    return max(((len(p), rank) for p, rank in INNER_LAYERS.items() if module == p or module.startswith(p + ".")),
+               default=(0, 0))[1]
+
+
 def layering_violations(edges: list[Edge]) -> list[Edge]:
-    """Edges into a higher layer, or into a sibling package of the same layer."""
+    """Edges into a higher layer, into a sibling package of the same layer, or up the ranks inside a package."""
     bad = []
     for edge in edges:
         source, target = package_of(edge.source), package_of(edge.target)
         if source != target and LAYERS[target] >= LAYERS[source]:
+            bad.append(edge)
+        elif source == target and inner_rank(edge.target) > inner_rank(edge.source):
             bad.append(edge)
     return bad
 
@@ -155,6 +167,8 @@ def test_the_checks_catch_a_planted_violation_and_cycle(tmp_path):
         "annotators/b.py": "from . import c\n",
         "annotators/c.py": "from vlaforge.annotators.b import x\n",
         "training/t.py": "",
+        "training/model/m.py": "from vlaforge.training.data import d\n",
+        "training/data/d.py": "from vlaforge.training.model import m as model\n",
         "flows/cli.py": "import vlaforge.flows.sample_data.corpus\n",
         "flows/sample_data/corpus.py": "from vlaforge.training import t\n",
     }
@@ -165,10 +179,12 @@ def test_the_checks_catch_a_planted_violation_and_cycle(tmp_path):
     assert sorted(map(str, layering_violations(edges))) == [
         "vlaforge.annotators.a -> vlaforge.training.t (line 3)",
         "vlaforge.datasets.schema -> vlaforge.pipelines.stage (line 2)",
+        "vlaforge.training.model.m -> vlaforge.training.data.d (line 1)",
     ]
     assert import_cycles(edges) == [
         ["vlaforge.annotators.b", "vlaforge.annotators.c"],
         ["vlaforge.datasets.schema", "vlaforge.pipelines.stage"],
+        ["vlaforge.training.data.d", "vlaforge.training.model.m"],
     ]
 
 
