@@ -15,6 +15,7 @@ import pathlib
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlaforge.datasets.source import SourceError
 from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
 
 MANIFEST_NAME = "manifest.parquet"
@@ -91,3 +92,16 @@ def write_manifest(output: pathlib.Path, records: list[ShardRecord]) -> pathlib.
 def read_manifest(path: pathlib.Path) -> list[ShardRecord]:
     """The rows of a manifest file."""
     return [ShardRecord(**row) for row in pq.read_table(path).to_pylist()]
+
+
+def records_of_split(dataset: pathlib.Path, split: str | None) -> list[ShardRecord]:
+    """The shards a dataset directory's manifest lists for `split` (None: every split), in manifest order; a
+    `SourceError` when there is no manifest or no such shard (the directory is then no input for a job)."""
+    manifest = dataset / MANIFEST_NAME
+    if not manifest.exists():
+        raise SourceError(f"{manifest} does not exist: point at a dataset directory written by vlaforge "
+                          "(`vlaforge ingest`, `relabel` or `annotate`)")
+    records = [r for r in read_manifest(manifest) if split in (None, r.split)]
+    if not records:
+        raise SourceError(f"{manifest} lists no shards of split {split!r}")
+    return records

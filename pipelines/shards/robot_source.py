@@ -17,8 +17,8 @@ import numpy as np
 
 from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.schema import Episode, Lineage, MetaField, SampleKey
-from vlaforge.datasets.source import Source, SourceConfig, SourceError, WorkUnit
-from vlaforge.pipelines.shards.manifest import MANIFEST_NAME, read_manifest
+from vlaforge.datasets.source import Source, SourceConfig, WorkUnit
+from vlaforge.pipelines.shards.manifest import records_of_split
 from vlaforge.pipelines.shards.members import UnsafeShardError, iter_samples
 
 _FIXED = {SampleKey.STATE.value, SampleKey.ACTION.value, SampleKey.META.value, SampleKey.KEY.value}
@@ -47,12 +47,7 @@ class RobotShardSource(Source):
         return self.root.name
 
     def plan(self) -> list[WorkUnit]:
-        manifest = self.root / MANIFEST_NAME
-        if not manifest.exists():
-            raise SourceError(f"{manifest} does not exist: point at a dataset directory written by `vlaforge ingest`")
-        records = [r for r in read_manifest(manifest) if self.config.split in (None, r.split)]
-        if not records:
-            raise SourceError(f"{manifest} lists no shards of split {self.config.split!r}")
+        records = records_of_split(self.root, self.config.split)
         groups: list[list[str]] = []
         previous_last: str | None = None
         for record in records:

@@ -14,8 +14,8 @@ from typing import Any
 
 from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.schema import VlSampleKey
-from vlaforge.datasets.source import Source, SourceConfig, SourceError, WorkUnit
-from vlaforge.pipelines.shards.manifest import MANIFEST_NAME, read_manifest
+from vlaforge.datasets.source import Source, SourceConfig, WorkUnit
+from vlaforge.pipelines.shards.manifest import records_of_split
 from vlaforge.pipelines.shards.members import UnsafeShardError, iter_samples
 
 
@@ -55,12 +55,7 @@ class VlShardSource(Source):
         return self.root.name
 
     def plan(self) -> list[WorkUnit]:
-        manifest = self.root / MANIFEST_NAME
-        if not manifest.exists():
-            raise SourceError(f"{manifest} does not exist: point at a VL dataset directory written by vlaforge")
-        urls = [r.url for r in read_manifest(manifest) if self.config.split in (None, r.split)]
-        if not urls:
-            raise SourceError(f"{manifest} lists no shards of split {self.config.split!r}")
+        urls = [r.url for r in records_of_split(self.root, self.config.split)]
         size = self.config.shards_per_unit
         return [WorkUnit(i, tuple(urls[start : start + size])) for i, start in enumerate(range(0, len(urls), size))]
 
