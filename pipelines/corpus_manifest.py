@@ -1,4 +1,4 @@
-"""The corpus manifest: the mixture a trainer consumes, in one JSON file (schema in README.md, "The corpus").
+"""The corpus manifest: the mixture a trainer consumes, in one JSON file (schema in docs/corpus.md).
 
 `build_corpus` reads dataset outputs (robot: `manifest.parquet` + `stats.json` from an ingest; VL: the same
 `manifest.parquet`, with `summary.json` saying `"kind": "vl"`) and lists every shard of every component with its
