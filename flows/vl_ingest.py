@@ -47,10 +47,12 @@ def ingest_vl(
     ray_address: str | None = None,
     workers: int | None = None,
     progress: bool = False,
+    input_format: str = "vl-parquet",
 ) -> dict[str, Any]:
-    """Ingest one general VL dataset; returns its summary (with row counts: kept, duplicates, past the limit)."""
+    """Ingest one general VL dataset (`input_format`: a registered format that yields VL rows); returns its summary
+    (with row counts: kept, duplicates, past the limit)."""
     job = vl_ingest.new_job(input_path, output, dataset=dataset, task=VlTask(task), limit=limit, dedup=dedup,
-                            source_options=source_options, sample_options=sample_options,
+                            source_options=source_options, sample_options=sample_options, input_format=input_format,
                             shards=ShardConfig(max_samples=shard_samples, max_bytes=shard_bytes))
     units = index_rows(job, runner, ray_address, workers)
     counts = select_rows(job, units)

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlaforge.datasets import registry
+from vlaforge.datasets.configurable import config_from_dict
 from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.source import WorkUnit
 from vlaforge.datasets.vl_parquet import DUPLICATE, KEEP, OVER_LIMIT, REJECTED, VlParquetSource
@@ -43,7 +45,8 @@ class VlIngest:
     """One general VL dataset into one VL dataset of shards: the index and selection passes, then `job()`."""
 
     source: VlParquetSource.Config
-    """Where the rows are (and how to read them)."""
+    """Where the rows are (and how to read them). A VL-row source: `records(unit)`, `row(file, index, record)` and
+    a `selection` field that makes it read only the selected rows (`datasets/vl_parquet.py`)."""
     samples: VlRowSamples.Config
     """How rows become samples (dataset name, task, JPEG settings)."""
     output: str
@@ -173,9 +176,18 @@ def run_vl_ingest(job: VlIngest, runner: Any) -> dict[str, Any]:
 
 def new_job(source: str, output: str, *, dataset: str | None = None, task: VlTask = VlTask.GENERAL,
             limit: int | None = None, dedup: bool = True, source_options: dict[str, Any] | None = None,
-            sample_options: dict[str, Any] | None = None, shards: ShardConfig = DEFAULT_SHARDS) -> VlIngest:
-    """A job from plain values (what the CLI and the flow pass); the dataset name defaults to the source's."""
-    config = VlParquetSource.Config(root=source, **(source_options or {}))
+            sample_options: dict[str, Any] | None = None, shards: ShardConfig = DEFAULT_SHARDS,
+            input_format: str = VlParquetSource.name) -> VlIngest:
+    """A job from plain values (what the CLI and the flow pass): `source` is the dataset's directory,
+    `input_format` a registered format that yields VL rows; a misspelt option gets the closest name. The dataset
+    name defaults to the source's."""
+    entry = registry.input_format(input_format)
+    if entry.yields is not registry.Yields.VL_ROWS:
+        raise ValueError(f"{input_format} yields {entry.yields.value}, not VL rows: ingest it with `vlaforge ingest "
+                         f"{input_format}` (the robot ingest)")
+    config = config_from_dict(entry.source.Config, source_options or {}, where=f"{input_format} options",
+                              given={"root": source})
     name = dataset or config.build().dataset_name
-    samples = VlRowSamples.Config(dataset=name, task=task, **(sample_options or {}))
+    samples = config_from_dict(VlRowSamples.Config, sample_options or {}, where="VL sample options",
+                               given={"dataset": name, "task": task})
     return VlIngest(source=config, samples=samples, output=output, limit=limit, dedup=dedup, shards=shards)

@@ -48,6 +48,14 @@ def test_trajectory_needs_no_vlm_and_misspelt_options_are_named(prefect_api, dro
     assert code == 2 and "unknown option 'horizon'; did you mean 'horizon_s'?" in capsys.readouterr().err
 
 
+def test_a_misspelt_vl_parquet_option_gets_a_did_you_mean_and_writes_nothing(prefect_api, tmp_path, capsys):
+    source = write_llava_json(tmp_path / "raw", n_rows=4)
+    code = main(["ingest", "vl-parquet", "--input", str(source), "--output", str(tmp_path / "general"),
+                 "--set", "rows_per_unt=2", "--runner", "local", "--no-progress"])
+    assert code == 2 and "unknown option 'rows_per_unt'; did you mean 'rows_per_unit'?" in capsys.readouterr().err
+    assert not (tmp_path / "general").exists()
+
+
 def test_ingest_vl_parquet_then_relabel_its_answers(prefect_api, tmp_path, capsys):
     source = write_llava_json(tmp_path / "raw", n_rows=10)
     code = main(["ingest", "vl-parquet", "--input", str(source), "--output", str(tmp_path / "general"),
