@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vlaforge.datasets.registry import SOURCES, Yields, input_format
-from vlaforge.flows.cli_options import add_runner_options, height_width, key_value
+from vlaforge.flows.cli_options import add_overwrite_option, add_runner_options, height_width, key_value
 from vlaforge.flows.vl_ingest_cli import add_vl_options, run_vl_ingest
 
 
@@ -34,6 +34,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     ingest.add_argument("--set", dest="source_options", type=key_value, action="append", default=[],
                         metavar="KEY=VALUE", help="a source option, e.g. --set files_per_unit=4")
     add_runner_options(ingest)
+    add_overwrite_option(ingest)
     add_vl_options(ingest)
 
 
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     report = ingest(
         source=args.source, input_path=args.input, output=args.output, options=ingest_options(args),
         source_options=dict(args.source_options), runner=args.runner, ray_address=args.ray_address,
-        workers=args.workers, progress=not args.no_progress,
+        workers=args.workers, progress=not args.no_progress, overwrite=args.overwrite,
     )
     print_report(report, console)
     return 0
