@@ -29,8 +29,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     ingest.add_argument("--shard-bytes", type=int, default=256 * 2**20, help="bytes per shard (default 256 MiB)")
     ingest.add_argument("--frame-size", type=height_width, help="HEIGHTxWIDTH of stored frames (default: native)")
     ingest.add_argument("--jpeg-quality", type=int, default=90, help="quality of re-encoded frames (default 90)")
-    ingest.add_argument("--verify-jpeg", choices=("header", "full"), default="header",
-                        help="header: check markers and header (fast); full: decode every frame")
+    ingest.add_argument("--verify-jpeg", choices=("header", "scan", "full"), default="scan",
+                        help="scan (default): a 1/8-scale decode that reads every frame's entropy-coded data, so "
+                             "damaged frames are caught; header: markers and header only; full: decode every frame")
     ingest.add_argument("--set", dest="source_options", type=key_value, action="append", default=[],
                         metavar="KEY=VALUE", help="a source option, e.g. --set files_per_unit=4")
     add_runner_options(ingest)
