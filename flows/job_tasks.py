@@ -14,6 +14,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from vlaforge.datasets.source import WorkUnit
+from vlaforge.flows.failures import NOT_TRANSIENT
 from vlaforge.pipelines import job as jobs
 from vlaforge.pipelines.job import Job, UnitSummary
 from vlaforge.pipelines.runners import make_runner
@@ -21,11 +22,11 @@ from vlaforge.pipelines.runners import make_runner
 
 def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry a task only when it failed on I/O (a flaky disk or network mount, a VLM server that went away), not on
-    bad data or a bug."""
+    bad data or a bug, nor on what a retry cannot fix (a read-only or full disk, a denied permission)."""
     try:
         state.result()
-    except OSError:
-        return True
+    except OSError as error:
+        return error.errno not in NOT_TRANSIENT
     except Exception:  # noqa: BLE001 - any other failure is final
         return False
     return False
