@@ -1,4 +1,7 @@
-"""TeleopHdf5Source on ALOHA-layout files: fixed rate or per-stream timestamps, raw or JPEG frames, bad input."""
+"""TeleopHdf5Source on ALOHA-layout files: fixed rate or per-stream timestamps, raw or JPEG frames, the recorders'
+colour convention, bad input."""
+
+import tarfile
 
 import h5py
 import numpy as np
@@ -241,6 +244,19 @@ def test_a_red_cube_recorded_the_aloha_way_is_red_in_the_shard(tmp_path):
 
     (as_stored,), _, _ = _read(tmp_path / "in", channel_order={"cam_high": "rgb"})
     assert as_stored.frames["exterior_1"][0] == raw  # told the frames are standard: passed through, blue
+
+
+def test_the_cube_is_red_in_the_shards_an_ingest_writes(tmp_path, ingest_locally):
+    write_aloha_hdf5(tmp_path / "in" / "episode_0.hdf5", _red_cube_recording())
+    report = ingest_locally("teleop-hdf5", tmp_path / "in", tmp_path / "out", min_steps=2, trim_idle=False)
+    assert report.steps_written > 0
+    (shard,) = sorted((tmp_path / "out").rglob("*.tar"))
+    with tarfile.open(shard) as tar:
+        frames = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith("exterior_1.jpg")]
+    assert len(frames) == report.steps_written
+    for frame in frames:
+        red, green, blue = _cube_colour(frame)
+        assert red > 180 and green < 60 and blue < 60
 
 
 def test_raw_frames_are_not_swapped(tmp_path):
