@@ -11,9 +11,11 @@ recording leaves one report row per stream for `resampling.parquet`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import functools
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -109,6 +111,44 @@ class TeleopConfig(SourceConfig):
 
     def timeline(self) -> Timeline.Config:
         return Timeline.Config(rate_hz=self.control_rate_hz, gap_threshold_s=self.gap_threshold_s)
+
+
+def remapped(configured: Sequence[str], available: Sequence[str]) -> list[str | None]:
+    """Each configured stream name (a topic, a camera dataset), itself when `available` has it, else the available
+    one that most likely means it and is not taken: the same first path part (`/cam_high/image/compressed` for
+    `/cam_high/image_raw/compressed`), else the closest spelling; None when nothing is left."""
+    taken = {name for name in configured if name in available}
+    chosen: list[str | None] = []
+    for name in configured:
+        if name in available:
+            chosen.append(name)
+            continue
+        free = [candidate for candidate in available if candidate not in taken]
+        same_root = [candidate for candidate in free if _root(candidate) == _root(name)]
+        match = same_root[:1] or difflib.get_close_matches(name, free, n=1, cutoff=0.0)[:1]
+        chosen.append(match[0] if match else None)
+        taken.update(match)
+    return chosen
+
+
+def _root(name: str) -> str:
+    return name.strip("/").split("/", 1)[0]
+
+
+def remap_fix(field: str, configured: Mapping[str, str] | Sequence[str], available: Sequence[str],
+              kind: str) -> str:
+    """The fix for a configured stream absent from a file: the file's streams of the right `kind`, and the `--set`
+    line that maps `field` onto them."""
+    if not available:
+        return f"the file has no {kind} stream at all; record one, or point --input at files that have them"
+    names = list(configured)
+    chosen = remapped(names, list(available))
+    if isinstance(configured, Mapping):
+        value: object = {new: configured[old] for old, new in zip(names, chosen) if new is not None}
+    else:
+        value = [new for new in chosen if new is not None]
+    return (f"the file's {kind} streams are {', '.join(available)}; to read them, pass --set "
+            f"'{field}={json.dumps(value)}'")
 
 
 def check_cameras(config_name: str, cameras: Mapping[str, str]) -> dict[str, str]:
@@ -261,6 +301,8 @@ class TimelineAssembler:
         if policy is ProblemPolicy.RAISE:
             raise error
         fix = f"fix the recording, or pass --set {field}=drop to skip such episodes" if field else "fix the recording"
+        if getattr(error, "fix", None):
+            fix = f"{error.fix}; or pass --set {field}=drop to skip such episodes"
         message = f"{error}; the episode is set aside. Fix: {fix}"
         if policy is ProblemPolicy.DROP:
             ledger.drop(file=file, episode=episode_id, reason=reason, message=message)

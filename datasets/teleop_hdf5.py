@@ -58,6 +58,7 @@ from vlaforge.datasets.teleop import (
     TeleopSource,
     VectorStream,
     check_cameras,
+    remap_fix,
 )
 from vlaforge.datasets.teleop_frames import check_jpeg, stored_jpeg
 from vlaforge.datasets.timeline import NS_PER_S, MissingStreamError, seconds_to_ns
@@ -241,7 +242,8 @@ class _Reader:
         streams = [QPOS, ACTION, *(f"{IMAGES}/{camera}" for camera in self.config.cameras)]
         for path in streams:
             if path not in self.handle:
-                raise MissingStreamError(f"{self.file}: has no dataset /{path}", origin=self.file, stream=f"/{path}")
+                raise MissingStreamError(f"{self.file}: has no dataset /{path}", origin=self.file, stream=f"/{path}",
+                                         fix=self._camera_fix() if path.startswith(IMAGES) else None)
         lengths = {path: self._dataset(path).shape[0] for path in streams}
         stamps = self._stamps(lengths)
         state = self._vectors(QPOS, "state", stamps[QPOS])
@@ -261,6 +263,12 @@ class _Reader:
             instructions=[text] if (text := _text(attrs.get(INSTRUCTION_ATTR))) else [],
             flags={"sim": True} if bool(attrs.get("sim", False)) else {},
         )
+
+    def _camera_fix(self) -> str:
+        """The file's cameras, and the `--set cameras=...` line that maps them."""
+        group = self.handle.get(IMAGES)
+        present = sorted(name for name, node in group.items() if isinstance(node, h5py.Dataset)) if group else []
+        return remap_fix("cameras", self.config.cameras, present, f"/{IMAGES}")
 
     def _dataset(self, path: str) -> h5py.Dataset:
         node = self.handle[path]

@@ -152,6 +152,9 @@ def test_a_missing_camera_an_unreadable_file_and_a_broken_frame_are_quarantined(
     by_file = {drop.file: drop for drop in drops}
     assert by_file["episode_1.hdf5"].reason.value == "missing_stream"
     assert "has no dataset /observations/images/cam_right_wrist" in by_file["episode_1.hdf5"].message
+    fix = ("the file's /observations/images streams are cam_high, cam_left_wrist; to read them, pass --set "
+           """'cameras={"cam_high": "exterior_1", "cam_left_wrist": "left_wrist"}'""")
+    assert fix in by_file["episode_1.hdf5"].message
     assert by_file["episode_2.hdf5"].reason.value == "unreadable_file"
     assert by_file["episode_3.hdf5"].reason.value == "bad_image"
     assert "/observations/images/cam_high, measurement 30" in by_file["episode_3.hdf5"].message
