@@ -45,6 +45,9 @@ FILE_PATH = "episode_metadata/file_path"
 RECORDING_FOLDERPATH = "episode_metadata/recording_folderpath"
 _REDOWNLOAD = "re-download this shard; its sha256 should match the release"
 _NUMERIC = (FeatureKind.TENSOR, FeatureKind.SCALAR)
+_FEATURE_FIELDS = {"state_features": _NUMERIC, "action_features": _NUMERIC, "extra_features": _NUMERIC,
+                   "cameras": (FeatureKind.IMAGE,), "instruction_features": (FeatureKind.TEXT,)}
+"""The config fields that name features, and the kinds of feature each takes."""
 
 
 def _default_cameras() -> dict[str, str]:
@@ -187,20 +190,32 @@ class DroidRldsSource(Source):
         )
 
     def _suggested_setting(self, field: str, fits: list[str]) -> str:
-        """The `--set` line that maps `field` onto features this dataset has: each configured key it lacks replaced
-        by the closest one that fits (a key with no close match left out)."""
-        configured = getattr(self.config, field)
-        keys = list(configured)
-        chosen = replacement_features(keys, fits)
-        if isinstance(configured, Mapping):
-            value: Any = {new: configured[old] for old, new in zip(keys, chosen) if new is not None}
-        else:
-            value = [new for new in chosen if new is not None]
+        """The `--set` line that maps `field` onto features this dataset has."""
+        value = self._replacement(field, fits)
         if not value:
             return (f"this dataset has no feature that can serve as DroidRldsSource.Config.{field}; point --input "
                     "at a dataset that has one")
         return (f"set DroidRldsSource.Config.{field} to features this dataset has, e.g. (CLI) vlaforge ingest droid "
                 f"--set {field}='{json.dumps(value)}'")
+
+    def _replacement(self, field: str, fits: list[str]) -> Any:
+        """`field`'s value with each configured key the dataset lacks replaced by the closest one that fits (a key
+        with no close match left out)."""
+        configured = getattr(self.config, field)
+        keys = list(configured)
+        chosen = replacement_features(keys, fits)
+        if isinstance(configured, Mapping):
+            return {new: configured[old] for old, new in zip(keys, chosen) if new is not None}
+        return [new for new in chosen if new is not None]
+
+    def suggested_settings(self, specs: Mapping[str, FeatureSpec]) -> dict[str, Any]:
+        """{field: value} for every feature field whose configured features this dataset (`specs`, its
+        features.json) lacks, or has in a form this source cannot read: what `vlaforge inspect` suggests."""
+        settings = {}
+        for field, kinds in _FEATURE_FIELDS.items():
+            if any(key not in specs or not _fits(specs[key], kinds) for key in getattr(self.config, field)):
+                settings[field] = self._replacement(field, [k for k, s in specs.items() if _fits(s, kinds)])
+        return settings
 
     # Records --------------------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ VERBS = {
     "relabel": "vlaforge.flows.relabel_cli",
     "train": "vlaforge.flows.train_cli",
     "serve": "vlaforge.flows.serve_cli",
+    "inspect": "vlaforge.flows.inspect_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 PREFECT_STARTUP_TIMEOUT_S = 90
