@@ -14,7 +14,7 @@ import pathlib
 import h5py
 
 from vlaforge.datasets.bimanual import DIMENSION_NAMES
-from vlaforge.datasets.inspection import InspectionTable, RawReport
+from vlaforge.datasets.raw_report import InspectionTable, RawReport
 from vlaforge.datasets.teleop import remapped
 from vlaforge.datasets.teleop_hdf5 import (
     ACTION,

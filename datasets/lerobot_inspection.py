@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import pathlib
 
-from vlaforge.datasets.inspection import InspectionTable, RawReport
+from vlaforge.datasets.raw_report import InspectionTable, RawReport
 from vlaforge.datasets.lerobot import LeRobotSource, default_cameras
 from vlaforge.datasets.lerobot_meta import load_metadata
 

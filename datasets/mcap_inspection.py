@@ -18,7 +18,7 @@ import zstandard
 from mcap.exceptions import McapError
 from mcap.records import Channel, Message, Schema
 
-from vlaforge.datasets.inspection import InspectionTable, RawReport, rate_and_gaps
+from vlaforge.datasets.raw_report import InspectionTable, RawReport, rate_and_gaps
 from vlaforge.datasets.mcap_messages import located_records
 from vlaforge.datasets.teleop import remapped
 from vlaforge.datasets.teleop_mcap import COMPRESSED_IMAGE, JOINT_STATE, TeleopMcapSource

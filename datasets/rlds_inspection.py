@@ -11,7 +11,7 @@ from __future__ import annotations
 import pathlib
 
 from vlaforge.datasets.droid_rlds import DroidRldsSource
-from vlaforge.datasets.inspection import InspectionTable, RawReport
+from vlaforge.datasets.raw_report import InspectionTable, RawReport
 from vlaforge.datasets.source import SourceError
 from vlaforge.datasets.tfds_features import FeaturesError, load_dataset_info, load_features
 

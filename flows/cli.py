@@ -26,6 +26,7 @@ VERBS = {
     "train": "vlaforge.flows.train_cli",
     "serve": "vlaforge.flows.serve_cli",
     "inspect": "vlaforge.flows.inspect_cli",
+    "dataset": "vlaforge.flows.dataset_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 PREFECT_STARTUP_TIMEOUT_S = 90
