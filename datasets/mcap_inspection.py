@@ -50,7 +50,8 @@ def inspect_mcap(root: pathlib.Path, *, max_files: int = 20) -> RawReport:
             gaps[topic] += over
             present[topic] += 1
     read = min(len(files), max_files)
-    report.summary.append(f"{len(files)} MCAP logs (one episode each){f', the first {read} read' if read < len(files) else ''}")
+    first = f", the first {read} read" if read < len(files) else ""
+    report.summary.append(f"{len(files)} MCAP logs (one episode each){first}")
     table = InspectionTable(f"topics (rates and gaps by log time; a gap is over {GAP_S:g} s)",
                             ["topic", "type", "logs", "messages", "rate Hz (median)", "longest gap s", "gaps"])
     for topic in sorted(topics):
@@ -82,7 +83,8 @@ def _log_times(path: pathlib.Path, topics: dict[str, str]) -> dict[str, list[int
 def _settings(report: RawReport, topics: dict[str, str], present: collections.Counter[str], read: int) -> None:
     """Options for default topics the logs lack (or lack in some files), mapped onto topics of the same type."""
     defaults = TeleopMcapSource.Config(root=str(report.root))
-    of_type = {kind: sorted(t for t, name in topics.items() if name == kind) for kind in (COMPRESSED_IMAGE, JOINT_STATE)}
+    of_type = {kind: sorted(t for t, name in topics.items() if name == kind)
+               for kind in (COMPRESSED_IMAGE, JOINT_STATE)}
     fields: list[tuple[str, Any, str]] = [("cameras", defaults.cameras, COMPRESSED_IMAGE),
                                           ("state_topics", defaults.state_topics, JOINT_STATE),
                                           ("action_topics", defaults.action_topics, JOINT_STATE)]

@@ -27,6 +27,7 @@ VERBS = {
     "serve": "vlaforge.flows.serve_cli",
     "inspect": "vlaforge.flows.inspect_cli",
     "dataset": "vlaforge.flows.dataset_cli",
+    "export": "vlaforge.flows.export_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 PREFECT_STARTUP_TIMEOUT_S = 90
