@@ -28,6 +28,7 @@ VERBS = {
     "inspect": "vlaforge.flows.inspect_cli",
     "dataset": "vlaforge.flows.dataset_cli",
     "export": "vlaforge.flows.export_cli",
+    "view": "vlaforge.flows.view_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 PREFECT_STARTUP_TIMEOUT_S = 90
