@@ -285,16 +285,15 @@ def test_a_server_that_accepts_but_never_answers_fails_within_the_bound():
     however many retries are allowed."""
     server = _SilentServer()
     try:
-        started = time.monotonic()
         with pytest.raises(ShardAccessError) as failed:
             ShardOpener(TIMEOUTS).read_bytes(f"http://127.0.0.1:{server.port}/shard.tar")
-        elapsed = time.monotonic() - started
     finally:
         server.close()
     message = str(failed.value)
     assert f"127.0.0.1:{server.port}/shard.tar: no byte for" in message and "give_up_after_s (2 s)" in message
-    assert "within the read timeout" in message and len(server.connections) > 1  # it did retry
-    assert elapsed < 30  # a liveness bound (the configured bound is 3 s), not a speed measurement
+    assert "within the read timeout" in message
+    # It retried, and gave up on the silence long before its 100 retries (each costs a 0.5 s read timeout).
+    assert 1 < len(server.connections) <= 10
 
 
 def test_a_server_that_never_accepts_fails_on_the_connect_timeout():
