@@ -15,7 +15,7 @@ import h5py
 
 from vlaforge.datasets.bimanual import DIMENSION_NAMES
 from vlaforge.datasets.raw_report import InspectionTable, RawReport
-from vlaforge.datasets.teleop import remapped
+from vlaforge.datasets.stream_remap import remapped
 from vlaforge.datasets.teleop_hdf5 import (
     ACTION,
     COMPRESS_LEN,

@@ -20,7 +20,7 @@ from mcap.records import Channel, Message, Schema
 
 from vlaforge.datasets.raw_report import InspectionTable, RawReport, rate_and_gaps
 from vlaforge.datasets.mcap_messages import located_records
-from vlaforge.datasets.teleop import remapped
+from vlaforge.datasets.stream_remap import remapped
 from vlaforge.datasets.teleop_mcap import COMPRESSED_IMAGE, JOINT_STATE, TeleopMcapSource
 
 GAP_S = TeleopMcapSource.Config.__dataclass_fields__["gap_threshold_s"].default

@@ -11,11 +11,9 @@ recording leaves one report row per stream for `resampling.parquet`.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import functools
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -111,44 +109,6 @@ class TeleopConfig(SourceConfig):
 
     def timeline(self) -> Timeline.Config:
         return Timeline.Config(rate_hz=self.control_rate_hz, gap_threshold_s=self.gap_threshold_s)
-
-
-def remapped(configured: Sequence[str], available: Sequence[str]) -> list[str | None]:
-    """Each configured stream name (a topic, a camera dataset), itself when `available` has it, else the available
-    one that most likely means it and is not taken: the same first path part (`/cam_high/image/compressed` for
-    `/cam_high/image_raw/compressed`), else the closest spelling; None when nothing is left."""
-    taken = {name for name in configured if name in available}
-    chosen: list[str | None] = []
-    for name in configured:
-        if name in available:
-            chosen.append(name)
-            continue
-        free = [candidate for candidate in available if candidate not in taken]
-        same_root = [candidate for candidate in free if _root(candidate) == _root(name)]
-        match = same_root[:1] or difflib.get_close_matches(name, free, n=1, cutoff=0.0)[:1]
-        chosen.append(match[0] if match else None)
-        taken.update(match)
-    return chosen
-
-
-def _root(name: str) -> str:
-    return name.strip("/").split("/", 1)[0]
-
-
-def remap_fix(field: str, configured: Mapping[str, str] | Sequence[str], available: Sequence[str],
-              kind: str) -> str:
-    """The fix for a configured stream absent from a file: the file's streams of the right `kind`, and the `--set`
-    line that maps `field` onto them."""
-    if not available:
-        return f"the file has no {kind} stream at all; record one, or point --input at files that have them"
-    names = list(configured)
-    chosen = remapped(names, list(available))
-    if isinstance(configured, Mapping):
-        value: object = {new: configured[old] for old, new in zip(names, chosen) if new is not None}
-    else:
-        value = [new for new in chosen if new is not None]
-    return (f"the file's {kind} streams are {', '.join(available)}; to read them, pass --set "
-            f"'{field}={json.dumps(value)}'")
 
 
 def check_cameras(config_name: str, cameras: Mapping[str, str]) -> dict[str, str]:

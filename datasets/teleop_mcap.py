@@ -51,8 +51,8 @@ from vlaforge.datasets.teleop import (
     TeleopSource,
     VectorStream,
     check_cameras,
-    remap_fix,
 )
+from vlaforge.datasets.stream_remap import remap_fix
 from vlaforge.datasets.teleop_frames import check_jpeg, stored_jpeg
 from vlaforge.datasets.timeline import MissingStreamError
 
