@@ -28,6 +28,7 @@ from vlaforge.annotators.vlm_backends import backend_config
 from vlaforge.datasets.configurable import config_from_dict
 from vlaforge.datasets.schema import VlTask
 from vlaforge.pipelines.job import Job
+from vlaforge.pipelines.output_claim import RUNTIME_FIELDS
 from vlaforge.pipelines.shards.robot_source import RobotShardSource
 from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_dataset import EPISODES_PER_BATCH, VlDatasetSink
@@ -109,9 +110,9 @@ def _phrase_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-RUNTIME_KEYS = frozenset({"device", "batch_size", "max_boxes_per_pass", "concurrency", "requests_per_second",
-                          "poll_interval_s", "retry", "api_token_block"})
-"""Options that change how fast a run goes, not what it decides: a resumed run may change them."""
+RUNTIME_KEYS = RUNTIME_FIELDS
+"""Options that change how fast a run goes, not what it decides: a resumed run may change them (the same set the
+output's options record leaves out, `pipelines/output_claim.py`)."""
 
 
 def recipe_digest(recipe: dict[str, Any]) -> str:

@@ -21,6 +21,9 @@ ratios, not absolute numbers across runs.
    the same quality and size, with no pipeline around it. Baseline time / ingest time, wall and CPU.
 4. Peak RSS of an ingest of N and of 10 x N episodes, each in a fresh process: it should be set by the episodes in
    flight, not by the dataset size.
+5. The JPEG check, side by side: "header" (markers and header), "scan" (the default: a 1/8-scale decode that reads
+   every scan's entropy-coded data, so a frame damaged inside it is caught) and "full" (a full decode), per frame
+   over every DROID frame, and as the DROID ingest's steps/s with each (`--verify-jpeg`).
 
 The page cache cannot be dropped without root, so each source is read once before anything is timed (every timed
 run then reads it from memory), and `os.sync()` runs before each timed run so that none pays for another's
@@ -154,14 +157,14 @@ def timed(fn: Callable[[], Any]) -> tuple[Timing, Any]:
     return Timing(time.perf_counter() - wall, time.process_time() - cpu), result
 
 
-def ingest(source: str, root: pathlib.Path, output: pathlib.Path) -> Run:
-    """Ingest with default options and `LocalRunner`, timing the units and the finalize step apart."""
-    job = build_ingest_job(source, str(root), str(fresh(output)), IngestOptions())
+def ingest(source: str, root: pathlib.Path, output: pathlib.Path, options: IngestOptions = IngestOptions()) -> Run:
+    """Ingest with `options` (default ones) and `LocalRunner`, timing the units and the finalize step apart."""
+    job = build_ingest_job(source, str(root), str(fresh(output)), options)
     runner = LocalRunner()
     units = plan_units(job)
     units_time, summaries = timed(lambda: run_units(job, units, runner))
     finalize_time, _ = timed(lambda: finalize_job(job, units, runner))
-    return Run(sum(s.steps_written for s in summaries), units_time, finalize_time)
+    return Run(sum(s.samples_written for s in summaries), units_time, finalize_time)
 
 
 def _pieces(size: int) -> list[memoryview]:
@@ -246,6 +249,46 @@ def compare_lerobot(root: pathlib.Path, warmup: pathlib.Path, work: pathlib.Path
         baseline, comparison.frames = timed(lambda: decode_encode(videos, quality))
         comparison.baselines.append(baseline)
         comparison.runs.append(ingest("lerobot", root, work / "out"))
+    return comparison
+
+
+@dataclasses.dataclass
+class CheckComparison:
+    frames: int
+    frame_bytes: int
+    per_frame: dict[str, list[float]]
+    """Mode -> seconds to check every frame, per repeat."""
+    runs: dict[str, list[Run]]
+    """Mode -> DROID ingests with `--verify-jpeg MODE`."""
+
+
+def droid_frames(root: pathlib.Path) -> list[bytes]:
+    """Every camera frame of the DROID dataset, as stored (read through the source without a check)."""
+    from vlaforge.datasets.drops import DropLedger
+    from vlaforge.datasets.droid_rlds import DroidRldsSource
+    from vlaforge.datasets.frames import FrameConfig
+
+    source = DroidRldsSource.Config(root=str(root), frames=FrameConfig(verify="header")).build()
+    return [bytes(frame) for unit in source.plan() for episode in source.read(unit, DropLedger())
+            for frames in episode.frames.values() for frame in frames]
+
+
+def check_all(frames: list[bytes], mode: str) -> None:
+    from vlaforge.datasets.frames import jpeg_shape
+
+    for frame in frames:
+        jpeg_shape(frame, mode)
+
+
+def compare_checks(root: pathlib.Path, work: pathlib.Path, repeats: int) -> CheckComparison:
+    """Each JPEG check over every DROID frame, and a DROID ingest with each, the modes alternating in each repeat."""
+    frames = droid_frames(root)
+    modes = ("header", "scan", "full")
+    comparison = CheckComparison(len(frames), sum(map(len, frames)), {m: [] for m in modes}, {m: [] for m in modes})
+    for _ in range(repeats):
+        for mode in modes:
+            comparison.per_frame[mode].append(timed(lambda: check_all(frames, mode))[0].cpu)
+            comparison.runs[mode].append(ingest("droid", root, work / "out", IngestOptions(verify_jpeg=mode)))
     return comparison
 
 
@@ -372,6 +415,25 @@ def rss_table(rows: dict[str, tuple[dict, dict]]) -> None:
                        "subtracts its peak before the ingest began"])
 
 
+def checks_table(checks: CheckComparison) -> None:
+    per_frame = {mode: median(times) / checks.frames for mode, times in checks.per_frame.items()}
+    units = {mode: median([r.units.wall for r in runs]) for mode, runs in checks.runs.items()}
+    steps = checks.runs["header"][0].steps
+    body = [[mode, f"{per_frame[mode] * 1e6:,.1f}", f"{per_frame[mode] / per_frame['header']:,.0f}",
+             f"{per_frame[mode] / per_frame['full']:.2f}", f"{steps / units[mode]:,.0f}",
+             f"{units[mode] / units['header']:.2f}", f"{units[mode] / units['full']:.2f}"] for mode in per_frame]
+    print_table(f"5. JPEG checks: {checks.frames:,} DROID frames ({checks.frame_bytes / checks.frames / 1e3:.1f} KB "
+                "each, 180x320)",
+                ["check", "us/frame (CPU)", "x header", "x full", "ingest steps/s", "ingest x header",
+                 "ingest x full"],
+                body, ["us/frame: jpeg_shape(frame, check) over every frame, CPU time, median of the repeats; "
+                       "'header' here parses every header (the ingest's FrameConformer parses one per camera)",
+                       "ingest: DROID units with --verify-jpeg CHECK (3 cameras a step), wall time, median; the "
+                       "modes alternate within each repeat",
+                       "scan and full catch the same damage (a 1/8-scale decode still Huffman-decodes every "
+                       "coefficient); header catches none inside the entropy-coded data"])
+
+
 # Main ---------------------------------------------------------------------------------------------------------
 
 
@@ -380,10 +442,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller datasets (under a minute)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the median is shown)")
     parser.add_argument("--tmp", type=pathlib.Path, default=None, help="where to write the data (default: $TMPDIR)")
+    parser.add_argument("--only-checks", action="store_true", help="only table 5, the JPEG checks")
     parser.add_argument("--rss-child", nargs=3, metavar=("SOURCE", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         rss_child(*args.rss_child)
+        return
+    if args.only_checks:
+        with tempfile.TemporaryDirectory(prefix="vlaforge-bench-", dir=args.tmp) as tmp:
+            work, sizes = pathlib.Path(tmp), Sizes.for_mode(args.quick)
+            droid = write_droid_dataset(work / "droid", n_episodes=sizes.droid, n_shards=2, min_steps=sizes.steps,
+                                        max_steps=sizes.steps, failure_every=0)
+            checks_table(compare_checks(droid, work, args.repeats))
         return
     sizes = Sizes.for_mode(args.quick)
     with tempfile.TemporaryDirectory(prefix="vlaforge-bench-", dir=args.tmp) as tmp:
@@ -404,6 +474,7 @@ def main() -> None:
         floor_table(droid)
         decode_table({"LeRobot v3.0": v30, "LeRobot v2.1": v21})
         rss_table(rss)
+        checks_table(compare_checks(data.droid, work, args.repeats))
         print(f"\ntotal {time.perf_counter() - started:.0f} s, {args.repeats} timed runs each")
 
 

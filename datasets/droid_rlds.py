@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import json
 import logging
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +35,7 @@ from vlaforge.datasets.tfds_features import (
     decode_episode,
     load_dataset_info,
     load_features,
+    replacement_features,
 )
 from vlaforge.datasets.tfrecord import DataCrcError, LengthCrcError, Record, TFRecordReader, TruncatedRecordError
 
@@ -42,13 +45,9 @@ FILE_PATH = "episode_metadata/file_path"
 RECORDING_FOLDERPATH = "episode_metadata/recording_folderpath"
 _REDOWNLOAD = "re-download this shard; its sha256 should match the release"
 _NUMERIC = (FeatureKind.TENSOR, FeatureKind.SCALAR)
-_CLI_EXAMPLES = {
-    "state_features": '["steps/observation/joint_position", "steps/observation/gripper_position"]',
-    "action_features": '["steps/action_dict/joint_velocity", "steps/action_dict/gripper_position"]',
-    "extra_features": '["steps/observation/cartesian_position"]',
-    "cameras": '{"steps/observation/wrist_image_left": "wrist"}',
-    "instruction_features": '["steps/language_instruction"]',
-}
+_FEATURE_FIELDS = {"state_features": _NUMERIC, "action_features": _NUMERIC, "extra_features": _NUMERIC,
+                   "cameras": (FeatureKind.IMAGE,), "instruction_features": (FeatureKind.TEXT,)}
+"""The config fields that name features, and the kinds of feature each takes."""
 
 
 def _default_cameras() -> dict[str, str]:
@@ -187,9 +186,36 @@ class DroidRldsSource(Source):
         return (
             f"{self.root / 'features.json'} {problem}, but DroidRldsSource.Config.{field} needs {wanted}. "
             f"Did you mean {' or '.join(map(repr, close)) or 'none of them'}? Features that fit: {fits}. "
-            f"Fix: set DroidRldsSource.Config.{field} to features this dataset has (CLI: vlaforge ingest droid "
-            f"--set {field}='{_CLI_EXAMPLES[field]}')."
+            f"Fix: {self._suggested_setting(field, fits)}"
         )
+
+    def _suggested_setting(self, field: str, fits: list[str]) -> str:
+        """The `--set` line that maps `field` onto features this dataset has."""
+        value = self._replacement(field, fits)
+        if not value:
+            return (f"this dataset has no feature that can serve as DroidRldsSource.Config.{field}; point --input "
+                    "at a dataset that has one")
+        return (f"set DroidRldsSource.Config.{field} to features this dataset has, e.g. (CLI) vlaforge ingest droid "
+                f"--set {field}='{json.dumps(value)}'")
+
+    def _replacement(self, field: str, fits: list[str]) -> Any:
+        """`field`'s value with each configured key the dataset lacks replaced by the closest one that fits (a key
+        with no close match left out)."""
+        configured = getattr(self.config, field)
+        keys = list(configured)
+        chosen = replacement_features(keys, fits)
+        if isinstance(configured, Mapping):
+            return {new: configured[old] for old, new in zip(keys, chosen) if new is not None}
+        return [new for new in chosen if new is not None]
+
+    def suggested_settings(self, specs: Mapping[str, FeatureSpec]) -> dict[str, Any]:
+        """{field: value} for every feature field whose configured features this dataset (`specs`, its
+        features.json) lacks, or has in a form this source cannot read: what `vlaforge inspect` suggests."""
+        settings = {}
+        for field, kinds in _FEATURE_FIELDS.items():
+            if any(key not in specs or not _fits(specs[key], kinds) for key in getattr(self.config, field)):
+                settings[field] = self._replacement(field, [k for k, s in specs.items() if _fits(s, kinds)])
+        return settings
 
     # Records --------------------------------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ class DropReason(str, enum.Enum):
     TOO_SHORT = "too_short"
     FAILED_EPISODE = "failed_episode"
     ALL_IDLE = "all_idle"
+    NOT_SELECTED = "not_selected"
+    """`vlaforge dataset filter`: the episode does not meet the selection."""
     # Bad input: quarantined, with a message.
     NONFINITE = "nonfinite"
     CRC_MISMATCH = "crc_mismatch"

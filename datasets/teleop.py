@@ -261,6 +261,8 @@ class TimelineAssembler:
         if policy is ProblemPolicy.RAISE:
             raise error
         fix = f"fix the recording, or pass --set {field}=drop to skip such episodes" if field else "fix the recording"
+        if getattr(error, "fix", None):
+            fix = f"{error.fix}; or pass --set {field}=drop to skip such episodes"
         message = f"{error}; the episode is set aside. Fix: {fix}"
         if policy is ProblemPolicy.DROP:
             ledger.drop(file=file, episode=episode_id, reason=reason, message=message)

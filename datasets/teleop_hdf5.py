@@ -9,6 +9,14 @@ camera list, which the file does not store: `compress_len_cameras` names it, and
 (cam_high, cam_low, cam_left_wrist, cam_right_wrist, those present) followed by any others alphabetically. Without
 `/compress_len` a frame ends at its JPEG end marker (the padding is zeros).
 
+**Colour.** ALOHA's and ACT's recorders compress each frame with OpenCV, `cv2.imencode(".jpg", image)`, on the RGB
+array the camera driver gives them; OpenCV takes an array as BGR, so the JPEG holds BGR-ordered pixels. Any standard
+decoder (PIL, libjpeg, simplejpeg, a browser) shows such a frame with red and blue swapped; their own readers decode
+with `cv2.imdecode`, which swaps them back. `channel_order` says, per camera, how the JPEGs were written: "bgr" (the
+default, the recorders' convention) frames are decoded, their channels swapped and re-encoded at `frames.quality`,
+so shards hold true colours, as they do for the same scene from MCAP; "rgb" frames (a recorder that converted first)
+pass through untouched. Raw (uncompressed) image datasets hold the driver's RGB arrays and are not affected.
+
 Timing comes in one of two forms, per file:
 - **Fixed rate** (ALOHA itself): every stream has the same length T and stream row k is at k / rate seconds; the
   rate is the root attribute `fps` when the file has one, else `recording_rate_hz` (ALOHA's 50 Hz).
@@ -34,10 +42,11 @@ from typing import Any
 
 import h5py
 import numpy as np
+import simplejpeg
 
 from vlaforge.datasets.bimanual import DIMENSION_NAMES, hdf5_cameras
 from vlaforge.datasets.drops import DropLedger, DropReason
-from vlaforge.datasets.frames import encode_jpeg
+from vlaforge.datasets.frames import FrameConfig, encode_jpeg
 from vlaforge.datasets.schema import safe_key_part
 from vlaforge.datasets.source import SourceError, WorkUnit
 from vlaforge.datasets.teleop import (
@@ -50,6 +59,7 @@ from vlaforge.datasets.teleop import (
     VectorStream,
     check_cameras,
 )
+from vlaforge.datasets.stream_remap import remap_fix
 from vlaforge.datasets.teleop_frames import check_jpeg, stored_jpeg
 from vlaforge.datasets.timeline import NS_PER_S, MissingStreamError, seconds_to_ns
 
@@ -67,6 +77,8 @@ _BLOCK_ROWS = 16
 """Image rows read per h5py call: large enough to amortize the call, small enough to bound memory."""
 _BLOCK_BYTES = 4 * 2**20
 """At most this many bytes of image rows per block (raw frames are large), but at least one row."""
+CHANNEL_ORDERS = ("bgr", "rgb")
+"""How a compressed camera's JPEGs order their pixels' channels (see the module docstring)."""
 
 
 class _FileProblem(Exception):
@@ -90,11 +102,16 @@ class TeleopHdf5Source(TeleopSource):
         """The camera names in the order of `/compress_len`'s rows; None: ALOHA's order (see the module doc)."""
         keep_velocity: bool = True
         """Keep `/observations/qvel`, when a file has it, as the `qvel` extra [n, 14]."""
+        channel_order: str | Mapping[str, str] = dataclasses.field(default="bgr", hash=False)
+        """How the JPEG-compressed cameras' frames order their channels: "bgr" (ALOHA's and ACT's recorders, which
+        compress with `cv2.imencode`: decoded, swapped and re-encoded into true colours) or "rgb" (passed through);
+        one value for every camera, or {ALOHA camera name: order}. Raw frames are RGB and not affected."""
 
         def __post_init__(self) -> None:
             if self.compress_len_cameras is not None:
                 object.__setattr__(self, "compress_len_cameras", tuple(self.compress_len_cameras))
             object.__setattr__(self, "cameras", check_cameras(type(self).__qualname__, self.cameras))
+            _check_channel_order(self.channel_order, self.cameras)
             super().__post_init__()
             rate = self.recording_rate_hz
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < float("inf"):
@@ -225,7 +242,8 @@ class _Reader:
         streams = [QPOS, ACTION, *(f"{IMAGES}/{camera}" for camera in self.config.cameras)]
         for path in streams:
             if path not in self.handle:
-                raise MissingStreamError(f"{self.file}: has no dataset /{path}", origin=self.file, stream=f"/{path}")
+                raise MissingStreamError(f"{self.file}: has no dataset /{path}", origin=self.file, stream=f"/{path}",
+                                         fix=self._camera_fix() if path.startswith(IMAGES) else None)
         lengths = {path: self._dataset(path).shape[0] for path in streams}
         stamps = self._stamps(lengths)
         state = self._vectors(QPOS, "state", stamps[QPOS])
@@ -245,6 +263,12 @@ class _Reader:
             instructions=[text] if (text := _text(attrs.get(INSTRUCTION_ATTR))) else [],
             flags={"sim": True} if bool(attrs.get("sim", False)) else {},
         )
+
+    def _camera_fix(self) -> str:
+        """The file's cameras, and the `--set cameras=...` line that maps them."""
+        group = self.handle.get(IMAGES)
+        present = sorted(name for name, node in group.items() if isinstance(node, h5py.Dataset)) if group else []
+        return remap_fix("cameras", self.config.cameras, present, f"/{IMAGES}")
 
     def _dataset(self, path: str) -> h5py.Dataset:
         node = self.handle[path]
@@ -301,6 +325,8 @@ class _Reader:
         raw = dataset.ndim == 4
         lengths = None if raw else self._jpeg_lengths(camera, dataset.shape[0])
         frames, name = self.config.frames, f"/{IMAGES}/{camera}"
+        swapped = not raw and channel_order_of(self.config, camera) == "bgr"
+        checked = dataclasses.replace(frames, verify="full") if swapped else frames  # decoded anyway: check it all
         rows = _Rows(self.opened, f"{IMAGES}/{camera}", dataset)
 
         def jpeg(index: int) -> bytes:
@@ -314,13 +340,15 @@ class _Reader:
                     rows.row(index)  # reading it is the check: raw rows of a known good shape always encode
                     continue
                 try:
-                    check_jpeg(jpeg(index), frames)
+                    check_jpeg(jpeg(index), checked)
                 except ValueError as error:  # BadImageError
                     raise FrameError(index, error) from error
 
         def read(index: int) -> bytes:
             try:
-                return encode_jpeg(rows.row(index), frames) if raw else stored_jpeg(jpeg(index), frames)
+                if raw:
+                    return encode_jpeg(rows.row(index), frames)
+                return rgb_jpeg(jpeg(index), frames) if swapped else stored_jpeg(jpeg(index), frames)
             except (OSError, KeyError, ValueError) as error:
                 raise FrameReadError(self.file, name, index, error) from error
 
@@ -344,6 +372,29 @@ class _Reader:
             return self.config.compress_len_cameras
         known = [camera for camera in ALOHA_CAMERA_ORDER if camera in present]
         return (*known, *(camera for camera in present if camera not in known))
+
+
+def channel_order_of(config: TeleopHdf5Source.Config, camera: str) -> str:
+    """The channel order of an ALOHA camera's JPEGs ("bgr" or "rgb")."""
+    order = config.channel_order
+    return order if isinstance(order, str) else order.get(camera, "bgr")
+
+
+def rgb_jpeg(bgr_jpeg: bytes, frames: FrameConfig) -> bytes:
+    """A JPEG whose pixels were written in BGR order (`cv2.imencode` on an RGB array), as a standard RGB JPEG:
+    decoding its YCbCr as BGR gives the original RGB array back, which is encoded (resized when asked)."""
+    return encode_jpeg(simplejpeg.decode_jpeg(bgr_jpeg, colorspace="BGR"), frames)
+
+
+def _check_channel_order(order: object, cameras: Mapping[str, str]) -> None:
+    name = "TeleopHdf5Source.Config.channel_order"
+    values = [order] if isinstance(order, str) else list(order.values()) if isinstance(order, Mapping) else [order]
+    bad = [value for value in values if value not in CHANNEL_ORDERS]
+    if bad:
+        raise ValueError(f"{name} must be one of {list(CHANNEL_ORDERS)} or {{camera: order}}, got {order!r}")
+    unknown = sorted(set(order) - set(cameras)) if isinstance(order, Mapping) else []
+    if unknown:
+        raise ValueError(f"{name} names cameras {unknown} that are not in cameras ({sorted(cameras)})")
 
 
 def _listing(lengths: dict[str, int]) -> str:

@@ -52,6 +52,7 @@ from vlaforge.datasets.teleop import (
     VectorStream,
     check_cameras,
 )
+from vlaforge.datasets.stream_remap import remap_fix
 from vlaforge.datasets.teleop_frames import check_jpeg, stored_jpeg
 from vlaforge.datasets.timeline import MissingStreamError
 
@@ -109,6 +110,8 @@ class _Buffers:
     texts: list[str] = dataclasses.field(default_factory=list)
     decoders: dict[int, Callable[[bytes], Any]] = dataclasses.field(default_factory=dict)
     """Channel id -> CDR decoder, for the image channels (for a frame whose bytes were not found in its message)."""
+    topics: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Every topic of the file -> its message type: what a configured topic that is absent could be mapped to."""
 
 
 class TeleopMcapSource(TeleopSource):
@@ -195,7 +198,8 @@ class TeleopMcapSource(TeleopSource):
         for topic, stream in [*images.items(), *joints.items()]:
             if not stream.stamps:
                 raise MissingStreamError(f"{file}: topic {topic} has no messages (the file has none of it, or the "
-                                         f"recorder did not subscribe to it)", origin=file, stream=topic)
+                                         f"recorder did not subscribe to it)", origin=file, stream=topic,
+                                         fix=self._topic_fix(topic, buffers.topics))
         return Recording(
             file=file,
             episode_id=episode_id,
@@ -222,6 +226,8 @@ class TeleopMcapSource(TeleopSource):
                         schemas[record.id] = record
                     elif isinstance(record, Channel):
                         channels[record.id] = record
+                        schema = schemas.get(record.schema_id)
+                        buffers.topics[record.topic] = schema.name if schema else record.message_encoding
                     elif isinstance(record, Message):
                         channel = channels.get(record.channel_id)
                         if channel is not None and self._wanted(channel.topic):
@@ -239,6 +245,19 @@ class TeleopMcapSource(TeleopSource):
         if header is None:
             raise _FileProblem(DropReason.UNREADABLE_FILE, f"{file}: no MCAP header record. Fix: {_REPAIR}")
         return header
+
+    def _topic_fix(self, topic: str, topics: dict[str, str]) -> str:
+        """The file's topics of the absent `topic`'s message type, and the `--set` line that maps them."""
+        config = self.config
+        field, configured, kind = (("cameras", config.cameras, COMPRESSED_IMAGE) if topic in config.cameras else
+                                   ("state_topics", config.state_topics, JOINT_STATE) if topic in config.state_topics
+                                   else ("action_topics", config.action_topics, JOINT_STATE))
+        if kind == JOINT_STATE:  # state and action topics share the type: offer each field the ones the other lacks
+            other = config.action_topics if field == "state_topics" else config.state_topics
+            available = [t for t, name in topics.items() if name == kind and t not in other]
+        else:
+            available = [t for t, name in topics.items() if name == kind]
+        return remap_fix(field, configured, sorted(available), kind)
 
     def _wanted(self, topic: str) -> bool:
         config = self.config

@@ -10,11 +10,12 @@ bytes_list.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import json
 import math
 import pathlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -286,3 +287,27 @@ def _decode_value(example: Mapping[str, FeatureValue], spec: FeatureSpec, n_step
 
 def _array_storage(array: np.ndarray) -> Storage:
     return Storage.FLOAT if array.dtype.kind == "f" else Storage.INT64
+
+
+def replacement_features(configured: Sequence[str], fitting: Sequence[str]) -> list[str | None]:
+    """For each configured feature key, itself when it is among `fitting` (the dataset's features of the right kind),
+    else a fitting feature not already taken: one with the same last name (`.../joint_position` elsewhere), else the
+    closest by spelling, else None. What a fix suggests, built from the features the dataset has, never from the
+    ones it lacks."""
+    fits = list(fitting)
+    taken = {key for key in configured if key in fits}
+    chosen: list[str | None] = []
+    for key in configured:
+        if key in fits:
+            chosen.append(key)
+            continue
+        free = [candidate for candidate in fits if candidate not in taken]
+        same_leaf = [candidate for candidate in free if _last_name(candidate) == _last_name(key)]  # moved, not renamed
+        close = same_leaf[:1] or difflib.get_close_matches(key, free, n=1, cutoff=0.5)
+        chosen.append(close[0] if close else None)
+        taken.update(close)
+    return chosen
+
+
+def _last_name(key: str) -> str:
+    return key.rsplit("/", 1)[-1]

@@ -65,6 +65,11 @@ class DuplicateTimestampError(TimestampOrderError):
 class MissingStreamError(TimelineError):
     """A required stream has no measurement at all."""
 
+    def __init__(self, message: str, *, origin: str, stream: str, fix: str | None = None) -> None:
+        super().__init__(message, origin=origin, stream=stream)
+        self.fix = fix
+        """What would map the stream onto what the file has (a `--set` line), when the source can tell."""
+
 
 class NoOverlapError(TimelineError):
     """The streams never all have data at the same time, so the grid is empty."""

@@ -56,8 +56,7 @@ def check_resumable(target: pathlib.Path, recipe: dict[str, Any]) -> None:
 
 
 def record_recipe(target: pathlib.Path, recipe: dict[str, Any], root: pathlib.Path) -> None:
-    """Write `annotate_recipe.json` beside the dataset (after `check_resumable`)."""
-    check_resumable(target, recipe)
+    """Write `annotate_recipe.json` beside the dataset (the run's `options.json` has refused another recipe)."""
     record = {"recipe": recipe, "recipe_hash": recipe_digest(recipe), "decisions_hash": decisions_digest(recipe),
               "shards": str(root)}
     atomic_write_bytes(target / RECIPE_NAME, json.dumps(record, indent=1, sort_keys=True).encode())
@@ -82,6 +81,7 @@ def annotate(
     units_per_task: int = 64,
     progress: bool = False,
     report: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Ground each robot dataset in `shards`; returns {"datasets": {name: VL summary}, "report": path or None}."""
     recipe = recipe or default_recipe()
@@ -94,10 +94,13 @@ def annotate(
     for root in roots:
         target = pathlib.Path(output) / root.name
         job = annotate_job(recipe, str(root), str(target), hosted_token=token)
-        record_recipe(target, recipe, root)
+        if not overwrite:
+            check_resumable(target, recipe)
         summaries[root.name] = run_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
                                                 num_gpus_per_worker=num_gpus_per_worker,
-                                                units_per_task=units_per_task, progress=progress)
+                                                units_per_task=units_per_task, progress=progress,
+                                                overwrite=overwrite)
+        record_recipe(target, recipe, root)  # after the run: an --overwrite clears the output when it starts
         outputs.append(str(target))
     page = build_report_task(outputs, str(pathlib.Path(output) / REPORT_DIR)) if report else None
     get_run_logger().info("annotate finished: %s", {name: s.get("samples") for name, s in summaries.items()})

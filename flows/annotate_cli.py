@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vlaforge.annotators.annotate_recipe import default_recipe
-from vlaforge.flows.cli_options import add_runner_options
+from vlaforge.flows.cli_options import add_overwrite_option, add_runner_options
 
 
 def _csv(text: str) -> list[str]:
@@ -72,6 +72,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--num-gpus", type=float, default=0, help="GPUs per Ray worker (fractions share a GPU)")
     p.add_argument("--no-report", action="store_true", help="do not build the HTML report")
     add_runner_options(p)
+    add_overwrite_option(p)
 
 
 def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,11 +131,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     for url in args.shards:  # bad input is answered before Prefect and Ray start
         root = local_root(url)
         annotate_job(recipe, str(root), args.output)
-        check_resumable(pathlib.Path(args.output) / root.name, recipe)
+        if not args.overwrite:
+            check_resumable(pathlib.Path(args.output) / root.name, recipe)
     result = annotate(
         shards=args.shards, output=args.output, recipe=recipe, runner=args.runner,
         ray_address=args.ray_address, workers=args.workers, num_gpus_per_worker=args.num_gpus,
-        progress=not args.no_progress, report=not args.no_report,
+        progress=not args.no_progress, report=not args.no_report, overwrite=args.overwrite,
     )
     print_summary(result, console)
     return 0

@@ -1,4 +1,5 @@
-"""`vlaforge <verb>`: the command line. The only place that reads the environment and sets up logging.
+"""`vlaforge <verb>`: the command line. The only place that reads the environment, sets up logging and prints errors:
+bad input and environment failures (`failures.py`) as one `error:` line, exit code 2.
 
 Each verb is one module with `add_parser(verbs)` and `run(args, console) -> exit code`, listed in `VERBS`.
 """
@@ -13,6 +14,8 @@ import sys
 
 from rich.console import Console
 
+from vlaforge.flows.failures import PREFECT_TIMEOUT_SETTING, QuietRunFailures, explain
+
 VERBS = {
     "ingest": "vlaforge.flows.ingest_cli",
     "demo": "vlaforge.flows.demo",
@@ -22,8 +25,14 @@ VERBS = {
     "relabel": "vlaforge.flows.relabel_cli",
     "train": "vlaforge.flows.train_cli",
     "serve": "vlaforge.flows.serve_cli",
+    "inspect": "vlaforge.flows.inspect_cli",
+    "dataset": "vlaforge.flows.dataset_cli",
+    "export": "vlaforge.flows.export_cli",
+    "view": "vlaforge.flows.view_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
+PREFECT_STARTUP_TIMEOUT_S = 90
+"""Seconds Prefect's temporary API server gets to start (`PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,16 +56,31 @@ def main(argv: list[str] | None = None) -> int:
         # Ray Data narrates every dataset execution at INFO; the progress bar and the summary table say enough.
         logging.getLogger("ray").setLevel(logging.WARNING)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's default (20 s) is too short for its temporary server on a loaded machine; a user's value wins.
+    os.environ.setdefault(PREFECT_TIMEOUT_SETTING, str(PREFECT_STARTUP_TIMEOUT_S))
+    if not args.verbose:
+        QuietRunFailures().install()  # the failure is printed below, once, not by each failed task and flow run
     console = Console(stderr=False)
     from vlaforge.datasets.source import SourceError
 
     try:
         return importlib.import_module(VERBS[args.verb]).run(args, console)
     except (SourceError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)  # plain text: long paths must not be wrapped
-        if args.verbose:
+        return _error(str(error), args.verbose)
+    except Exception as error:
+        line = explain(error, getattr(args, "output", None))
+        if line is None:  # a bug: its traceback is what helps
             raise
-        return 2
+        return _error(line, args.verbose)
+
+
+def _error(line: str, verbose: bool) -> int:
+    """Print `line` as the run's one error (plain text: long paths must not be wrapped); exit code 2. With -v the
+    traceback follows."""
+    print(f"error: {line}", file=sys.stderr)
+    if verbose:
+        raise
+    return 2
 
 
 if __name__ == "__main__":

@@ -42,6 +42,13 @@ def add_runner_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    """`--overwrite`: every verb that writes a dataset (its output remembers the options it was written with)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start the output over, removing what earlier runs wrote (a rerun with other options "
+                             "is refused without it)")
+
+
 
 def print_vl_summary(summary: dict[str, Any], console: Console, title: str) -> None:
     """The counts of one VL run (relabel or VL ingest)."""

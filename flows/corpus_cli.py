@@ -63,6 +63,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     build.add_argument("--seed", type=int, default=0, help="shard order and shuffle seed (default 0)")
     build.add_argument("--weight", type=_weight, action="append", default=[], metavar="NAME=SHARE",
                        help="a component's share of its kind's draws (default: in proportion to samples)")
+    build.add_argument("--overwrite", action="store_true",
+                       help="replace a different corpus already at --output (refused without it)")
     inspect = actions.add_parser("inspect", help="counts, ratios, the run-scale plan and a few decoded samples")
     inspect.add_argument("url", help="corpus manifest: path, file://, http(s):// or s3://")
     inspect.add_argument("--split", default="train", help="split to count and sample (default train)")
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def _build(args: argparse.Namespace, console: Console) -> int:
     config = CorpusConfig(ratio=args.ratio, seed=args.seed, weights=dict(args.weight))
     manifest = build_corpus([*args.robot, *args.vl], args.output, config)
-    write_corpus(manifest, args.output)
+    write_corpus(manifest, args.output, overwrite=args.overwrite)
     console.print(f"wrote {args.output}: {len(manifest.components)} components, "
                   f"{sum(len(c.shards) for c in manifest.components)} shards", markup=False)
     console.print(components_table(manifest, "train"))

@@ -23,6 +23,7 @@ def ingest(
     workers: int | None = None,
     units_per_task: int = 64,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Ingest one dataset into WebDataset shards, a manifest, statistics and a quarantine table.
 
@@ -31,6 +32,6 @@ def ingest(
     """
     job = build_ingest_job(source, input_path, output, IngestOptions.from_dict(options or {}), source_options)
     report = run_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
-                           units_per_task=units_per_task, progress=progress)
+                           units_per_task=units_per_task, progress=progress, overwrite=overwrite)
     get_run_logger().info("ingest of %s finished: %s", input_path, report)
     return report

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vlaforge.datasets.registry import SOURCES, Yields, input_format
-from vlaforge.flows.cli_options import add_runner_options, height_width, key_value
+from vlaforge.flows.cli_options import add_overwrite_option, add_runner_options, height_width, key_value
 from vlaforge.flows.vl_ingest_cli import add_vl_options, run_vl_ingest
 
 
@@ -29,11 +29,13 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     ingest.add_argument("--shard-bytes", type=int, default=256 * 2**20, help="bytes per shard (default 256 MiB)")
     ingest.add_argument("--frame-size", type=height_width, help="HEIGHTxWIDTH of stored frames (default: native)")
     ingest.add_argument("--jpeg-quality", type=int, default=90, help="quality of re-encoded frames (default 90)")
-    ingest.add_argument("--verify-jpeg", choices=("header", "full"), default="header",
-                        help="header: check markers and header (fast); full: decode every frame")
+    ingest.add_argument("--verify-jpeg", choices=("header", "scan", "full"), default="scan",
+                        help="scan (default): a 1/8-scale decode that reads every frame's entropy-coded data, so "
+                             "damaged frames are caught; header: markers and header only; full: decode every frame")
     ingest.add_argument("--set", dest="source_options", type=key_value, action="append", default=[],
                         metavar="KEY=VALUE", help="a source option, e.g. --set files_per_unit=4")
     add_runner_options(ingest)
+    add_overwrite_option(ingest)
     add_vl_options(ingest)
 
 
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     report = ingest(
         source=args.source, input_path=args.input, output=args.output, options=ingest_options(args),
         source_options=dict(args.source_options), runner=args.runner, ray_address=args.ray_address,
-        workers=args.workers, progress=not args.no_progress,
+        workers=args.workers, progress=not args.no_progress, overwrite=args.overwrite,
     )
     print_report(report, console)
     return 0

@@ -6,12 +6,15 @@ Every flow that writes a dataset (`ingest`, `ingest-vl`, `relabel`, `annotate`) 
 
 from __future__ import annotations
 
+import shlex
+import sys
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from vlaforge.datasets.source import WorkUnit
+from vlaforge.flows.failures import NOT_TRANSIENT
 from vlaforge.pipelines import job as jobs
 from vlaforge.pipelines.job import Job, UnitSummary
 from vlaforge.pipelines.runners import make_runner
@@ -19,11 +22,11 @@ from vlaforge.pipelines.runners import make_runner
 
 def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
     """Retry a task only when it failed on I/O (a flaky disk or network mount, a VLM server that went away), not on
-    bad data or a bug."""
+    bad data or a bug, nor on what a retry cannot fix (a read-only or full disk, a denied permission)."""
     try:
         state.result()
-    except OSError:
-        return True
+    except OSError as error:
+        return error.errno not in NOT_TRANSIENT
     except Exception:  # noqa: BLE001 - any other failure is final
         return False
     return False
@@ -67,9 +70,21 @@ def finalize(job: Job, units: list[dict[str, Any]], runner: str, ray_address: st
 
 
 def run_job_tasks(job: Job, *, runner: str = "ray", ray_address: str | None = None, workers: int | None = None,
-                  num_gpus_per_worker: float = 0, units_per_task: int = 64, progress: bool = False) -> dict[str, Any]:
+                  num_gpus_per_worker: float = 0, units_per_task: int = 64, progress: bool = False,
+                  overwrite: bool = False) -> dict[str, Any]:
+    """Claim the output (`pipelines/job.py`: `claimed`: one run at a time, the same options as before unless
+    `overwrite`), then `run_claimed_job_tasks`; call inside a `@flow`. Returns the dataset's summary."""
+    with jobs.claimed(job, overwrite=overwrite, command=command_line()) as owned:
+        return run_claimed_job_tasks(owned, runner=runner, ray_address=ray_address, workers=workers,
+                                     num_gpus_per_worker=num_gpus_per_worker, units_per_task=units_per_task,
+                                     progress=progress)
+
+
+def run_claimed_job_tasks(job: Job, *, runner: str = "ray", ray_address: str | None = None,
+                          workers: int | None = None, num_gpus_per_worker: float = 0, units_per_task: int = 64,
+                          progress: bool = False) -> dict[str, Any]:
     """Plan, run (a `run-units` task per `units_per_task` units: coarse and idempotent, so a retry or a rerun skips
-    what is done) and finalize; call inside a `@flow`. Returns the dataset's summary."""
+    what is done) and finalize a job that owns its output (`jobs.claimed`)."""
     units = plan_units(job)
     summaries: list[dict[str, Any]] = []
     for start in range(0, len(units), max(units_per_task, 1)):
@@ -77,3 +92,8 @@ def run_job_tasks(job: Job, *, runner: str = "ray", ray_address: str | None = No
                                num_gpus_per_worker, progress)
     resumed = sum(bool(s["resumed"]) for s in summaries)
     return finalize(job, units, runner, ray_address, workers, resumed)
+
+
+def command_line() -> str:
+    """What was run, as the output's lock records it for a refused second run to print."""
+    return shlex.join(sys.argv)

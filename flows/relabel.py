@@ -37,6 +37,7 @@ def relabel(
     workers: int | None = None,
     num_gpus_per_worker: float = 0,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run `generator` (caption, vqa, eqa, plan, trajectory) over `shards` with the VLM `vlm` (`local:DIR` or
     `http:URL`, options such as `model`, `concurrency`, `api_key_block`) into the VL dataset `output`."""
@@ -47,7 +48,7 @@ def relabel(
                       options=options, split=split, shards_per_unit=shards_per_unit,
                       shard_config=ShardConfig(max_samples=shard_samples, max_bytes=256 * 2**20))
     summary = run_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
-                               num_gpus_per_worker=num_gpus_per_worker, progress=progress)
+                               num_gpus_per_worker=num_gpus_per_worker, progress=progress, overwrite=overwrite)
     get_run_logger().info("relabel %s of %s finished: %d samples, drops %s", generator, shards, summary["samples"],
                           summary["drops_by_reason"])
     return summary

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from vlaforge.annotators.generators import GENERATORS
-from vlaforge.flows.cli_options import add_runner_options, key_value, print_vl_summary
+from vlaforge.flows.cli_options import add_overwrite_option, add_runner_options, key_value, print_vl_summary
 
 API_KEY_ENV = "VLAFORGE_VLM_API_KEY"
 
@@ -43,6 +43,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     relabel.add_argument("--set", dest="options", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                          help="a generator option, e.g. --set frames_per_episode=2 --set calibration=cal.json")
     add_runner_options(relabel)
+    add_overwrite_option(relabel)
 
 
 def vlm_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         api_key=SecretStr(key) if key else None, dataset=args.dataset, options=dict(args.options),
         split=None if args.split == "all" else args.split, shards_per_unit=args.shards_per_unit,
         shard_samples=args.shard_samples, runner=args.runner, ray_address=args.ray_address, workers=args.workers,
-        num_gpus_per_worker=args.num_gpus_per_worker, progress=not args.no_progress,
+        num_gpus_per_worker=args.num_gpus_per_worker, progress=not args.no_progress, overwrite=args.overwrite,
     )
     print_vl_summary(summary, console, f"relabel {args.generator}")
     return 0

@@ -62,6 +62,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     train.add_argument("--no-export", action="store_true", help="do not write <output>/policy at the end")
     train.add_argument("--log-sample-keys", action="store_true", help="write samples/rank<r>.jsonl per step")
+    train.add_argument("--on-bad-sample", choices=("raise", "skip"), default="raise",
+                       help="a sample that does not decode: stop the run (default), or skip it, logged with its "
+                            "shard and key and counted")
+    train.add_argument("--max-bad-fraction", type=float, default=0.01,
+                       help="with --on-bad-sample skip: stop once more than this share of the samples drawn were "
+                            "skipped (default 0.01, judged over at least 1,000 draws)")
     train.add_argument("--s3-endpoint-url",
                        default=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
                        help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL)")
@@ -93,7 +99,8 @@ def build_config(args: argparse.Namespace):  # -> TrainerConfig
         min_lr_ratio=args.min_lr_ratio, max_steps=args.max_steps, gradient_accumulation=args.grad_accum,
         grad_clip=args.grad_clip, precision=args.precision, vl_loss_weight=args.vl_loss_weight,
         save_every=args.save_every, eval_every=args.eval_every, eval_max_batches=args.eval_max_batches,
-        resume=not args.no_resume, seed=args.seed, log_sample_keys=args.log_sample_keys, export=not args.no_export)
+        resume=not args.no_resume, seed=args.seed, log_sample_keys=args.log_sample_keys, export=not args.no_export,
+        on_bad_sample=args.on_bad_sample, max_bad_fraction=args.max_bad_fraction)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.source import WorkUnit
-from vlaforge.flows.job_tasks import retry_on_io_error, run_job_tasks
+from vlaforge.flows.job_tasks import command_line, retry_on_io_error, run_claimed_job_tasks
 from vlaforge.pipelines import vl_ingest
 from vlaforge.pipelines.runners import make_runner
 from vlaforge.pipelines.shards.writer import ShardConfig
@@ -48,15 +48,18 @@ def ingest_vl(
     workers: int | None = None,
     progress: bool = False,
     input_format: str = "vl-parquet",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Ingest one general VL dataset (`input_format`: a registered format that yields VL rows); returns its summary
     (with row counts: kept, duplicates, past the limit)."""
     job = vl_ingest.new_job(input_path, output, dataset=dataset, task=VlTask(task), limit=limit, dedup=dedup,
                             source_options=source_options, sample_options=sample_options, input_format=input_format,
                             shards=ShardConfig(max_samples=shard_samples, max_bytes=shard_bytes))
-    units = index_rows(job, runner, ray_address, workers)
-    counts = select_rows(job, units)
-    run_job_tasks(job.job(), runner=runner, ray_address=ray_address, workers=workers, progress=progress)
-    summary = vl_ingest.record_selection(output, counts)
+    with vl_ingest.claimed_vl_ingest(job, overwrite=overwrite, command=command_line()) as owned:
+        units = index_rows(owned, runner, ray_address, workers)
+        counts = select_rows(owned, units)
+        run_claimed_job_tasks(owned.job(), runner=runner, ray_address=ray_address, workers=workers,
+                              progress=progress)
+        summary = vl_ingest.record_selection(output, counts)
     get_run_logger().info("ingest of %s finished: %d samples, rows %s", input_path, summary["samples"], counts)
     return summary

@@ -40,6 +40,7 @@ def run_vl_ingest(args: argparse.Namespace, console: Console) -> int:
         dedup=not args.no_dedup, source_options=source_options, sample_options=sample_options,
         shard_samples=args.shard_samples or 2000, shard_bytes=args.shard_bytes, runner=args.runner,
         ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress, input_format=args.source,
+        overwrite=args.overwrite,
     )
     print_vl_summary(summary, console, f"ingest {args.source}")
     return 0

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vlaforge.pipelines.atomic_files import atomic_write_bytes
+from vlaforge.pipelines.atomic_files import atomic_create_bytes, atomic_write_bytes
 from vlaforge.pipelines.job import SUMMARY_NAME
 from vlaforge.pipelines.norm_stats import STATS_NAME
 from vlaforge.pipelines.shards.manifest import MANIFEST_NAME, code_version, read_manifest
@@ -224,9 +224,31 @@ def build_corpus(inputs: Sequence[CorpusInput], output: pathlib.Path, config: Co
     return manifest
 
 
-def write_corpus(manifest: CorpusManifest, output: pathlib.Path) -> pathlib.Path:
-    atomic_write_bytes(pathlib.Path(output), manifest.to_json())
-    return pathlib.Path(output)
+def write_corpus(manifest: CorpusManifest, output: pathlib.Path, *, overwrite: bool = False) -> pathlib.Path:
+    """Write `corpus.json`. A different corpus already at `output` (written before, or by a build running at the same
+    time) is refused unless `overwrite`: trainers may be reading it. The same bytes again are no change."""
+    output, data = pathlib.Path(output), manifest.to_json()
+    if overwrite:
+        atomic_write_bytes(output, data)
+        return output
+    try:
+        atomic_create_bytes(output, data)
+    except FileExistsError:
+        existing = output.read_bytes()
+        if existing != data:
+            raise CorpusError(f"{output} already holds another corpus ({_described(existing)}); a second build to "
+                              "one path would replace it under whoever reads it. Fix: pass --overwrite to replace "
+                              "it, or write to another --output") from None
+    return output
+
+
+def _described(data: bytes) -> str:
+    try:
+        document = json.loads(data)
+        names = ", ".join(c["name"] for c in document["components"])
+        return f"components {names}, seed {document['seed']}, sha256 {hashlib.sha256(data).hexdigest()[:12]}"
+    except (ValueError, KeyError, TypeError):
+        return f"{len(data)} bytes that are not a corpus manifest"
 
 
 def _load_input(item: CorpusInput, base: pathlib.Path) -> tuple[dict[str, Any], list[dict[str, str]]]:

@@ -41,8 +41,9 @@ class IngestOptions:
     """(height, width) of stored frames; None keeps each source's native size (JPEG passes through untouched)."""
     jpeg_quality: int = 90
     """Quality of frames that have to be (re-)encoded."""
-    verify_jpeg: str = "header"
-    """"header" (markers and header, no pixel decode) or "full" (decode every frame)."""
+    verify_jpeg: str = "scan"
+    """How much of each source JPEG is checked: "header", "scan" (every scan's entropy-coded data, by a 1/8-scale
+    decode) or "full" (`datasets/frames.py`)."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "IngestOptions":

@@ -15,6 +15,9 @@ readers and writers at the two ends of one pipeline, a completion marker per fin
   skips while writing the rest byte-identically (`shards/sink.py`).
 - `finalize_job`: once every unit has its marker, the quarantine table, one `<name>.parquet` per side table, and
   what the sink writes for the whole dataset (the manifest, robot statistics, `summary.json`).
+- `claimed`: around all three, the run owns its output (`output_claim.py`, `output_lock.py`): one run at a time,
+  `options.json` refusing a rerun with other options, and every commit of a worker (a shard, a marker, a table part)
+  checked against the run's token, so the workers of a killed run never commit into an output a new run owns.
 
 What differs between kinds of dataset lives in the sink (`robot_dataset.py`, `vl_dataset.py`), not here.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -39,9 +43,10 @@ from vlaforge.datasets.configurable import Configurable
 from vlaforge.datasets.drops import Drop, DropLedger
 from vlaforge.datasets.source import Source, SourceConfig, WorkUnit
 from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
+from vlaforge.pipelines.output_claim import claim_output, job_options
+from vlaforge.pipelines.output_lock import LOCK_DIR, CommitGuard
 from vlaforge.pipelines.quarantine import write_quarantine
 from vlaforge.pipelines.runners import LocalRunner, RayRunner
-from vlaforge.pipelines.shards.manifest import COMMITS_DIR
 from vlaforge.pipelines.stage import Stage, StageConfig
 
 logger = logging.getLogger(__name__)
@@ -93,8 +98,8 @@ class DatasetSink(Configurable, abc.ABC):
         """The dataset's name: shards are `<split>/<name>-<unit>-<part>.tar`."""
 
     @abc.abstractmethod
-    def open_unit(self, output: pathlib.Path, dataset: str, unit: WorkUnit) -> UnitWriter:
-        """A writer for one unit's samples, in the order they come."""
+    def open_unit(self, output: pathlib.Path, dataset: str, unit: WorkUnit, guard: CommitGuard) -> UnitWriter:
+        """A writer for one unit's samples, in the order they come; each of its commits happens in `guard.held()`."""
 
     @abc.abstractmethod
     def finalize(self, job: Job, summaries: list[UnitSummary], drops: list[Drop],
@@ -117,6 +122,9 @@ class Job:
     items_per_batch: int = 1
     """Items handed to the stages at once. Model stages batch their requests across them (an HTTP VLM keeps that
     many episodes' requests in flight); memory holds that many items. Robot ingest reads one episode at a time."""
+    owner: str | None = None
+    """The token of the run that claimed `output` (set by `claimed`): workers commit only while the output's lock
+    still holds it. None: an unclaimed output, whose commits are not checked (tests that drive a `UnitWorker`)."""
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -183,6 +191,7 @@ class UnitWorker:
         self.stages: list[Stage] = [config.build() for config in job.stages]
         self.sink = job.sink.build()
         self.dataset = self.sink.dataset_name(self.source)
+        self.guard = CommitGuard(self.output, job.owner)
 
     def setup(self) -> None:
         for stage in self.stages:
@@ -198,7 +207,9 @@ class UnitWorker:
             summary.resumed = True
             return summary
         summary = self._run(unit)
-        atomic_write_bytes(unit_marker(self.output, unit.index), json.dumps(summary.as_dict(), sort_keys=True).encode())
+        with self.guard.held():
+            atomic_write_bytes(unit_marker(self.output, unit.index),
+                               json.dumps(summary.as_dict(), sort_keys=True).encode())
         return summary
 
     def _run(self, unit: WorkUnit) -> UnitSummary:
@@ -206,7 +217,7 @@ class UnitWorker:
         self._take_tables()  # rows left by a unit that failed in this worker belong to no summary
         summary = UnitSummary(unit=unit.index)
         ledger = DropLedger()
-        writer = self.sink.open_unit(self.output, self.dataset, unit)
+        writer = self.sink.open_unit(self.output, self.dataset, unit, self.guard)
         try:
             for batch in _batches(self.source.read(unit, ledger), self.job.items_per_batch):
                 summary.episodes_read += len(batch)
@@ -249,15 +260,18 @@ class UnitWorker:
         counts = {}
         for name, rows in sorted(self._take_tables().items()):
             if rows:
-                atomic_write_table(table_part(self.output, name, unit.index), _table(rows, schemas.get(name)))
+                with self.guard.held():
+                    atomic_write_table(table_part(self.output, name, unit.index), _table(rows, schemas.get(name)))
                 counts[name] = len(rows)
         return counts
 
     def _remove_stale_temporaries(self, unit: WorkUnit) -> None:
-        """Shards a killed run left half-written for this unit (units never run twice at the same time)."""
-        for stale in self.output.glob(f"*/.{self.dataset}-{unit.index:05d}-*.tar.tmp-*"):
-            logger.info("removing %s, left by an interrupted run", stale)
-            stale.unlink(missing_ok=True)
+        """Shards a killed run left half-written for this unit (units never run twice at the same time within one
+        run; a worker of a run that lost the output removes nothing)."""
+        with self.guard.held():
+            for stale in self.output.glob(f"*/.{self.dataset}-{unit.index:05d}-*.tar.tmp-*"):
+                logger.info("removing %s, left by an interrupted run", stale)
+                stale.unlink(missing_ok=True)
 
 
 def table_schemas(source: Source, stages: list[Stage]) -> dict[str, pa.Schema]:
@@ -313,11 +327,29 @@ def finalize_job(job: Job, units: list[WorkUnit], runner: Runner, units_resumed:
     return job.sink.build().finalize(job, summaries, drops, tables, runner, units_resumed)
 
 
-def run_job(job: Job, runner: Runner) -> dict[str, Any]:
-    """Plan, run and finalize in one call, without Prefect (the flows run the same three steps as tasks)."""
-    units = plan_units(job)
-    summaries = run_units(job, units, runner)
-    return finalize_job(job, units, runner, units_resumed=sum(s.resumed for s in summaries))
+@contextlib.contextmanager
+def claimed(job: Job, *, overwrite: bool = False, command: str = "",
+            more_options: dict[str, Any] | None = None) -> Iterator[Job]:
+    """The job as the owner of its output, for the length of the block: the output is locked (a second run is
+    refused, naming this one), holds this job's options and `more_options` (a rerun with others is refused, listing
+    them, unless `overwrite` clears the output first), and the job carries the token its workers check at each
+    commit."""
+    options = {**job_options(job.source, job.stages, job.sink), **(more_options or {})}
+    lock = claim_output(pathlib.Path(job.output), options, overwrite=overwrite,
+                        command=command or f"{type(job.source).__qualname__} {job.source.root} -> {job.output}")
+    try:
+        yield dataclasses.replace(job, owner=lock.owner.token)
+    finally:
+        lock.release()
+
+
+def run_job(job: Job, runner: Runner, *, overwrite: bool = False) -> dict[str, Any]:
+    """Claim the output, plan, run and finalize in one call, without Prefect (the flows run the same three steps as
+    tasks, inside the same claim)."""
+    with claimed(job, overwrite=overwrite) as owned:
+        units = plan_units(owned)
+        summaries = run_units(owned, units, runner)
+        return finalize_job(owned, units, runner, units_resumed=sum(s.resumed for s in summaries))
 
 
 def _finished(output: pathlib.Path, unit: WorkUnit) -> UnitSummary:
@@ -328,9 +360,10 @@ def _finished(output: pathlib.Path, unit: WorkUnit) -> UnitSummary:
 
 
 def _remove_stale_records(output: pathlib.Path) -> None:
-    """Half-written commit records or markers of a killed run; every unit is finished when this runs."""
-    for directory in (COMMITS_DIR, UNITS_DIR):
-        for stale in (output / directory).glob(".*.tmp-*"):
+    """Half-written files of killed runs (shards, commit records, markers, table parts); every unit is finished and
+    the output is this run's when this runs."""
+    for stale in output.rglob(".*.tmp-*"):
+        if stale.is_file() and LOCK_DIR not in stale.relative_to(output).parts:
             stale.unlink(missing_ok=True)
 
 

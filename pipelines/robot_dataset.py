@@ -32,6 +32,7 @@ from vlaforge.pipelines.job import (
     UnitSummary,
     UnitWritten,
 )
+from vlaforge.pipelines.output_lock import CommitGuard
 from vlaforge.pipelines.samples import RobotSample
 from vlaforge.pipelines.shards.manifest import ShardRecord, load_commits, write_manifest
 from vlaforge.pipelines.shards.sink import ShardSink
@@ -67,9 +68,10 @@ class IngestReport:
 class RobotUnitWriter:
     """One unit's robot samples into shards, and each written episode's values into the unit's step table."""
 
-    def __init__(self, output: pathlib.Path, dataset: str, unit: WorkUnit, shards: ShardConfig) -> None:
-        self.output, self.unit = output, unit.index
-        self.shards = ShardSink(output, dataset, unit.index, list(unit.files), shards)
+    def __init__(self, output: pathlib.Path, dataset: str, unit: WorkUnit, shards: ShardConfig,
+                 guard: CommitGuard) -> None:
+        self.output, self.unit, self.guard = output, unit.index, guard
+        self.shards = ShardSink(output, dataset, unit.index, list(unit.files), shards, guard)
         self.values = StepValues()
         self.complete = True
         """Whether every sample carried its episode (else the step table would miss steps: none is written)."""
@@ -91,7 +93,8 @@ class RobotUnitWriter:
     def close(self) -> UnitWritten:
         self.shards.close()
         if self.complete:  # before the unit's marker: a unit with a marker always has its table
-            self.values.write(step_values_path(self.output, self.unit, UNITS_DIR))
+            with self.guard.held():
+                self.values.write(step_values_path(self.output, self.unit, UNITS_DIR))
         return UnitWritten(samples_by_split=dict(self.by_split), episodes=len(self.episodes),
                            shards_written=len(self.shards.records), shards_skipped=len(self.shards.skipped))
 
@@ -112,8 +115,8 @@ class RobotDatasetSink(DatasetSink):
     def dataset_name(self, source: Source) -> str:
         return source.dataset_name
 
-    def open_unit(self, output: pathlib.Path, dataset: str, unit: WorkUnit) -> RobotUnitWriter:
-        return RobotUnitWriter(output, dataset, unit, self.config.shards)
+    def open_unit(self, output: pathlib.Path, dataset: str, unit: WorkUnit, guard: CommitGuard) -> RobotUnitWriter:
+        return RobotUnitWriter(output, dataset, unit, self.config.shards, guard)
 
     def finalize(self, job: Job, summaries: list[UnitSummary], drops: list[Drop],
                  tables: dict[str, pa.Table], runner: Runner, units_resumed: int) -> dict[str, Any]:

@@ -43,8 +43,18 @@ class _RayBatchWorker:
         self.worker.setup()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = [json.dumps(self.worker(json.loads(str(item)))) for item in batch["item"]]
+        results = []
+        for item in batch["item"]:
+            try:
+                results.append(json.dumps(self.worker(json.loads(str(item)))))
+            except OSError as error:  # Ray Data would hand the driver only its text: send it over as itself
+                results.append(json.dumps({_OS_ERROR: [error.errno, error.strerror, error.filename]}))
         return {"result": np.array(results, dtype=object)}
+
+
+_OS_ERROR = "__os_error__"
+"""The result of an item whose worker raised an OSError: [errno, strerror, filename], raised again by the driver, so
+that a full disk is reported as one (and a flaky mount is retried by the flow's tasks) as in-process."""
 
 
 class RayRunner:
@@ -84,7 +94,10 @@ class RayRunner:
         )
         logger.info("running %d items on Ray with %d workers", len(items), workers)
         for row in results.iter_rows():
-            yield json.loads(row["result"])
+            result = json.loads(row["result"])
+            if _OS_ERROR in result:
+                raise OSError(*result[_OS_ERROR])
+            yield result
 
 
 def make_runner(kind: str, *, address: str | None = None, num_workers: int | None = None,

@@ -21,6 +21,7 @@ from vlaforge.datasets.schema import VlTask
 from vlaforge.datasets.source import Source, WorkUnit
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
 from vlaforge.pipelines.job import SUMMARY_NAME, DatasetSink, DatasetSinkConfig, Job, Runner, UnitSummary, UnitWritten
+from vlaforge.pipelines.output_lock import CommitGuard
 from vlaforge.pipelines.shards.manifest import ShardRecord, load_commits, write_manifest
 from vlaforge.pipelines.shards.sink import ShardSink
 from vlaforge.pipelines.shards.writer import ShardConfig
@@ -36,8 +37,8 @@ class VlUnitWriter:
     """One unit's VL samples into shards, counted by split."""
 
     def __init__(self, output: pathlib.Path, dataset: str, unit: int, source_files: list[str],
-                 shards: ShardConfig) -> None:
-        self.shards = ShardSink(output, dataset, unit, source_files, shards)
+                 shards: ShardConfig, guard: CommitGuard | None = None) -> None:
+        self.shards = ShardSink(output, dataset, unit, source_files, shards, guard)
         self.by_split: collections.Counter[str] = collections.Counter()
         self.episodes: set[str] = set()
 
@@ -72,8 +73,8 @@ class VlDatasetSink(DatasetSink):
     def dataset_name(self, source: Source) -> str:
         return self.config.dataset
 
-    def open_unit(self, output: pathlib.Path, dataset: str, unit: WorkUnit) -> VlUnitWriter:
-        return VlUnitWriter(output, dataset, unit.index, list(unit.files), self.config.shards)
+    def open_unit(self, output: pathlib.Path, dataset: str, unit: WorkUnit, guard: CommitGuard) -> VlUnitWriter:
+        return VlUnitWriter(output, dataset, unit.index, list(unit.files), self.config.shards, guard)
 
     def finalize(self, job: Job, summaries: list[UnitSummary], drops: list[Drop],
                  tables: dict[str, pa.Table], runner: Runner, units_resumed: int) -> dict[str, Any]:

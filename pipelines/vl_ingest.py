@@ -8,14 +8,18 @@ So the ingest runs in three steps, each resumable:
 3. the `Job` over the same units reads only the kept rows (quarantining bad ones) and writes shards, manifest,
    quarantine table and summary.
 A rerun skips indexed units, reuses the selection (refusing one made with other settings) and skips finished units.
+All three run inside one claim of the output (`claimed_vl_ingest`: the lock, and the options record, which also
+holds the limit and deduplication), like any job's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -29,7 +33,8 @@ from vlaforge.datasets.source import WorkUnit
 from vlaforge.datasets.vl_parquet import DUPLICATE, KEEP, OVER_LIMIT, REJECTED, VlParquetSource
 from vlaforge.datasets.vl_rows import RowReject, where
 from vlaforge.pipelines.atomic_files import atomic_write_bytes, atomic_write_table
-from vlaforge.pipelines.job import SUMMARY_NAME, Job, finalize_job, run_units
+from vlaforge.pipelines.job import SUMMARY_NAME, Job, claimed, finalize_job, run_units
+from vlaforge.pipelines.output_lock import CommitGuard
 from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_dataset import DEFAULT_SHARDS, EPISODES_PER_BATCH, VlDatasetSink
 from vlaforge.pipelines.vl_row_samples import VlRowSamples
@@ -57,6 +62,8 @@ class VlIngest:
     """Keep only the first row showing each set of images."""
     shards: ShardConfig = DEFAULT_SHARDS
     """When a shard is full."""
+    owner: str | None = None
+    """The token of the run that claimed `output` (`claimed_vl_ingest`); see `Job.owner`."""
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -71,7 +78,16 @@ class VlIngest:
         source = dataclasses.replace(self.source, selection=str(self.selection_path))
         sink = VlDatasetSink.Config(dataset=self.samples.dataset, task=self.samples.task, shards=self.shards)
         return Job(source=source, stages=(self.samples,), sink=sink, output=self.output,
-                   items_per_batch=EPISODES_PER_BATCH)
+                   items_per_batch=EPISODES_PER_BATCH, owner=self.owner)
+
+
+@contextlib.contextmanager
+def claimed_vl_ingest(job: VlIngest, *, overwrite: bool = False, command: str = "") -> Iterator[VlIngest]:
+    """The ingest as the owner of its output for the length of the block (`pipelines/job.py`: `claimed`), its
+    options record holding the limit and deduplication beside the job's options."""
+    more = {"vl_ingest.limit": job.limit, "vl_ingest.dedup": job.dedup}
+    with claimed(job.job(), overwrite=overwrite, command=command, more_options=more) as owned:
+        yield dataclasses.replace(job, owner=owned.owner)
 
 
 def unit_index_path(output: str | pathlib.Path, unit: int) -> pathlib.Path:
@@ -84,6 +100,7 @@ class IndexWorker:
     def __init__(self, job: VlIngest) -> None:
         self.job = job
         self.source = dataclasses.replace(job.source, selection=None).build()
+        self.guard = CommitGuard(pathlib.Path(job.output), job.owner)
 
     def setup(self) -> None:
         """Nothing heavy: rows and images are read per unit."""
@@ -93,7 +110,8 @@ class IndexWorker:
         path = unit_index_path(self.job.output, unit.index)
         if not path.exists():
             rows = [self._indexed(unit.files[0], row, record) for row, record in self.source.records(unit)]
-            atomic_write_table(path, pa.Table.from_pylist(rows, schema=_INDEX_COLUMNS))
+            with self.guard.held():
+                atomic_write_table(path, pa.Table.from_pylist(rows, schema=_INDEX_COLUMNS))
         return {"unit": unit.index}
 
     def _indexed(self, file: str, row: int, record: Any) -> dict[str, Any]:
@@ -164,14 +182,15 @@ def record_selection(output: str | pathlib.Path, counts: dict[str, int]) -> dict
     return summary
 
 
-def run_vl_ingest(job: VlIngest, runner: Any) -> dict[str, Any]:
+def run_vl_ingest(job: VlIngest, runner: Any, *, overwrite: bool = False) -> dict[str, Any]:
     """All three steps in this process's runner, without Prefect (the flow runs the same steps as tasks)."""
-    units = job.source.build().plan()
-    index_units(job, units, runner)
-    counts = select_rows(job, units)
-    run_units(job.job(), units, runner)
-    finalize_job(job.job(), units, runner)
-    return record_selection(job.output, counts)
+    with claimed_vl_ingest(job, overwrite=overwrite) as owned:
+        units = owned.source.build().plan()
+        index_units(owned, units, runner)
+        counts = select_rows(owned, units)
+        run_units(owned.job(), units, runner)
+        finalize_job(owned.job(), units, runner)
+        return record_selection(owned.output, counts)
 
 
 def new_job(source: str, output: str, *, dataset: str | None = None, task: VlTask = VlTask.GENERAL,

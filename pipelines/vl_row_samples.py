@@ -67,11 +67,13 @@ class VlRowSamples(Stage):
         re-encoded (PNG, WebP, grayscale or CMYK JPEG, too large)."""
         try:
             height, width = jpeg_shape(data)
+        except BadImageError:
+            pass  # not a JPEG (PNG, WebP), or one framed oddly: PIL decodes it below
+        else:
+            jpeg_shape(data, "scan")  # damaged entropy-coded data: a bad image, never "repaired" by a lenient decoder
             colour = simplejpeg.decode_jpeg_header(data)[2] == "YCbCr"
             if colour and (self.config.max_side is None or max(height, width) <= self.config.max_side):
                 return data
-        except BadImageError:
-            pass
         with Image.open(io.BytesIO(data)) as image:
             image = image.convert("RGB")
             if self.config.max_side is not None:

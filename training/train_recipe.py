@@ -12,6 +12,7 @@ from typing import Any
 
 from vlaforge.datasets.configurable import lookup
 from vlaforge.pipelines.shards.urls import ShardOpener
+from vlaforge.training.data.bad_samples import BadSampleBudget, BadSamplePolicy
 from vlaforge.training.data.collate import Batcher
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.data.corpus_stream import CorpusStream
@@ -28,12 +29,15 @@ def build_trainer_config(*, phase: str, corpus: str, output: str | pathlib.Path,
                          init_policy: str | None = None, processor: str | None = None, model: str = "report",
                          chunk_len: int | None = None, image_size: tuple[int, int] = (224, 224),
                          cameras: tuple[str, ...] | None = None, workers: int = 2, micro_batch_size: int = 32,
-                         s3_endpoint_url: str | None = None, **trainer: Any) -> TrainerConfig:
+                         s3_endpoint_url: str | None = None, on_bad_sample: str = "raise",
+                         max_bad_fraction: float = 0.01, **trainer: Any) -> TrainerConfig:
     """The `TrainerConfig` of one run.
 
     `model` names the DiT preset; `chunk_len` (default: the preset's) is the action chunk T, used by the model, the
     Choice Policies head and the loader alike. The processor defaults to the VLM's directory (or the policy's
-    `vlm/`). `trainer` holds further `TrainerConfig` fields (`lr`, `max_steps`, `precision`, ...).
+    `vlm/`). `on_bad_sample` ("raise" or "skip") and `max_bad_fraction` are the loader's bad-sample policy and
+    budget (`training/data/bad_samples.py`). `trainer` holds further `TrainerConfig` fields (`lr`, `max_steps`,
+    `precision`, ...).
     """
     vla = lookup(MODEL_PRESETS, model, what="model preset")()
     if chunk_len:
@@ -47,7 +51,8 @@ def build_trainer_config(*, phase: str, corpus: str, output: str | pathlib.Path,
     loader = CorpusLoader.Config(
         corpus_url=corpus, processor=processor or vlm or str(pathlib.Path(init_policy) / "vlm"), robot=robot,
         num_workers=workers, batch=Batcher.Config(batch_size=micro_batch_size),
-        stream=CorpusStream.Config(opener=ShardOpener.Config(s3_options=s3)))
+        stream=CorpusStream.Config(opener=ShardOpener.Config(s3_options=s3)),
+        bad_samples=BadSamplePolicy(on_bad_sample), bad_sample_budget=BadSampleBudget(max_fraction=max_bad_fraction))
     return TrainerConfig(phase=phase, loader=loader, output_dir=str(output), vlm_dir=vlm, init_policy=init_policy,
                          model=vla, choice=ChoicePoliciesConfig(chunk_len=chunk), micro_batch_size=micro_batch_size,
                          **trainer)

@@ -10,6 +10,11 @@
                                     recorder's camera order
     attributes: sim (bool), compress (bool)
 
+Compressed frames are written as ALOHA's recorder writes them: `cv2.imencode(".jpg", rgb_image, [JPEG quality 50])`,
+which takes the RGB array for BGR, so the JPEG holds BGR-ordered pixels (red shows blue in a standard decoder).
+simplejpeg's `encode_jpeg(rgb_image, colorspace="BGR")` makes the same call into libjpeg-turbo (4:2:0 sampling, as
+OpenCV's default). `channel_order="rgb"` writes standard JPEGs instead (a recorder that converts to BGR first).
+
 ALOHA's recorder creates its numeric datasets with a shape only, so they take h5py's default float32; this writer
 names that dtype ("f4") explicitly, for the same bytes.
 Two additions that ALOHA itself does not write, both documented in `datasets/teleop_hdf5.py`: the root attribute
@@ -41,6 +46,23 @@ def _joined(tracks: dict, field: str, role: str) -> tuple[np.ndarray, np.ndarray
     return np.concatenate([getattr(left, field), getattr(right, field)], axis=1), left.stamps
 
 
+RECORDER_QUALITY = 50
+"""The JPEG quality ALOHA's recorder compresses with."""
+
+
+def recorded_jpeg(jpeg: bytes, channel_order: str) -> bytes:
+    """A camera frame as the recorder stores it: "bgr" re-encodes its pixels the way `cv2.imencode` does on an RGB
+    array (channels taken as BGR); "rgb" keeps the standard JPEG. A frame a test has damaged (one that does not
+    decode) is stored as given: such damage happens to the bytes after the recorder wrote them."""
+    if channel_order == "rgb":
+        return jpeg
+    try:
+        pixels = simplejpeg.decode_jpeg(jpeg, colorspace="RGB")
+    except ValueError:
+        return jpeg
+    return simplejpeg.encode_jpeg(pixels, quality=RECORDER_QUALITY, colorspace="BGR", colorsubsampling="420")
+
+
 def _write_images(group: h5py.Group, camera: str, jpegs: list[bytes], compress: bool, padded: int) -> None:
     if compress:
         dataset = group.create_dataset(camera, (len(jpegs), padded), dtype="uint8", chunks=(1, padded))
@@ -56,9 +78,11 @@ def _write_images(group: h5py.Group, camera: str, jpegs: list[bytes], compress: 
 
 
 def write_aloha_hdf5(path: pathlib.Path, recording: TeleopRecording, *, compress: bool = True,
-                     timestamps: bool = False, skip_cameras: tuple[str, ...] = ()) -> pathlib.Path:
+                     timestamps: bool = False, skip_cameras: tuple[str, ...] = (),
+                     channel_order: str = "bgr") -> pathlib.Path:
     """One episode file. Without `timestamps` every stream must share one clock (a fixed-rate recording); with
-    them, each stream keeps its own length and clock."""
+    them, each stream keeps its own length and clock. `channel_order` is how compressed frames are written (see
+    the module docstring)."""
     qpos, qpos_stamps = _joined(recording.follower, "position", "follower")
     qvel, _ = _joined(recording.follower, "velocity", "follower")
     action, action_stamps = _joined(recording.leader, "position", "leader")
@@ -73,10 +97,12 @@ def write_aloha_hdf5(path: pathlib.Path, recording: TeleopRecording, *, compress
         root.attrs["instruction"] = recording.instruction
         observations = root.create_group("observations")
         images = observations.create_group("images")
-        lengths = [[len(jpeg) for jpeg in track.jpeg] for track in cameras.values()]
+        stored = {camera: [recorded_jpeg(jpeg, channel_order) if compress else jpeg for jpeg in track.jpeg]
+                  for camera, track in cameras.items()}
+        lengths = [[len(jpeg) for jpeg in jpegs] for jpegs in stored.values()]
         padded = max(max(row) for row in lengths)
-        for camera, track in cameras.items():
-            _write_images(images, camera, track.jpeg, compress, padded)
+        for camera, jpegs in stored.items():
+            _write_images(images, camera, jpegs, compress, padded)
         for name, values in (("observations/qpos", qpos), ("observations/qvel", qvel),
                              ("observations/effort", np.zeros_like(qpos)), ("action", action)):
             root.create_dataset(name, values.shape, dtype="f4")[...] = values
@@ -98,7 +124,8 @@ def episode_file(index: int) -> str:
 
 
 def write_aloha_dataset(root: pathlib.Path, n_episodes: int = 3, *, duration_s: float = 4.0, seed: int = 0,
-                        compress: bool = True, timestamps: bool = False, **recording_options) -> pathlib.Path:
+                        compress: bool = True, timestamps: bool = False, channel_order: str = "bgr",
+                        **recording_options) -> pathlib.Path:
     """`n_episodes` files under `root` (episode_0.hdf5, ... as ALOHA names them). Without `timestamps` the
     recordings tick at ALOHA's fixed 50 Hz; with them, cameras near 30 Hz and joints at 200 Hz on their own clocks."""
     if not timestamps:
@@ -108,5 +135,5 @@ def write_aloha_dataset(root: pathlib.Path, n_episodes: int = 3, *, duration_s: 
     for index in range(n_episodes):
         recording = make_recording(seed + index, duration_s, **recording_options)
         write_aloha_hdf5(pathlib.Path(root) / episode_file(index), recording, compress=compress,
-                         timestamps=timestamps)
+                         timestamps=timestamps, channel_order=channel_order)
     return pathlib.Path(root)

@@ -76,16 +76,20 @@ def _messages(recording: TeleopRecording, joint_names: tuple[str, ...]) -> list[
 
 
 def write_teleop_mcap(path: pathlib.Path, recording: TeleopRecording, *, skip_topics: tuple[str, ...] = (),
-                      joint_names: tuple[str, ...] = ARM_JOINTS) -> pathlib.Path:
-    """Write one recording as an MCAP file; `skip_topics` leaves topics out (a missing camera, say) and
-    `joint_names` sets the order joints are published in."""
+                      joint_names: tuple[str, ...] = ARM_JOINTS,
+                      renamed_topics: dict[str, str] | None = None) -> pathlib.Path:
+    """Write one recording as an MCAP file; `skip_topics` leaves topics out (a missing camera, say),
+    `joint_names` sets the order joints are published in, and `renamed_topics` publishes a topic under another
+    name, as other drivers name them (`/cam_high/image/compressed`, `/camera/color/image_raw/compressed`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    renamed = renamed_topics or {}
     with open(path, "wb") as handle:
         writer = Writer(handle)
         schemas = {name: writer.register_msgdef(name, text) for name, text in SCHEMAS.items()}
         for log, topic, schema, body in _messages(recording, joint_names):
             if topic not in skip_topics:
-                writer.write_message(topic, schemas[schema], body, log_time=log, publish_time=log)
+                writer.write_message(renamed.get(topic, topic), schemas[schema], body, log_time=log,
+                                     publish_time=log)
         writer.finish()
     return path
 

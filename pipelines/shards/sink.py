@@ -6,6 +6,7 @@ import dataclasses
 import pathlib
 from typing import Protocol
 
+from vlaforge.pipelines.output_lock import CommitGuard
 from vlaforge.pipelines.shards.manifest import ShardRecord, code_version, commit_shard, is_committed
 from vlaforge.pipelines.shards.writer import ShardConfig, TarShardWriter
 
@@ -33,11 +34,14 @@ class ShardSink:
     """Writes a unit's samples into `<split>/<dataset>-<unit>-<part>.tar`, in the order they arrive.
 
     Naming depends only on the unit and the sample order, so a rerun regenerates the same shards: those already
-    committed are skipped, the rest are written again, byte-identical.
+    committed are skipped, the rest are written again, byte-identical. A shard is renamed into place and committed
+    inside `guard.held()`, so a worker whose run lost the output commits nothing (its shard is dropped).
     """
 
-    def __init__(self, output: pathlib.Path, dataset: str, unit: int, source_files: list[str], config: ShardConfig):
+    def __init__(self, output: pathlib.Path, dataset: str, unit: int, source_files: list[str], config: ShardConfig,
+                 guard: CommitGuard | None = None):
         self.output = output
+        self.guard = guard or CommitGuard(output, None)
         self.dataset = dataset
         self.unit = unit
         self.source_files = source_files
@@ -85,7 +89,11 @@ class ShardSink:
         shard = self._open.pop(split)
         if shard.writer is None:
             return
-        written = shard.writer.finish()
+        try:
+            written = shard.writer.complete()
+        except BaseException:
+            shard.writer.abort()
+            raise
         record = ShardRecord(
             url=shard.url,
             split=split,
@@ -98,5 +106,11 @@ class ShardSink:
             unit=self.unit,
             code_version=code_version(),
         )
-        commit_shard(self.output, record)
+        try:
+            with self.guard.held():
+                shard.writer.publish()
+                commit_shard(self.output, record)
+        except BaseException:
+            shard.writer.abort()  # removes the temporary; a shard already renamed stays, uncommitted, and is rewritten
+            raise
         self.records.append(record)

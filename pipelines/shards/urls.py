@@ -5,12 +5,19 @@ found" or "access denied") is retried with exponential backoff, `retries` times 
 midway resumes at the byte it had reached (an HTTP Range request; a server that ignores Range is read again from the
 start and the bytes already delivered are skipped). A missing object raises `ShardNotFoundError` at once; anything
 else that is not transient, or a failure that outlasts the retries, raises `ShardAccessError` naming the URL.
+
+Time is bounded per URL. An HTTP connection must be made within `connect_timeout_s`, and each read of an answer
+(its headers, then each piece of its body) must bring bytes within `read_timeout_s`; and a URL that has delivered no
+byte for `give_up_after_s`, retries and backoff included, fails. So a server that accepts connections but never
+answers fails within `give_up_after_s` plus one attempt's timeouts, however many retries are allowed, while a slow
+but steady download is never cut off.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import http.client
 import io
 import logging
@@ -39,6 +46,62 @@ class ShardAccessError(OSError):
 
 class _Transient(Exception):
     """Internal: a failure worth retrying."""
+
+
+class _ConnectTimeout(TimeoutError):
+    """No connection within `connect_timeout_s` (a read that times out raises a plain TimeoutError)."""
+
+
+class _TimedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection made within `connect_timeout`, whose every read then waits at most `read_timeout`."""
+
+    def __init__(self, host: str, *, connect_timeout: float, read_timeout: float, **kwargs: Any) -> None:
+        kwargs.pop("timeout", None)  # urllib passes its one timeout; these two replace it
+        super().__init__(host, timeout=connect_timeout, **kwargs)
+        self.read_timeout = read_timeout
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        except TimeoutError:
+            raise _ConnectTimeout(f"no connection to {self.host}:{self.port} within {self.timeout:g} s "
+                                  "(connect_timeout_s)") from None
+        self.sock.settimeout(self.read_timeout)
+
+
+class _TimedHTTPSConnection(http.client.HTTPSConnection):
+    """`_TimedHTTPConnection` over TLS: the handshake is part of connecting."""
+
+    def __init__(self, host: str, *, connect_timeout: float, read_timeout: float, **kwargs: Any) -> None:
+        kwargs.pop("timeout", None)
+        super().__init__(host, timeout=connect_timeout, **kwargs)
+        self.read_timeout = read_timeout
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        except TimeoutError:
+            raise _ConnectTimeout(f"no connection to {self.host}:{self.port} within {self.timeout:g} s "
+                                  "(connect_timeout_s)") from None
+        self.sock.settimeout(self.read_timeout)
+
+
+class _TimedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, **timeouts: float) -> None:
+        super().__init__()
+        self.timeouts = timeouts
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_TimedHTTPConnection, **self.timeouts), req)
+
+
+class _TimedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, **timeouts: float) -> None:
+        super().__init__()
+        self.timeouts = timeouts
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_TimedHTTPSConnection, **self.timeouts), req, context=self._context)
 
 
 class UrlScheme(str, enum.Enum):
@@ -88,7 +151,10 @@ class ShardSource(io.RawIOBase):
         self.retries = 0
         self._connect = connect
         self._opener = opener
+        self._progress = time.monotonic()
+        """When the last byte arrived (or the stream was opened): `give_up_after_s` counts from here."""
         self._stream, self.size = opener.attempt(url, lambda: connect(0))
+        self._progress = time.monotonic()
 
     def readable(self) -> bool:
         return True
@@ -106,6 +172,8 @@ class ShardSource(io.RawIOBase):
                 if not data and size != 0 and self.size is not None and self.offset < self.size:
                     raise _Transient(f"the connection ended at byte {self.offset} of {self.size}")
                 self.offset += len(data)
+                if data:
+                    self._progress = time.monotonic()
                 return data
             except _Transient as error:
                 failures += 1
@@ -113,9 +181,10 @@ class ShardSource(io.RawIOBase):
                 if failures > self._opener.config.retries:
                     raise ShardAccessError(f"{self.url}: reading failed at byte {self.offset} after "
                                            f"{failures} attempts: {error}") from None
-                self._opener.pause(failures, self.url, error)
+                self._opener.pause(failures, self.url, error, since=self._progress)
                 self._close_stream()
-                self._stream, _ = self._opener.attempt(self.url, lambda: self._connect(self.offset))
+                self._stream, _ = self._opener.attempt(self.url, lambda: self._connect(self.offset),
+                                                       since=self._progress)
 
     def close(self) -> None:
         self._close_stream()
@@ -145,7 +214,18 @@ def _classified(call: Callable[[], Any]) -> Any:
         raise ShardNotFoundError(str(error)) from None
     except PermissionError as error:
         raise ShardAccessError(str(error)) from None
-    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, OSError) as error:
+    except _ConnectTimeout as error:
+        raise _Transient(str(error)) from None
+    except TimeoutError:
+        raise _Transient("the server sent nothing within the read timeout (read_timeout_s)") from None
+    except urllib.error.URLError as error:
+        reason = error.reason
+        if isinstance(reason, _ConnectTimeout):
+            raise _Transient(str(reason)) from None
+        if isinstance(reason, TimeoutError):
+            raise _Transient("the server sent no answer within the read timeout (read_timeout_s)") from None
+        raise _Transient(f"{type(error).__name__}: {error}") from None
+    except (http.client.HTTPException, ConnectionError, OSError) as error:
         raise _Transient(f"{type(error).__name__}: {error}") from None
     except Exception as error:  # botocore/aiohttp network errors are not OSErrors; anything else is a bug: re-raise
         if type(error).__module__.split(".")[0] in ("botocore", "aiohttp", "aiobotocore"):
@@ -166,8 +246,13 @@ class ShardOpener:
         """The first wait before a retry; it doubles each time."""
         max_backoff_s: float = 10.0
         """The longest wait between two attempts."""
-        timeout_s: float = 60.0
-        """Socket timeout of one HTTP request."""
+        connect_timeout_s: float = 10.0
+        """The longest wait for an HTTP(S) connection (TCP, then TLS) to a server."""
+        read_timeout_s: float = 30.0
+        """The longest wait for the next bytes of an HTTP answer (its headers, or the next piece of its body)."""
+        give_up_after_s: float = 120.0
+        """A URL that has delivered no byte for this long, retries and backoff included, fails (`ShardAccessError`):
+        a server that accepts connections but never answers fails within this plus one attempt's timeouts."""
         s3_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
         """`s3fs.S3FileSystem` options, e.g. {"endpoint_url": "http://127.0.0.1:9000", "key": ..., "secret": ...};
         left out of the repr, so a logged config never shows a secret."""
@@ -180,17 +265,19 @@ class ShardOpener:
             if self.backoff_s < 0 or self.max_backoff_s < self.backoff_s:
                 raise ValueError(f"ShardOpener.Config needs 0 <= backoff_s <= max_backoff_s, got {self.backoff_s} "
                                  f"and {self.max_backoff_s}")
-            if self.timeout_s <= 0:
-                raise ValueError(f"ShardOpener.Config.timeout_s must be > 0, got {self.timeout_s}")
+            for name in ("connect_timeout_s", "read_timeout_s", "give_up_after_s"):
+                if not getattr(self, name) > 0:
+                    raise ValueError(f"ShardOpener.Config.{name} must be > 0, got {getattr(self, name)}")
 
     def __init__(self, config: ShardOpener.Config | None = None, *, sleep: Callable[[float], None] = time.sleep):
         self.config = config or ShardOpener.Config()
         self._sleep = sleep
         self._s3: Any = None
+        self._http: urllib.request.OpenerDirector | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # The S3 filesystem holds an event loop and connections: a DataLoader worker makes its own.
-        return {**self.__dict__, "_s3": None}
+        # The S3 filesystem holds an event loop and connections: a DataLoader worker makes its own (and HTTP opener).
+        return {**self.__dict__, "_s3": None, "_http": None}
 
     def open(self, url: str) -> IO[bytes]:
         """A byte stream of `url`: a local file (seekable), or a `ShardSource` for remote URLs."""
@@ -208,8 +295,10 @@ class ShardOpener:
         with self.open(url) as stream:
             return stream.read()
 
-    def attempt(self, url: str, connect: Callable[[], Any]) -> Any:
-        """`connect()`, retried on transient failures with backoff."""
+    def attempt(self, url: str, connect: Callable[[], Any], since: float | None = None) -> Any:
+        """`connect()`, retried on transient failures with backoff, until `give_up_after_s` from `since` (the last
+        byte the URL delivered; default: now)."""
+        since = time.monotonic() if since is None else since
         failures = 0
         while True:
             try:
@@ -219,17 +308,25 @@ class ShardOpener:
                 if failures > self.config.retries:
                     raise ShardAccessError(f"{url}: still failing after {failures} attempts ({error}); check the "
                                            f"server, or allow more with ShardOpener.Config.retries") from None
-                self.pause(failures, url, error)
+                self.pause(failures, url, error, since=since)
 
-    def pause(self, failures: int, url: str, error: Exception) -> None:
+    def pause(self, failures: int, url: str, error: Exception, *, since: float) -> None:
+        """Wait before retry `failures`, or give up when the URL would then have been silent too long."""
         wait = min(self.config.backoff_s * 2 ** (failures - 1), self.config.max_backoff_s)
+        silent = time.monotonic() - since
+        if silent + wait > self.config.give_up_after_s:
+            raise ShardAccessError(
+                f"{url}: no byte for {silent:.1f} s over {failures} attempts (the last: {error}); the server does "
+                f"not answer. Fix: check it, or allow longer with ShardOpener.Config.give_up_after_s "
+                f"({self.config.give_up_after_s:g} s), read_timeout_s ({self.config.read_timeout_s:g} s) and "
+                f"connect_timeout_s ({self.config.connect_timeout_s:g} s)") from None
         log.warning("%s: %s; retry %d of %d in %.2f s", url, error, failures, self.config.retries, wait)
         self._sleep(wait)
 
     def _http_connect(self, url: str) -> Callable[[int], tuple[IO[bytes], int | None]]:
         def connect(offset: int) -> tuple[IO[bytes], int | None]:
             request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-            response = urllib.request.urlopen(request, timeout=self.config.timeout_s)
+            response = self._http_opener().open(request)
             if response.status == 206:
                 total = _CONTENT_RANGE_TOTAL.search(response.headers.get("Content-Range", ""))
                 return response, int(total.group(1)) if total else None
@@ -240,12 +337,22 @@ class ShardOpener:
 
         return connect
 
+    def _http_opener(self) -> urllib.request.OpenerDirector:
+        if self._http is None:
+            timeouts = {"connect_timeout": self.config.connect_timeout_s, "read_timeout": self.config.read_timeout_s}
+            self._http = urllib.request.build_opener(_TimedHTTPHandler(**timeouts), _TimedHTTPSHandler(**timeouts))
+        return self._http
+
     def _s3_connect(self, url: str) -> Callable[[int], tuple[IO[bytes], int | None]]:
         def connect(offset: int) -> tuple[IO[bytes], int | None]:
             if self._s3 is None:
                 import s3fs
 
-                self._s3 = s3fs.S3FileSystem(**self.config.s3_options)
+                options = dict(self.config.s3_options)
+                options["config_kwargs"] = {"connect_timeout": self.config.connect_timeout_s,
+                                            "read_timeout": self.config.read_timeout_s,
+                                            **options.get("config_kwargs", {})}
+                self._s3 = s3fs.S3FileSystem(**options)
             handle = self._s3.open(url, "rb", block_size=self.config.s3_block_bytes, cache_type="readahead")
             handle.seek(offset)
             return handle, handle.size

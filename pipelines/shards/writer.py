@@ -144,7 +144,14 @@ class TarShardWriter:
         return data_bytes
 
     def finish(self) -> WrittenShard:
-        """End the archive as tarfile does (two zero blocks, then zeros up to a whole record), fsync, rename."""
+        """`complete()`, then `publish()`."""
+        written = self.complete()
+        self.publish()
+        return written
+
+    def complete(self) -> WrittenShard:
+        """End the archive as tarfile does (two zero blocks, then zeros up to a whole record) and fsync it, still under
+        its temporary name."""
         end = bytes(2 * BLOCK + -(self.size + 2 * BLOCK) % RECORD)
         self._pieces.append(end)
         self._gather(len(end))
@@ -152,8 +159,11 @@ class TarShardWriter:
         os.fsync(self._handle.fileno())  # durable before the rename, as `publish` does; the hash helper ends meanwhile
         sha256 = self._digest.hexdigest()
         self._handle.close()
-        os.replace(self._temporary, self.path)
         return WrittenShard(self.path, self.samples, self.size, sha256)
+
+    def publish(self) -> None:
+        """Give the completed shard its final name (a rename: readers see all of it or nothing)."""
+        os.replace(self._temporary, self.path)
 
     def abort(self) -> None:
         """Drop the unfinished shard."""

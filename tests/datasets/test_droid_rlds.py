@@ -188,6 +188,23 @@ def test_features_json_without_a_needed_feature_names_it_and_the_fix(dataset):
     assert "needs a per-step tensor or scalar feature" in message
     assert "Config.state_features" in message and "--set state_features=" in message
     assert "'steps/action_dict/joint_position'" in message  # the close match that is there
+    suggested = json.loads(message.split("--set state_features='", 1)[1].split("'", 1)[0])
+    assert "steps/observation/joint_position" not in suggested  # never the very feature that is missing
+    assert suggested == ["steps/action_dict/joint_position", "steps/observation/gripper_position"]
+
+
+def test_a_missing_camera_is_answered_with_a_mapping_of_cameras_the_dataset_has(dataset):
+    features = json.loads((dataset / "features.json").read_text())
+    observation = features["featuresDict"]["features"]["steps"]["sequence"]["feature"]["featuresDict"]["features"][
+        "observation"]["featuresDict"]["features"]
+    observation["wrist_image"] = observation.pop("wrist_image_left")  # an older release's name
+    (dataset / "features.json").write_text(json.dumps(features))
+    with pytest.raises(SourceError) as caught:
+        DroidRldsSource.Config(root=str(dataset)).build().plan()
+    suggested = json.loads(str(caught.value).split("--set cameras='", 1)[1].split("'", 1)[0])
+    assert suggested == {"steps/observation/exterior_image_1_left": "exterior_1",
+                         "steps/observation/exterior_image_2_left": "exterior_2",
+                         "steps/observation/wrist_image": "wrist"}
 
 
 def test_a_typo_in_the_config_gets_a_did_you_mean(dataset):

@@ -42,12 +42,14 @@ def test_lazy_frames_behave_as_a_list_and_read_only_what_is_asked_for(jpegs):
 def test_check_jpeg_catches_a_frame_that_only_a_decode_finds_bad_when_it_will_be_decoded(jpegs):
     good = jpegs[0]
     cut = good[: len(good) // 2] + b"\xff\xd9"  # markers and header intact, the scan cut short
-    passthrough, resized = FrameConfig(), FrameConfig(size=(48, 64))
+    passthrough, resized = FrameConfig(verify="header"), FrameConfig(size=(48, 64), verify="header")
     check_jpeg(good, passthrough)
     check_jpeg(good, resized)
-    check_jpeg(cut, passthrough)  # stored untouched: "header" verification passes it, as it always has
+    check_jpeg(cut, passthrough)  # stored untouched: "header" verification passes it
     with pytest.raises(BadImageError, match="does not decode"):
         check_jpeg(cut, resized)  # it would be decoded to resize it: found now, not while samples are written
+    with pytest.raises(BadImageError, match="does not decode"):
+        check_jpeg(cut, FrameConfig())  # the default check reads the scan: caught though stored untouched
     with pytest.raises(BadImageError, match="does not decode"):
         check_jpeg(cut, FrameConfig(verify="full"))
     with pytest.raises(BadImageError, match="not a complete JPEG"):

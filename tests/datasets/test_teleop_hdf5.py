@@ -1,4 +1,7 @@
-"""TeleopHdf5Source on ALOHA-layout files: fixed rate or per-stream timestamps, raw or JPEG frames, bad input."""
+"""TeleopHdf5Source on ALOHA-layout files: fixed rate or per-stream timestamps, raw or JPEG frames, the recorders'
+colour convention, bad input."""
+
+import tarfile
 
 import h5py
 import numpy as np
@@ -43,8 +46,8 @@ def _joined(tracks, field="position"):
 
 
 def test_a_fixed_rate_compressed_file_resamples_50_hz_rows_onto_30_hz_ticks(fixed, tmp_path):
-    write_aloha_hdf5(tmp_path / "episode_0.hdf5", fixed, compress=True)
-    (episode,), drops, rows = _read(tmp_path)
+    write_aloha_hdf5(tmp_path / "episode_0.hdf5", fixed, compress=True, channel_order="rgb")
+    (episode,), drops, rows = _read(tmp_path, channel_order="rgb")
     assert drops == []
     rows_ns = np.rint(np.arange(100) * NS_PER_S / 50).astype(np.int64)  # row k at k / 50 s
     ticks = np.rint(np.arange(60) * NS_PER_S / 30).astype(np.int64)  # 0 .. 1.98 s: strictly before row 99
@@ -77,8 +80,8 @@ def test_raw_frames_are_encoded_and_an_fps_attribute_sets_the_rate(fixed, tmp_pa
 
 
 def test_per_stream_timestamps_in_nanoseconds_or_seconds(clocked, tmp_path):
-    path = write_aloha_hdf5(tmp_path / "episode_0.hdf5", clocked, timestamps=True)
-    (episode,), drops, _ = _read(tmp_path)
+    path = write_aloha_hdf5(tmp_path / "episode_0.hdf5", clocked, timestamps=True, channel_order="rgb")
+    (episode,), drops, _ = _read(tmp_path, channel_order="rgb")
     assert drops == []
     streams = [clocked.follower["left"].stamps, clocked.leader["left"].stamps,
                *(t.stamps for t in clocked.cameras.values())]
@@ -96,25 +99,25 @@ def test_per_stream_timestamps_in_nanoseconds_or_seconds(clocked, tmp_path):
             nanoseconds = handle[f"timestamps/{name}"][()]
             del handle[f"timestamps/{name}"]
             handle[f"timestamps/{name}"] = (nanoseconds - clocked.start_ns) / NS_PER_S
-    (in_seconds,), _, _ = _read(tmp_path)
+    (in_seconds,), _, _ = _read(tmp_path, channel_order="rgb")
     np.testing.assert_array_equal(in_seconds.state, episode.state)
 
 
 def test_frames_without_compress_len_end_at_their_jpeg_end_marker(fixed, tmp_path):
-    path = write_aloha_hdf5(tmp_path / "episode_0.hdf5", fixed, compress=True)
+    path = write_aloha_hdf5(tmp_path / "episode_0.hdf5", fixed, compress=True, channel_order="rgb")
     with h5py.File(path, "r+") as handle:
         del handle["compress_len"]
-    (episode,), _, _ = _read(tmp_path)
+    (episode,), _, _ = _read(tmp_path, channel_order="rgb")
     assert episode.frames["right_wrist"][0] == fixed.cameras["cam_right_wrist"].jpeg[0]
 
 
 def test_compress_len_rows_follow_the_configured_camera_order(fixed, tmp_path):
-    path = write_aloha_hdf5(tmp_path / "episode_0.hdf5", fixed, compress=True)
+    path = write_aloha_hdf5(tmp_path / "episode_0.hdf5", fixed, compress=True, channel_order="rgb")
     with h5py.File(path, "r+") as handle:  # a recorder that listed the wrists first
         table = handle["compress_len"][()]
         handle["compress_len"][...] = table[[1, 2, 0]]
     order = ("cam_left_wrist", "cam_right_wrist", "cam_high")
-    (episode,), _, _ = _read(tmp_path, compress_len_cameras=order)
+    (episode,), _, _ = _read(tmp_path, compress_len_cameras=order, channel_order="rgb")
     assert episode.frames["exterior_1"][0] == fixed.cameras["cam_high"].jpeg[0]
     _, (drop,), _ = _read(tmp_path)  # read in ALOHA's order, the lengths cut the JPEGs short
     assert drop.reason.value == "bad_image" and "/observations/images/" in drop.message
@@ -149,6 +152,9 @@ def test_a_missing_camera_an_unreadable_file_and_a_broken_frame_are_quarantined(
     by_file = {drop.file: drop for drop in drops}
     assert by_file["episode_1.hdf5"].reason.value == "missing_stream"
     assert "has no dataset /observations/images/cam_right_wrist" in by_file["episode_1.hdf5"].message
+    fix = ("the file's /observations/images streams are cam_high, cam_left_wrist; to read them, pass --set "
+           """'cameras={"cam_high": "exterior_1", "cam_left_wrist": "left_wrist"}'""")
+    assert fix in by_file["episode_1.hdf5"].message
     assert by_file["episode_2.hdf5"].reason.value == "unreadable_file"
     assert by_file["episode_3.hdf5"].reason.value == "bad_image"
     assert "/observations/images/cam_high, measurement 30" in by_file["episode_3.hdf5"].message
@@ -201,3 +207,70 @@ def _frames_while_held(root):
     source = TeleopHdf5Source.Config(root=str(root)).build()
     return [{camera: list(frames) for camera, frames in episode.frames.items()}
             for unit in source.plan() for episode in source.read(unit, DropLedger())]
+
+
+def _red_cube_recording():
+    """A recording whose high camera looks at a red cube on a grey table (RGB arrays, as the camera driver gives
+    them to ALOHA's recorder)."""
+    recording = make_recording(seed=8, duration_s=0.5, fixed_rate_hz=50.0)
+    pixels = np.full((96, 128, 3), 128, np.uint8)
+    pixels[30:70, 40:90] = (220, 25, 20)
+    track = recording.cameras["cam_high"]
+    track.jpeg = [simplejpeg.encode_jpeg(pixels, quality=95, colorspace="RGB")] * len(track.jpeg)
+    return recording
+
+
+def _cube_colour(jpeg):
+    """The mean colour of the cube's region under standard decoders (libjpeg-turbo through simplejpeg, and PIL)."""
+    import io
+
+    from PIL import Image
+
+    decoded = [simplejpeg.decode_jpeg(jpeg, colorspace="RGB"), np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))]
+    means = [frame[35:65, 45:85].reshape(-1, 3).mean(axis=0) for frame in decoded]
+    np.testing.assert_allclose(means[0], means[1], atol=3)
+    return means[0]
+
+
+def test_a_red_cube_recorded_the_aloha_way_is_red_in_the_shard(tmp_path):
+    recording = _red_cube_recording()
+    path = write_aloha_hdf5(tmp_path / "in" / "episode_0.hdf5", recording)  # cv2.imencode's way: BGR pixels
+    with h5py.File(path) as handle:
+        raw = handle["observations/images/cam_high"][0][: int(handle["compress_len"][0, 0])].tobytes()
+    red, _, blue = _cube_colour(raw)
+    assert blue > 180 and red < 60  # the trap: the file's bytes, under a standard decoder, show a blue cube
+
+    (episode,), drops, _ = _read(tmp_path / "in")
+    assert drops == []
+    red, green, blue = _cube_colour(episode.frames["exterior_1"][0])
+    assert red > 180 and green < 60 and blue < 60  # the default undoes the recorder's swap
+
+    (as_stored,), _, _ = _read(tmp_path / "in", channel_order={"cam_high": "rgb"})
+    assert as_stored.frames["exterior_1"][0] == raw  # told the frames are standard: passed through, blue
+
+
+def test_the_cube_is_red_in_the_shards_an_ingest_writes(tmp_path, ingest_locally):
+    write_aloha_hdf5(tmp_path / "in" / "episode_0.hdf5", _red_cube_recording())
+    report = ingest_locally("teleop-hdf5", tmp_path / "in", tmp_path / "out", min_steps=2, trim_idle=False)
+    assert report.steps_written > 0
+    (shard,) = sorted((tmp_path / "out").rglob("*.tar"))
+    with tarfile.open(shard) as tar:
+        frames = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith("exterior_1.jpg")]
+    assert len(frames) == report.steps_written
+    for frame in frames:
+        red, green, blue = _cube_colour(frame)
+        assert red > 180 and green < 60 and blue < 60
+
+
+def test_raw_frames_are_not_swapped(tmp_path):
+    write_aloha_hdf5(tmp_path / "episode_0.hdf5", _red_cube_recording(), compress=False)
+    (episode,), _, _ = _read(tmp_path)
+    red, _, blue = _cube_colour(episode.frames["exterior_1"][0])
+    assert red > 180 and blue < 60
+
+
+def test_a_channel_order_that_is_not_one_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match=r"channel_order must be one of \['bgr', 'rgb'\]"):
+        TeleopHdf5Source.Config(root="x", channel_order="rbg")
+    with pytest.raises(ValueError, match=r"channel_order names cameras \['cam_top'\]"):
+        TeleopHdf5Source.Config(root="x", channel_order={"cam_top": "rgb"})

@@ -148,6 +148,48 @@ def test_a_missing_camera_topic_is_quarantined_or_dropped_by_policy(recording, t
     assert [(d.reason.value, d.quarantined) for d in drops] == [("missing_stream", False)]
 
 
+def test_camera_topics_named_another_way_are_answered_with_the_set_line_that_maps_them(recording, tmp_path):
+    """A driver that publishes `/<camera>/image/compressed` (no `_raw`): the quarantine row lists the file's
+    CompressedImage topics and the `--set cameras=...` line; passing that line reads the file."""
+    import json
+
+    renamed = {camera_topic(c): f"/{c}/image/compressed" for c in CAMERAS}
+    write_teleop_mcap(tmp_path / "renamed.mcap", recording, renamed_topics=renamed)
+    _, (drop,), _ = _read(tmp_path)
+    assert drop.reason.value == "missing_stream"
+    assert ("the file's sensor_msgs/msg/CompressedImage streams are /cam_high/image/compressed, "
+            "/cam_left_wrist/image/compressed, /cam_right_wrist/image/compressed") in drop.message
+    assert "fix the recording" not in drop.message
+    line = drop.message.split("pass --set '", 1)[1].split("'", 1)[0]
+    field, value = line.split("=", 1)
+    assert field == "cameras"
+    cameras = json.loads(value)
+    assert cameras == {f"/{c}/image/compressed": canonical for c, canonical in CAMERAS.items()}
+    (episode,), drops, _ = _read(tmp_path, cameras=cameras)  # what the suggested --set line does
+    assert drops == [] and sorted(episode.frames) == sorted(CAMERAS.values())
+
+
+def test_a_realsense_style_topic_is_offered_for_the_camera_it_most_likely_is(recording, tmp_path):
+    import json
+
+    renamed = {camera_topic("cam_high"): "/camera/color/image_raw/compressed"}
+    write_teleop_mcap(tmp_path / "realsense.mcap", recording, renamed_topics=renamed)
+    _, (drop,), _ = _read(tmp_path)
+    cameras = json.loads(drop.message.split("pass --set 'cameras=", 1)[1].split("'", 1)[0])
+    assert cameras == {"/camera/color/image_raw/compressed": "exterior_1",
+                       "/cam_left_wrist/image_raw/compressed": "left_wrist",
+                       "/cam_right_wrist/image_raw/compressed": "right_wrist"}
+
+
+def test_an_absent_joint_topic_is_answered_with_the_files_joint_state_topics(recording, tmp_path):
+    write_teleop_mcap(tmp_path / "arms.mcap", recording,
+                      renamed_topics={"/follower_left/joint_states": "/puppet_left/joint_states",
+                                      "/follower_right/joint_states": "/puppet_right/joint_states"})
+    _, (drop,), _ = _read(tmp_path)
+    assert "the file's sensor_msgs/msg/JointState streams are /puppet_left/joint_states, " in drop.message
+    assert """--set 'state_topics=["/puppet_left/joint_states", "/puppet_right/joint_states"]'""" in drop.message
+
+
 def test_a_truncated_file_is_quarantined(recording, tmp_path):
     _, path = _damaged(recording, tmp_path)
     write_teleop_mcap(path, recording)

@@ -107,7 +107,7 @@ def test_limit_keeps_the_first_rows_after_dedup_and_reruns_change_nothing(tmp_pa
     manifest = (output / "manifest.parquet").read_bytes()
     again = _ingest(source, output, limit=5)
     assert again["samples"] == 5 and (output / "manifest.parquet").read_bytes() == manifest
-    with pytest.raises(ValueError, match="was selected with .*'limit': 5.*write to a new output"):
+    with pytest.raises(ValueError, match="(?s)vl_ingest.limit: 5 \\(recorded\\) -> 6 \\(this run\\).*new --output"):
         _ingest(source, output, limit=6)
 
 

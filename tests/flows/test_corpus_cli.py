@@ -118,3 +118,37 @@ def test_bad_invocations_say_what_to_fix(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["corpus", "build", "--ratio", "one-to-six", "--output", "x"])
     assert "--ratio takes VL:ROBOT" in capsys.readouterr().err
+
+
+def test_a_second_build_to_one_path_is_refused_not_last_writer_wins(datasets, capsys):
+    code, corpus = build(datasets, "--ratio", "1:3")
+    assert code == 0
+    first = corpus.read_bytes()
+    assert build(datasets, "--ratio", "1:3")[0] == 0  # the same corpus again: no change
+    capsys.readouterr()
+
+    assert build(datasets, "--ratio", "1:6", "--seed", "4")[0] == 2
+    err = capsys.readouterr().err
+    assert f"{corpus} already holds another corpus (components left, arm_b, synth-vl-caption, seed 0" in err
+    assert "--overwrite" in err and err.count("error:") == 1
+    assert corpus.read_bytes() == first
+
+    assert build(datasets, "--ratio", "1:6", "--seed", "4", "--overwrite")[0] == 0
+    assert json.loads(corpus.read_text())["seed"] == 4
+    assert [p.name for p in corpus.parent.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_two_builds_at_once_to_one_path_one_wins_whole(datasets):
+    """Two `vlaforge corpus build` processes started together with different seeds: one writes its corpus, the other
+    is refused; the file is the winner's, whole."""
+    vlaforge = os.path.join(os.path.dirname(sys.executable), "vlaforge")
+    corpus = datasets / "corpus.json"
+    commands = [[vlaforge, "corpus", "build", "--robot", str(datasets / "arm_a"), "--vl", str(datasets / "vl"),
+                 "--output", str(corpus), "--seed", str(seed)] for seed in (1, 2)]
+    processes = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    winner = 1 + [code for code, _ in results].index(0)
+    assert json.loads(corpus.read_text())["seed"] == winner
+    assert "already holds another corpus" in next(err for code, err in results if code == 2)

@@ -108,3 +108,19 @@ def test_a_checkpoint_file_that_names_any_other_callable_is_refused_not_run(tmp_
     torch.save({"global_steps": 3, "extra": _RunsCode()}, tmp_path / "model_states.pt")
     with pytest.raises(pickle.UnpicklingError, match="getcwd"):
         SafeCheckpointEngine().load(str(tmp_path / "model_states.pt"))
+
+
+def test_on_bad_sample_sets_the_loaders_policy_and_budget():
+    parser = argparse.ArgumentParser(prog="vlaforge")
+    train_cli.add_parser(parser.add_subparsers(dest="verb"))
+    common = ["train", "--phase", "step2_dit", "--corpus", "c.json", "--vlm", "v", "--output", "o", "--model", "tiny"]
+    default = train_cli.build_config(parser.parse_args(common)).loader
+    assert default.bad_samples.value == "raise"
+    skipping = train_cli.build_config(parser.parse_args([*common, "--on-bad-sample", "skip",
+                                                         "--max-bad-fraction", "0.002"]))
+    assert skipping.loader.bad_samples.value == "skip" and skipping.loader.bad_sample_budget.max_fraction == 0.002
+    from vlaforge.training.trainer_config import TrainerConfig
+
+    assert TrainerConfig.from_dict(skipping.to_dict()).loader == skipping.loader  # what torchrun's ranks read back
+    with pytest.raises(SystemExit):
+        parser.parse_args([*common, "--on-bad-sample", "ignore"])

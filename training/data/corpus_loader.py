@@ -33,8 +33,11 @@ start again, so every `for batch in loader:` is one whole pass.
     for batch in val:                                 # every validation sample of this rank once, then the loop ends
         ...
 
-Bad samples: `BadSamplePolicy.RAISE` stops the run with the error; `QUARANTINE` sets the sample aside, and the
-loader gathers each worker's records in `quarantined` (one per sample, by reason, however often it is re-read).
+Bad samples: `BadSamplePolicy.RAISE` stops the run with the error; `SKIP` passes the sample over, and the loader logs
+each one (shard, key, reason, the running count), gathers the records in `quarantined` (one per sample, by reason,
+however often it is re-read), and stops the run (`BadSampleBudgetError`) once a worker's skips exceed
+`bad_sample_budget`'s fraction of the samples it drew (checked in the worker, so a stream of nothing but bad samples
+stops too, instead of looking for a good one for ever).
 
 Workers. One iteration runs at a time: leaving a `for` loop early (break, an exception), `close()` or the end of a
 `with CorpusLoader(...) as loader:` block shut its workers down at once (each closes its shards and exits 0), and
@@ -62,7 +65,7 @@ from vlaforge.datasets.drops import Drop, count_by_reason
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusError, CorpusManifest
 from vlaforge.pipelines.shards.urls import ShardOpener, resolve_url
 from vlaforge.training.data import bad_samples
-from vlaforge.training.data.bad_samples import BadSampleError, BadSamplePolicy
+from vlaforge.training.data.bad_samples import BadSampleBudget, BadSampleError, BadSamplePolicy
 from vlaforge.training.data.collate import Batcher, CorpusBatch, make_collate
 from vlaforge.training.data.corpus_stream import CorpusStream, StreamField
 from vlaforge.training.data.normalization import Normalize
@@ -145,8 +148,9 @@ class CorpusDataset(IterableDataset):
 
     def _batches(self, stream: CorpusStream, batcher: Batcher, transforms: Mapping[ComponentKind, Any],
                  worker: int) -> Iterator[WorkerMessage]:
-        policy = self.plan.config.bad_samples
+        policy, budget = self.plan.config.bad_samples, self.plan.config.bad_sample_budget
         drops: list[Drop] = []
+        skipped: list[Drop] = []
         samples = iter(stream)
         while True:
             batcher.before_draw()
@@ -161,6 +165,11 @@ class CorpusDataset(IterableDataset):
                 example = transforms[kind](raw)
             except BadSampleError as error:
                 bad_samples.handle(error, policy, drops)
+                skipped.append(drops[-1])
+                log.warning("skipped a bad sample (%s): %s [%d skipped of %d drawn by this worker; it stops past "
+                            "%.2f%%]", error.reason.value, error, len(skipped), stream.stats["samples"],
+                            100 * budget.max_fraction)
+                budget.check(skipped, stream.stats["samples"])  # here: a stream of nothing but bad samples ends too
                 continue
             for batch, resume in batcher.add(index, kind, example):
                 yield WorkerMessage(batch, worker, resume, drops, _plain(stream.stats))
@@ -232,7 +241,10 @@ class CorpusLoader:
         stream: CorpusStream.Config = dataclasses.field(default_factory=CorpusStream.Config)
         """Shuffle block, interleave, bad-shard policy, retries and S3 options."""
         bad_samples: BadSamplePolicy = BadSamplePolicy.RAISE
-        """What a sample that does not decode does: stop the run, or be quarantined and counted."""
+        """What a sample that does not decode does: stop the run ("raise"), or be skipped, logged and counted
+        ("skip")."""
+        bad_sample_budget: BadSampleBudget = BadSampleBudget()
+        """Under "skip": the share of the samples drawn that may be skipped before the run stops."""
 
         def __post_init__(self) -> None:
             object.__setattr__(self, "bad_samples", BadSamplePolicy(self.bad_samples))
@@ -255,6 +267,8 @@ class CorpusLoader:
         """Decodes, normalizes and pads robot samples in the workers."""
         self.processor = None if config.processor is None else AutoProcessor.from_pretrained(config.processor)
         self.quarantined: dict[tuple[str, str], Drop] = {}
+        self.skipped: list[Drop] = []
+        """Every skip, in order (a sample skipped in two epochs is here twice)."""
         self.stream_stats: dict[int, dict[str, Any]] = {}
         self._records: dict[int, dict[str, Any]] = {}
         self._next_worker = 0
@@ -315,9 +329,15 @@ class CorpusLoader:
         self._records[item.worker] = item.resume
         self._next_worker = (item.worker + 1) % self.slots
         self.stream_stats[item.worker] = item.stream_stats
-        for drop in item.drops:
-            self.quarantined.setdefault((drop.file, drop.episode), drop)
         self._batches += 1
+        if item.drops:
+            self._skip(item.drops)
+
+    def _skip(self, drops: list[Drop]) -> None:
+        """Keep the samples a worker skipped (it logged each, and holds them to the budget)."""
+        for drop in drops:
+            self.skipped.append(drop)
+            self.quarantined.setdefault((drop.file, drop.episode), drop)
 
     def quarantine_counts(self) -> dict[str, int]:
         """Quarantined samples per reason."""

@@ -1,12 +1,15 @@
 """Shards by URL against real local servers: plain paths, file://, http:// (a threaded http.server on 127.0.0.1
 that can fail, drop connections, honour Range or not, omit Content-Length) and s3:// (moto's S3 server)."""
 
+import dataclasses
 import functools
 import hashlib
 import http.server
 import shutil
+import socket
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -239,3 +242,93 @@ def test_s3_urls_through_s3fs_give_the_same_stream(small_corpus, s3_server):
     with pytest.raises(ShardNotFoundError):
         ShardOpener(ShardOpener.Config(s3_options=options)).read_bytes("s3://corpora/small/nothing.json")
     assert "testing" not in repr(config), "a logged config shows no secret"
+
+
+class _SilentServer:
+    """Accepts every connection on 127.0.0.1 and never sends a byte (counting the connections); with `stuck`, a
+    listener whose backlog is full and which never accepts, so that connecting itself hangs."""
+
+    def __init__(self, stuck=False):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.connections = []
+        if stuck:
+            for _ in range(3):  # fill the accept queue: later SYNs are dropped, so connect() waits
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", self.port))
+                self.connections.append(filler)
+        else:
+            threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.connections.append(self.listener.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        for connection in self.connections:
+            connection.close()
+        self.listener.close()
+
+
+TIMEOUTS = ShardOpener.Config(connect_timeout_s=0.5, read_timeout_s=0.5, give_up_after_s=2.0, retries=100,
+                              backoff_s=0.05, max_backoff_s=0.2)
+
+
+def test_a_server_that_accepts_but_never_answers_fails_within_the_bound():
+    """Before: about 6 minutes (60 s per attempt, 6 attempts). Now: give_up_after_s plus one attempt's timeouts,
+    however many retries are allowed."""
+    server = _SilentServer()
+    try:
+        with pytest.raises(ShardAccessError) as failed:
+            ShardOpener(TIMEOUTS).read_bytes(f"http://127.0.0.1:{server.port}/shard.tar")
+    finally:
+        server.close()
+    message = str(failed.value)
+    assert f"127.0.0.1:{server.port}/shard.tar: no byte for" in message and "give_up_after_s (2 s)" in message
+    assert "within the read timeout" in message
+    # It retried, and gave up on the silence long before its 100 retries (each costs a 0.5 s read timeout).
+    assert 1 < len(server.connections) <= 10
+
+
+def test_a_server_that_never_accepts_fails_on_the_connect_timeout():
+    server = _SilentServer(stuck=True)
+    try:
+        with pytest.raises(ShardAccessError) as failed:
+            ShardOpener(TIMEOUTS).read_bytes(f"http://127.0.0.1:{server.port}/shard.tar")
+    finally:
+        server.close()
+    assert f"no connection to 127.0.0.1:{server.port} within 0.5 s (connect_timeout_s)" in str(failed.value)
+
+
+def test_a_slow_but_steady_download_is_not_cut_off(tmp_path):
+    """A body that trickles in (a piece every 0.3 s, 2.4 s in all) outlasts give_up_after_s but is never silent
+    for read_timeout_s: it completes."""
+    payload = bytes(range(256)) * 8
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            for start in range(0, len(payload), 256):
+                self.wfile.write(payload[start : start + 256])
+                self.wfile.flush()
+                time.sleep(0.3)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = dataclasses.replace(TIMEOUTS, read_timeout_s=1.0, give_up_after_s=1.5)
+        assert ShardOpener(config).read_bytes(f"http://127.0.0.1:{server.server_address[1]}/x") == payload
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -8,6 +8,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import tarfile
 import threading
@@ -23,6 +24,7 @@ from vlaforge.pipelines.corpus_manifest import (
     write_corpus,
 )
 from vlaforge.pipelines.shards.members import iter_samples
+from vlaforge.training.data.bad_samples import BadSampleBudget, BadSampleBudgetError
 from vlaforge.training.data.collate import Batcher, MixPolicy
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.data.robot_transform import RobotSampleTransform
@@ -190,7 +192,7 @@ def test_a_corrupt_frame_is_quarantined_by_reason_or_stops_the_run(tmp_path, cor
     data[member.offset_data:member.offset_data + member.size] = b"\x00" * member.size
     path.write_bytes(bytes(data))
 
-    loader = make_loader(copy / "corpus.json", processor_dir, bad_samples="quarantine")
+    loader = make_loader(copy / "corpus.json", processor_dir, bad_samples="skip")
     seen = until_epoch_done(loader, {"droid": split_keys(copy / "corpus.json")["droid"] - {bad_key}})
     assert bad_key not in seen["droid"]
     assert loader.quarantine_counts() == {"bad_image": 1}
@@ -202,8 +204,38 @@ def test_a_corrupt_frame_is_quarantined_by_reason_or_stops_the_run(tmp_path, cor
         until_epoch_done(strict, split_keys(copy / "corpus.json"))
 
 
+def test_a_run_that_skips_more_than_its_budget_stops(tmp_path, droid_shards, processor_dir, caplog):
+    """Every other frame of one camera in one train shard zeroed: each skip is logged with its shard and key and the
+    running count, and once the skips pass 5% of the draws (judged over at least 20) the run stops, saying how many
+    and which."""
+    shutil.copytree(droid_shards[0], tmp_path / "droid")
+    path = tmp_path / "corpus.json"
+    write_corpus(build_corpus([CorpusInput(path=tmp_path / "droid", kind=ComponentKind.ROBOT, name="droid")], path,
+                              CorpusConfig(seed=5)), path)
+    shard = next(s for c in json.loads(path.read_text())["components"] for s in c["shards"] if s["split"] == "train")
+    data = bytearray((tmp_path / shard["url"]).read_bytes())
+    with tarfile.open(tmp_path / shard["url"]) as tar:
+        for member in [m for m in tar.getmembers() if m.name.endswith("wrist.jpg")][::2]:
+            if member.name.endswith("wrist.jpg"):
+                data[member.offset_data:member.offset_data + member.size] = b"\x00" * member.size
+    (tmp_path / shard["url"]).write_bytes(bytes(data))
+
+    budget = BadSampleBudget(max_fraction=0.05, min_samples=20)
+    loader = make_loader(path, processor_dir, num_workers=0, bad_samples="skip", bad_sample_budget=budget)
+    with caplog.at_level("WARNING"), pytest.raises(BadSampleBudgetError) as stopped:
+        for _ in itertools.islice(loader, 200):
+            pass
+    message = str(stopped.value)
+    skipped, drawn = (int(n.replace(",", "")) for n in re.search(r"(\d+) of ([\d,]+) samples drawn", message).groups())
+    assert skipped > 0.05 * max(20, drawn) and "over the limit of 5.00%" in message
+    assert shard["url"].split("/")[-1] in message and "wrist.jpg" in message
+    logged = [r.getMessage() for r in caplog.records if "skipped a bad sample (bad_image)" in r.getMessage()]
+    assert len(logged) == skipped and "wrist.jpg" in logged[0] and shard["url"].split("/")[-1] in logged[0]
+    assert "1 skipped of" in logged[0] and f"{skipped} skipped of {drawn} drawn" in logged[-1]
+
+
 def test_vl_samples_over_the_token_budget_are_quarantined_as_too_many_tokens(corpus, processor_dir):
-    loader = make_loader(corpus, processor_dir, num_workers=0, vl_max_length=16, bad_samples="quarantine")
+    loader = make_loader(corpus, processor_dir, num_workers=0, vl_max_length=16, bad_samples="skip")
     batches = list(itertools.islice(loader, 3))
     assert all(batch.vl is None for batch in batches) and sum(len(batch) for batch in batches) == 3 * 7
     counts = loader.quarantine_counts()
