@@ -78,9 +78,7 @@ def annotate_job(recipe: dict[str, Any], shards: str, output: str, *, hosted_tok
     samples = _section(recipe, "samples", GroundingSampleBuilder.Config, dataset=f"grounding-{name}",
                        detector_settings=settings)
     sam = recipe.get("sam")
-    consensus_options = dict(recipe.get("consensus", {}))
-    if sam is None:
-        consensus_options.setdefault("mask_iou", None)  # no SAM stage: agreement is judged on boxes only
+    consensus_options = consensus_section(recipe, masks=sam is not None)
     stages = (
         _section(recipe, "frames", FrameSelector.Config, dataset=name),
         config_from_dict(PhraseStage.Config, _phrase_options(recipe.get("phrases", {})), where="recipe phrases"),
@@ -95,6 +93,18 @@ def annotate_job(recipe: dict[str, Any], shards: str, output: str, *, hosted_tok
         source=_section(recipe, "source", RobotShardSource.Config, root=shards),
         stages=stages, sink=sink, output=output, items_per_batch=EPISODES_PER_BATCH,
     )
+
+
+def consensus_section(recipe: dict[str, Any], *, masks: bool) -> dict[str, Any]:
+    """The consensus options; without masks (no SAM stage, no masks given) agreement is judged on boxes only, and a
+    mask threshold asked for anyway is refused (it would send every agreed box to review as `missing_mask`)."""
+    options = dict(recipe.get("consensus", {}))
+    if masks:
+        return options
+    if options.get("mask_iou") is not None:
+        raise ValueError(f"recipe consensus.mask_iou is {options['mask_iou']} but no masks exist (no SAM stage): "
+                         "masks cannot be judged; drop mask_iou for box-only consensus, or add SAM")
+    return {**options, "mask_iou": None}
 
 
 def _section(recipe: dict[str, Any], section: str, config_class: type, **defaults: Any) -> Any:

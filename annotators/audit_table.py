@@ -14,6 +14,7 @@ Masks are COCO uncompressed RLE: run lengths over the mask in column-major order
 from __future__ import annotations
 
 import enum
+import json
 import pathlib
 from typing import Any
 
@@ -36,6 +37,14 @@ _DETECTION = pa.struct([
     ("detector", pa.string()), ("model", pa.string()), ("revision", pa.string()), ("status", pa.string()),
     ("error", pa.string()), ("voted", pa.bool_()), ("box", pa.list_(pa.float64())), ("score", pa.float64()),
 ])
+_SCORE_TEST = pa.struct([
+    ("detector", pa.string()), ("raw", pa.float64()), ("confidence", pa.float64()), ("threshold", pa.float64()),
+    ("passed", pa.bool_()),
+])
+_REVIEW = pa.struct([
+    ("decision", pa.string()), ("box", pa.list_(pa.float64())), ("reviewer", pa.string()),
+    ("reviewed_at", pa.string()), ("source", pa.string()),
+])
 _PAIR = pa.struct([("a", pa.string()), ("b", pa.string()), ("box_iou", pa.float64()), ("mask_iou", pa.float64())])
 _RUN = pa.struct([
     ("detector", pa.string()), ("model", pa.string()), ("revision", pa.string()), ("status", pa.string()),
@@ -55,7 +64,10 @@ CANDIDATE_SCHEMA = pa.schema([
     ("box_iou", pa.float64()), ("mask_iou", pa.float64()),
     ("fused_box", pa.list_(pa.float64())), ("fused_box_qwen", pa.list_(pa.int64())), ("fused_score", pa.float64()),
     ("fused_mask_rle", pa.list_(pa.int64())), ("config_hash", pa.string()), ("config", pa.string()),
+    ("score_tests", pa.list_(_SCORE_TEST)), ("box_agreeing", pa.list_(pa.string())), ("review", _REVIEW),
 ])
+ADDED_COLUMNS = frozenset({"score_tests", "box_agreeing", "review"})
+"""Columns tables written before they existed lack: read back as nulls."""
 FRAME_SCHEMA = pa.schema([
     *_IMAGE, ("phrases", pa.list_(pa.string())), ("negatives", pa.list_(pa.string())),
     ("detectors", pa.list_(_RUN)), ("candidates", pa.int64()), ("accepted", pa.int64()), ("rejected", pa.int64()),
@@ -114,7 +126,7 @@ def candidate_row(frame: GroundingFrame, candidate: Candidate, config_hash: str,
             "detector": run.detector, "model": run.model, "revision": run.revision, "status": run.status.value,
             "error": run.error, "voted": detection is not None,
             "box": [float(x) for x in detection.box] if detection else None,
-            "score": float(detection.score) if detection else None,
+            "score": float(detection.score) if detection and detection.score is not None else None,
         })
     fused = [float(x) for x in candidate.fused_box]
     return {
@@ -128,8 +140,24 @@ def candidate_row(frame: GroundingFrame, candidate: Candidate, config_hash: str,
         "fused_box_qwen": to_qwen_box(_clip(fused, frame.height, frame.width), frame.height, frame.width),
         "fused_score": float(candidate.fused_score),
         "fused_mask_rle": encode_rle(candidate.fused_mask) if candidate.fused_mask is not None else None,
-        "config_hash": config_hash, "config": config,
+        "config_hash": config_hash, "config": config, "score_tests": _score_tests(candidate, config),
+        "box_agreeing": list(candidate.box_agreeing), "review": _review(candidate),
     }
+
+
+def _score_tests(candidate: Candidate, config: str) -> list[dict[str, Any]]:
+    """Each vote's raw score, calibrated confidence, its detector's threshold and whether it passed."""
+    thresholds = {rule["detector"]: rule.get("threshold") for rule in json.loads(config).get("detector_scores", [])}
+    return [{"detector": v.detector, "raw": v.detection.score, "confidence": float(v.confidence),
+             "threshold": thresholds.get(v.detector), "passed": v.passed} for v in candidate.votes]
+
+
+def _review(candidate: Candidate) -> dict[str, Any] | None:
+    review = candidate.review
+    if review is None:
+        return None
+    return {"decision": review.decision.value, "box": list(review.box) if review.box else None,
+            "reviewer": review.reviewer, "reviewed_at": review.reviewed_at, "source": review.source}
 
 
 def frame_row(frame: GroundingFrame, config_hash: str, *, keep_image: bool) -> dict[str, Any]:
@@ -162,6 +190,8 @@ def read_audit(directory: str | pathlib.Path, table: AuditTable) -> pa.Table:
     if not path.exists():
         return schema.empty_table()
     read = pq.read_table(path)
+    for name in ADDED_COLUMNS & set(schema.names) - set(read.column_names):
+        read = read.append_column(name, pa.nulls(read.num_rows, schema.field(name).type))
     missing = [name for name in schema.names if name not in read.column_names]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}: it was not written by `vlaforge annotate` of this version")

@@ -13,6 +13,8 @@ from rich.table import Table
 from vlaforge.annotators.annotate_recipe import default_recipe
 from vlaforge.flows.cli_options import add_runner_options
 
+DEFAULT_MASK_IOU = 0.6
+
 
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -27,6 +29,25 @@ def _setting(text: str) -> tuple[str, str, Any]:
         return section, key, json.loads(raw)
     except json.JSONDecodeError:
         return section, key, raw
+
+
+def _threshold(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        score = float(value)
+    except ValueError:
+        score = float("nan")
+    if not name.strip() or score != score:
+        raise argparse.ArgumentTypeError(f"--score-threshold takes DETECTOR=SCORE (e.g. owlv2=0.1); got {text!r}")
+    return name.strip(), score
+
+
+def _detector_option(text: str) -> tuple[str, str]:
+    kind, eq, model = text.partition("=")
+    if not (kind.strip() and eq and model.strip()):
+        raise argparse.ArgumentTypeError(f"--detector takes KIND=MODEL (e.g. owlv2=google/owlv2-base-patch16); "
+                                         f"got {text!r}")
+    return kind.strip(), model.strip()
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
@@ -45,6 +66,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     models.add_argument("--hosted-rate", type=float, default=2.0, help="API requests per second per worker")
     models.add_argument("--without", type=_csv, default=[], metavar="LIST",
                         help="leave out some of: gdino,llmdet,hosted,sam")
+    models.add_argument("--detector", dest="extra_detectors", type=_detector_option, action="append", default=[],
+                        metavar="KIND=MODEL", help="one more detector of any registered kind (annotators/detectors.py),"
+                        " e.g. owlv2=DIR or grounding_dino_original=DIR (repeat)")
     models.add_argument("--box-threshold", type=float, default=0.35, help="local detectors' box threshold")
     models.add_argument("--text-threshold", type=float, default=0.25, help="local detectors' text threshold")
     models.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
@@ -61,7 +85,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     rules = p.add_argument_group("consensus")
     rules.add_argument("--min-votes", type=int, default=2, help="k: detectors that must agree (default 2)")
     rules.add_argument("--box-iou", type=float, default=0.6, help="box IoU for two detectors to agree")
-    rules.add_argument("--mask-iou", type=float, default=0.6, help="SAM mask IoU for two detectors to agree")
+    rules.add_argument("--mask-iou", type=float, default=None,
+                       help=f"SAM mask IoU for two detectors to agree (default {DEFAULT_MASK_IOU}; with --without sam "
+                            "masks are not judged: box-only consensus)")
+    rules.add_argument("--score-threshold", dest="score_thresholds", type=_threshold, action="append", default=[],
+                       metavar="DETECTOR=SCORE", help="a detector's own score test (repeat; scores are not comparable "
+                       "across detectors). Calibrations: --set consensus.detector_scores='[{...}]'")
     rules.add_argument("--review-margin", type=float, default=0.1, help="borderline band below the thresholds")
     p.add_argument("--variants", type=_csv, default=["single", "multi", "referring"], help="samples per image")
     p.add_argument("--validation-fraction", type=float, default=0.05, help="episodes held out (default 0.05)")
@@ -79,6 +108,10 @@ def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
     unknown = set(args.without) - {"gdino", "llmdet", "hosted", "sam"}
     if unknown:
         raise ValueError(f"--without {sorted(unknown)}: choose among gdino, llmdet, hosted, sam")
+    masks = "sam" not in args.without
+    if not masks and args.mask_iou is not None:
+        raise ValueError("--mask-iou judges SAM masks, and --without sam runs no SAM: leave --mask-iou out for "
+                         "box-only consensus, or keep SAM")
     local = {"box_threshold": args.box_threshold, "text_threshold": args.text_threshold,
              "batch_size": args.batch_size, "device": args.device, "dtype": args.dtype}
     detectors = [
@@ -87,6 +120,7 @@ def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
         *([{"kind": "hosted", "base_url": args.hosted_url, "model": args.hosted_model,
             "api_token_block": args.hosted_token_block, "poll_interval_s": args.hosted_poll_interval,
             "requests_per_second": args.hosted_rate}] if "hosted" not in args.without else []),
+        *(_extra_detector(kind, model, args.device) for kind, model in args.extra_detectors),
     ]
     recipe = {
         **default_recipe(),
@@ -94,8 +128,12 @@ def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "sam": None if "sam" in args.without else {"model": args.sam, "device": args.device, "dtype": args.dtype},
         "frames": {"policies": args.frames, "every_k": args.every_k, "cameras": args.cameras},
         "phrases": {"ontology": args.ontology, "negatives": args.negative, "vlm": args.phrase_vlm},
-        "consensus": {"min_votes": args.min_votes, "box_iou": args.box_iou, "mask_iou": args.mask_iou,
-                      "review_margin": args.review_margin},
+        "consensus": {"min_votes": args.min_votes, "box_iou": args.box_iou,
+                      "mask_iou": (args.mask_iou if args.mask_iou is not None else DEFAULT_MASK_IOU) if masks else None,
+                      "review_margin": args.review_margin,
+                      **({"detector_scores": [{"detector": name, "threshold": value}
+                                              for name, value in args.score_thresholds]}
+                         if args.score_thresholds else {})},
         "samples": {"variants": args.variants, "validation_fraction": args.validation_fraction},
         "source": {"shards_per_unit": args.shards_per_unit, "split": None if args.split == "all" else args.split},
     }
@@ -105,6 +143,16 @@ def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
                              f"(frames, phrases, sam, consensus, samples, source, shards)")
         recipe[section][key] = value
     return recipe
+
+
+def _extra_detector(kind: str, model: str, device: str) -> dict[str, Any]:
+    """A `--detector KIND=MODEL` entry; the device goes to families that run locally."""
+    import dataclasses
+
+    from vlaforge.annotators.detectors import detector_family
+
+    fields = {field.name for field in dataclasses.fields(detector_family(kind).config)}
+    return {"kind": kind, "model": model, **({"device": device} if "device" in fields else {})}
 
 
 def print_summary(result: dict[str, Any], console: Console) -> None:
