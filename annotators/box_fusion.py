@@ -37,6 +37,19 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a & b) / union) if union else 0.0
 
 
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float) -> list[int]:
+    """Indices of `boxes` [N, 4] kept by non-maximum suppression, best score first."""
+    order = list(np.argsort(-scores, kind="stable"))
+    kept: list[int] = []
+    while order:
+        first, order = order[0], order[1:]
+        kept.append(int(first))
+        if order:
+            overlaps = box_iou(boxes[[first]], boxes[order])[0]
+            order = [i for i, iou in zip(order, overlaps) if iou <= iou_thr]
+    return kept
+
+
 @dataclasses.dataclass(frozen=True)
 class FusedBox:
     """One fused cluster: its box, score, and the (model, index) of every member box."""

@@ -109,3 +109,65 @@ def write_tiny_sam(output: str | pathlib.Path, *, seed: int = 0, image_size: int
     model.save_pretrained(output)
     processor.save_pretrained(output)
     return output
+
+
+OWL_WORDS = ("a", "photo", "of", "an")
+"""The words of OWL's query template ("a photo of a {phrase}"), besides `WORDS`."""
+
+
+def tiny_clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP byte-pair vocabulary and merges that spell every word of `WORDS` and `OWL_WORDS` as one token: each
+    word is built letter by letter, the last letter carrying CLIP's end-of-word mark. The special tokens come last,
+    as in CLIP's own vocabulary: OWL takes a text query whose first id is 0 for padding and masks it out."""
+    vocab: dict[str, int] = {}
+    merges: list[tuple[str, str]] = []
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        vocab.setdefault(letter, len(vocab))
+        vocab.setdefault(letter + "</w>", len(vocab))
+    for word in dict.fromkeys((*OWL_WORDS, *WORDS)):
+        piece = word[0] if len(word) > 1 else word[0] + "</w>"
+        for index, letter in enumerate(word[1:], start=1):
+            part = letter + "</w>" if index == len(word) - 1 else letter
+            merge = (piece, part)
+            piece += part
+            if merge not in merges:
+                merges.append(merge)
+            vocab.setdefault(piece, len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab, merges
+
+
+def write_tiny_owl(output: str | pathlib.Path, *, architecture: str = "owlv2", seed: int = 0,
+                   image_size: int = 64) -> pathlib.Path:
+    """A tiny OWLv2 ("owlv2") or OWL-ViT ("owlvit") checkpoint directory (model, CLIP tokenizer, image processor).
+
+    The tokenizer keeps OWL's 16-token text length, as the released checkpoints do.
+    """
+    import transformers
+
+    names = {"owlv2": ("Owlv2Config", "Owlv2ForObjectDetection", "Owlv2Processor", "Owlv2ImageProcessor"),
+             "owlvit": ("OwlViTConfig", "OwlViTForObjectDetection", "OwlViTProcessor", "OwlViTImageProcessor")}
+    config_name, model_name, processor_name, image_processor_name = names[architecture]
+    vocab, merges = tiny_clip_bpe()
+    tokenizer = transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
+    config = getattr(transformers, config_name)(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 16,
+                     "bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
+                     "pad_token_id": vocab["<|endoftext|>"]},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": image_size, "patch_size": 16},
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_name)(config).eval()
+    image_processor = getattr(transformers, image_processor_name)(size={"height": image_size, "width": image_size},
+                                                                  **({} if architecture == "owlv2" else {
+                                                                      "crop_size": {"height": image_size,
+                                                                                    "width": image_size}}))
+    processor = getattr(transformers, processor_name)(image_processor=image_processor, tokenizer=tokenizer)
+    output = pathlib.Path(output)
+    model.save_pretrained(output)
+    processor.save_pretrained(output)
+    return output
