@@ -58,7 +58,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     models = p.add_argument_group("detectors and SAM (local dirs or hub ids)")
     models.add_argument("--gdino", default="IDEA-Research/grounding-dino-base", help="Grounding DINO checkpoint")
     models.add_argument("--llmdet", default="iSEE-Laboratory/llmdet_large", help="LLMDet checkpoint")
-    models.add_argument("--sam", default="facebook/sam-vit-base", help="SAM checkpoint")
+    models.add_argument("--sam", default="facebook/sam-vit-base",
+                        help="SAM checkpoint: a transformers directory or hub id, or Meta's original .pth (run through "
+                             "the segment-anything package)")
     models.add_argument("--hosted-url", default="https://api.deepdataspace.com", help="hosted Grounding DINO API")
     models.add_argument("--hosted-model", default="GroundingDino-1.5-Pro", help="the API's model name")
     models.add_argument("--hosted-token-block", help="Prefect Secret block with the API token (default: $DDS_API_TOKEN)")
@@ -125,7 +127,7 @@ def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
     recipe = {
         **default_recipe(),
         "detectors": detectors,
-        "sam": None if "sam" in args.without else {"model": args.sam, "device": args.device, "dtype": args.dtype},
+        "sam": None if "sam" in args.without else _sam(args),
         "frames": {"policies": args.frames, "every_k": args.every_k, "cameras": args.cameras},
         "phrases": {"ontology": args.ontology, "negatives": args.negative, "vlm": args.phrase_vlm},
         "consensus": {"min_votes": args.min_votes, "box_iou": args.box_iou,
@@ -143,6 +145,13 @@ def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
                              f"(frames, phrases, sam, consensus, samples, source, shards)")
         recipe[section][key] = value
     return recipe
+
+
+def _sam(args: argparse.Namespace) -> dict[str, Any]:
+    """The SAM section: an original `.pth` goes to Meta's package, anything else to transformers."""
+    original = args.sam.endswith((".pth", ".pt"))
+    return {"model": args.sam, "device": args.device, "dtype": args.dtype,
+            **({"backend": "segment_anything"} if original else {})}
 
 
 def _extra_detector(kind: str, model: str, device: str) -> dict[str, Any]:

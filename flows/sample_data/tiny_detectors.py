@@ -171,3 +171,34 @@ def write_tiny_owl(output: str | pathlib.Path, *, architecture: str = "owlv2", s
     model.save_pretrained(output)
     processor.save_pretrained(output)
     return output
+
+
+def tiny_original_sam(*, seed: int = 0, image_size: int = 64) -> "torch.nn.Module":
+    """A tiny SAM built from Meta's `segment_anything` modules (windowed and global attention blocks, a two-way
+    decoder with the released 8 heads), random weights."""
+    import functools
+
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    patch, width = 16, 16
+    torch.manual_seed(seed)
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            depth=2, embed_dim=32, img_size=image_size, mlp_ratio=4,
+            norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6), num_heads=2, patch_size=patch,
+            qkv_bias=True, use_rel_pos=True, global_attn_indexes=(1,), window_size=2, out_chans=width),
+        prompt_encoder=PromptEncoder(embed_dim=width, image_embedding_size=(image_size // patch,) * 2,
+                                     input_image_size=(image_size, image_size), mask_in_chans=4),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(
+            depth=2, embedding_dim=width, mlp_dim=32, num_heads=8), transformer_dim=width, iou_head_depth=3,
+            iou_head_hidden_dim=16),
+        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
+    ).eval()
+
+
+def write_tiny_original_sam(path: str | pathlib.Path, *, seed: int = 0) -> pathlib.Path:
+    """`tiny_original_sam` saved as Meta's releases are: a bare state dict in a `.pth` file."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tiny_original_sam(seed=seed).state_dict(), path)
+    return path

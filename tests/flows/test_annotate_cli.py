@@ -124,3 +124,10 @@ def test_without_sam_the_cli_asks_for_box_only_consensus(droid_shards, tmp_path,
     assert main(["annotate", "--shards", str(robot), "--output", str(tmp_path), "--without", "sam",
                  "--mask-iou", "0.5"]) == 2
     assert "--without sam runs no SAM" in capsys.readouterr().err
+
+
+def test_an_original_sam_checkpoint_goes_to_meta_s_package():
+    args = build_parser().parse_args(["annotate", "--shards", "x", "--output", "y", "--sam", "/m/sam_vit_b_01ec64.pth"])
+    assert recipe_from_args(args)["sam"]["backend"] == "segment_anything"
+    args = build_parser().parse_args(["annotate", "--shards", "x", "--output", "y", "--sam", "facebook/sam-vit-base"])
+    assert "backend" not in recipe_from_args(args)["sam"]
