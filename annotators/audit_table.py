@@ -108,6 +108,46 @@ def decode_rle(counts: list[int], height: int, width: int) -> np.ndarray:
     return np.repeat(values, counts).reshape((height, width), order="F")
 
 
+def decode_coco_rle(rle: Any, where: str) -> np.ndarray:
+    """A COCO RLE mask `{"size": [h, w], "counts": [...] | "compressed string"}` -> [H, W] bool; ValueError naming
+    `where` when it is not one."""
+    if not isinstance(rle, dict) or not isinstance(rle.get("size"), (list, tuple)) or len(rle["size"]) != 2:
+        raise ValueError(f"{where}: a mask must be COCO RLE {{'size': [h, w], 'counts': ...}}, got {str(rle)[:60]}")
+    height, width = (int(v) for v in rle["size"])
+    counts = rle.get("counts")
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    if isinstance(counts, str):
+        counts = _compressed_counts(counts)
+    if not isinstance(counts, (list, tuple)) or any(not isinstance(c, int) or c < 0 for c in counts):
+        raise ValueError(f"{where}: RLE counts must be non-negative integers or a COCO compressed string")
+    try:
+        return decode_rle(list(counts), height, width)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def _compressed_counts(text: str) -> list[int]:
+    """COCO's compressed counts: 5 bits per character (offset 48), 0x20 continues, 0x10 of the last is the sign;
+    from the third count on, each is stored as the difference to the count two before (as pycocotools writes)."""
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            code = ord(text[position]) - 48
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
 def _image_columns(frame: GroundingFrame) -> dict[str, Any]:
     return {
         "image_key": frame.image_key, "dataset": frame.dataset, "episode_id": frame.episode_id,

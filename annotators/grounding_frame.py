@@ -80,15 +80,19 @@ class GroundingFrame:
     """Phrases asked on purpose for objects that should not be there: any box for one is a hallucination."""
     runs: list[DetectorRun] = dataclasses.field(default_factory=list)
     candidates: list[Candidate] = dataclasses.field(default_factory=list)
+    image_id: str | None = None
+    """An image that is no robot frame (a row of a detections table) keeps its own id; keys derive from it."""
 
     @functools.cached_property
     def source_key(self) -> str:
-        """The robot sample key of this step."""
-        return sample_key(self.episode_id, self.step)
+        """The robot sample key of this step (or the image's own id)."""
+        return self.image_id if self.image_id is not None else sample_key(self.episode_id, self.step)
 
     @functools.cached_property
     def image_key(self) -> str:
-        """The robot sample key plus the camera: unique per image."""
+        """The robot sample key plus the camera (or the image's id, made key-safe): unique per image."""
+        if self.image_id is not None:
+            return safe_key_part(self.image_id)
         return f"{self.source_key}_{safe_key_part(self.camera)}"
 
     @property

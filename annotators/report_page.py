@@ -186,7 +186,7 @@ def _card(row: dict[str, Any], jpeg: bytes, colors: dict[str, str], options: Rep
     lines = "".join(
         f"<div><span class='swatch' style='background:{colors[d['detector']]}'></span>{html.escape(d['detector'])}: "
         + (html.escape(f"failed ({d['error']})") if d["status"] != "ok" else
-           f"{[round(v) for v in d['box']]} score {d['score']:.2f}" if d["voted"] else "no box")
+           f"{[round(v) for v in d['box']]} {_score(d['score'])}" if d["voted"] else "no box")
         + "</div>" for d in row["detections"])
     return (f"<div class='card' data-phrase='{html.escape(row['phrase'], quote=True)}' "
             f"data-decision='{row['decision']}' data-dataset='{html.escape(row['dataset'], quote=True)}'>"
@@ -195,6 +195,10 @@ def _card(row: dict[str, Any], jpeg: bytes, colors: dict[str, str], options: Rep
             f"{row['decision'].replace('_', ' ')}</span> ({html.escape(row['reason'])})</div>"
             f"<div>{html.escape(row['dataset'])} / {html.escape(row['image_key'])}</div>{lines}"
             f"<div>{html.escape(row['detail'])}</div></div>")
+
+
+def _score(score: float | None) -> str:
+    return "no score" if score is None else f"score {score:.2f}"
 
 
 def _options(select_id: str, label: str, values: Sequence[str]) -> str:

@@ -11,35 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vlaforge.annotators.annotate_recipe import default_recipe
-from vlaforge.flows.cli_options import add_runner_options
-
-DEFAULT_MASK_IOU = 0.6
+from vlaforge.flows import annotate_detections_cli
+from vlaforge.flows.cli_options import add_consensus_options, add_runner_options, apply_settings, consensus_recipe
 
 
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _setting(text: str) -> tuple[str, str, Any]:
-    section, _, rest = text.partition(".")
-    key, eq, raw = rest.partition("=")
-    if not (section and key and eq):
-        raise argparse.ArgumentTypeError(f"--set takes SECTION.KEY=VALUE (e.g. consensus.keep_images=all); got {text!r}")
-    try:
-        return section, key, json.loads(raw)
-    except json.JSONDecodeError:
-        return section, key, raw
-
-
-def _threshold(text: str) -> tuple[str, float]:
-    name, _, value = text.partition("=")
-    try:
-        score = float(value)
-    except ValueError:
-        score = float("nan")
-    if not name.strip() or score != score:
-        raise argparse.ArgumentTypeError(f"--score-threshold takes DETECTOR=SCORE (e.g. owlv2=0.1); got {text!r}")
-    return name.strip(), score
 
 
 def _detector_option(text: str) -> tuple[str, str]:
@@ -52,9 +29,10 @@ def _detector_option(text: str) -> tuple[str, str]:
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("annotate", help="ground robot shards with several detectors and keep what they agree on")
-    p.add_argument("--shards", nargs="+", required=True, metavar="URL",
-                   help="robot dataset directories written by `vlaforge ingest` (paths or file:// URLs)")
-    p.add_argument("--output", required=True, help="output directory: one VL dataset per input, and report/")
+    p.add_argument("--shards", nargs="+", metavar="URL",
+                   help="robot dataset directories written by `vlaforge ingest` (paths or file:// URLs); required")
+    p.add_argument("--output", help="output directory: one VL dataset per input, and report/; required")
+    annotate_detections_cli.add_parser(p.add_subparsers(dest="action", metavar="consensus"))
     models = p.add_argument_group("detectors and SAM (local dirs or hub ids)")
     models.add_argument("--gdino", default="IDEA-Research/grounding-dino-base", help="Grounding DINO checkpoint")
     models.add_argument("--llmdet", default="iSEE-Laboratory/llmdet_large", help="LLMDet checkpoint")
@@ -84,22 +62,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     what.add_argument("--negative", action="append", default=[], help="object that must not be found (repeat)")
     what.add_argument("--phrase-vlm", metavar="SPEC", help="extract phrases with a VLM: local:DIR or http:URL "
                       "(default: offline rules)")
-    rules = p.add_argument_group("consensus")
-    rules.add_argument("--min-votes", type=int, default=2, help="k: detectors that must agree (default 2)")
-    rules.add_argument("--box-iou", type=float, default=0.6, help="box IoU for two detectors to agree")
-    rules.add_argument("--mask-iou", type=float, default=None,
-                       help=f"SAM mask IoU for two detectors to agree (default {DEFAULT_MASK_IOU}; with --without sam "
-                            "masks are not judged: box-only consensus)")
-    rules.add_argument("--score-threshold", dest="score_thresholds", type=_threshold, action="append", default=[],
-                       metavar="DETECTOR=SCORE", help="a detector's own score test (repeat; scores are not comparable "
-                       "across detectors). Calibrations: --set consensus.detector_scores='[{...}]'")
-    rules.add_argument("--review-margin", type=float, default=0.1, help="borderline band below the thresholds")
+    add_consensus_options(p)
     p.add_argument("--variants", type=_csv, default=["single", "multi", "referring"], help="samples per image")
     p.add_argument("--validation-fraction", type=float, default=0.05, help="episodes held out (default 0.05)")
     p.add_argument("--shards-per-unit", type=int, default=4, help="robot shards per unit of work")
     p.add_argument("--split", default="train", help="robot split to ground ('all' for every split)")
-    p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="any other recipe field, e.g. --set consensus.keep_images=all")
     p.add_argument("--num-gpus", type=float, default=0, help="GPUs per Ray worker (fractions share a GPU)")
     p.add_argument("--no-report", action="store_true", help="do not build the HTML report")
     add_runner_options(p)
@@ -111,9 +78,6 @@ def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"--without {sorted(unknown)}: choose among gdino, llmdet, hosted, sam")
     masks = "sam" not in args.without
-    if not masks and args.mask_iou is not None:
-        raise ValueError("--mask-iou judges SAM masks, and --without sam runs no SAM: leave --mask-iou out for "
-                         "box-only consensus, or keep SAM")
     local = {"box_threshold": args.box_threshold, "text_threshold": args.text_threshold,
              "batch_size": args.batch_size, "device": args.device, "dtype": args.dtype}
     detectors = [
@@ -130,21 +94,11 @@ def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "sam": None if "sam" in args.without else _sam(args),
         "frames": {"policies": args.frames, "every_k": args.every_k, "cameras": args.cameras},
         "phrases": {"ontology": args.ontology, "negatives": args.negative, "vlm": args.phrase_vlm},
-        "consensus": {"min_votes": args.min_votes, "box_iou": args.box_iou,
-                      "mask_iou": (args.mask_iou if args.mask_iou is not None else DEFAULT_MASK_IOU) if masks else None,
-                      "review_margin": args.review_margin,
-                      **({"detector_scores": [{"detector": name, "threshold": value}
-                                              for name, value in args.score_thresholds]}
-                         if args.score_thresholds else {})},
+        "consensus": consensus_recipe(args, masks=masks, why_no_masks="--without sam runs no SAM"),
         "samples": {"variants": args.variants, "validation_fraction": args.validation_fraction},
         "source": {"shards_per_unit": args.shards_per_unit, "split": None if args.split == "all" else args.split},
     }
-    for section, key, value in args.settings:
-        if section not in recipe or not isinstance(recipe[section], dict):
-            raise ValueError(f"--set {section}.{key}: {section!r} is not a recipe section with options "
-                             f"(frames, phrases, sam, consensus, samples, source, shards)")
-        recipe[section][key] = value
-    return recipe
+    return apply_settings(recipe, args.settings)
 
 
 def _sam(args: argparse.Namespace) -> dict[str, Any]:
@@ -183,6 +137,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from vlaforge.annotators.annotate_recipe import annotate_job
     from vlaforge.flows.annotate import annotate, check_resumable, local_root
 
+    if args.action == "consensus":
+        return annotate_detections_cli.run(args, console)
+    if not args.shards or not args.output:
+        raise ValueError("vlaforge annotate needs --shards and --output (or `vlaforge annotate consensus "
+                         "--detections FILE` for precomputed detections)")
     recipe = recipe_from_args(args)
     for url in args.shards:  # bad input is answered before Prefect and Ray start
         root = local_root(url)
