@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlaforge.annotators.grounding_frame import Candidate, GroundingFrame, RunStatus
-from vlaforge.annotators.qwen_coordinates import to_qwen_box
+from vlaforge.datasets.qwen_coordinates import to_qwen_box
 
 
 class AuditTable(str, enum.Enum):

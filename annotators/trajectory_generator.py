@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vlaforge.annotators.qwen_coordinates import SCALE, to_qwen_point
+from vlaforge.datasets.qwen_coordinates import SCALE, to_qwen_point
 from vlaforge.annotators.vlm_generator import GeneratorConfig, VlmGenerator
 from vlaforge.datasets.calibration import Calibration, tool_points
 from vlaforge.datasets.drops import DropReason

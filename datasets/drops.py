@@ -56,7 +56,10 @@ class DropReason(str, enum.Enum):
     MISSING_IMAGE = "missing_image"
     NO_ASSISTANT_TURN = "no_assistant_turn"
     BAD_CONVERSATION = "bad_conversation"
-    DUPLICATE_IMAGE = "duplicate_image"
+    DUPLICATE_SAMPLE = "duplicate_sample"
+    """The same images and the same conversation as an earlier row (rows sharing an image are kept)."""
+    NEAR_DUPLICATE_IMAGE = "near_duplicate_image"
+    """A near-duplicate of an earlier row's image (perceptual hash), dropped only when the ingest is asked to."""
     # The training loader: a sample that decodes but does not fit the model's token budget is quarantined.
     TOO_MANY_TOKENS = "too_many_tokens"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from vlaforge.annotators.qwen_coordinates import to_qwen_point
+from vlaforge.datasets.qwen_coordinates import to_qwen_point
 from vlaforge.datasets.calibration import (
     Calibration,
     CalibrationError,

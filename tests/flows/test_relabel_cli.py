@@ -73,3 +73,17 @@ def test_ingest_vl_parquet_then_relabel_its_answers(prefect_api, tmp_path, capsy
     assert code == 2 and "only vqa relabels VL data" in capsys.readouterr().err
     relabelled = json.loads((tmp_path / "relabelled" / "summary.json").read_text())
     assert relabelled["samples"] == 4 and relabelled["task"] == "general"
+
+
+def test_ingest_refcoco_takes_the_formats_task(prefect_api, tmp_path, capsys):
+    from vlaforge.datasets.synth.refcoco import write_refcoco_parquet
+
+    source = write_refcoco_parquet(tmp_path / "refcoco" / "val-00000-of-00001.parquet")
+    code = main(["ingest", "refcoco", "--input", str(source.parent), "--output", str(tmp_path / "grounding"),
+                 "--runner", "local", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "ingest refcoco" in out and "(grounding)" in out
+    summary = json.loads((tmp_path / "grounding" / "summary.json").read_text())
+    assert summary["task"] == "grounding" and summary["samples"] == 7
+    # Rows referring to other objects of one photo share its bytes: the same image, never a near-duplicate.
+    assert summary["rows"]["near_duplicate_images"] == 0 and summary["rows"]["duplicate"] == 0
