@@ -54,6 +54,8 @@ def print_vl_summary(summary: dict[str, Any], console: Console, title: str) -> N
             *((f"dropped: {reason}", n) for reason, n in summary.get("drops_by_reason", {}).items()),
             ("quarantined", summary.get("quarantined")),
             *((f"rows: {status}", n) for status, n in summary.get("rows", {}).items())]
+    rows += [(f"gate {gate}: dropped / checked", f"{g['dropped']} / {g['checked']} ({g['drop_rate']:.1%})")
+             for gate, g in summary.get("gates", {}).items()]
     for what, count in rows:
         table.add_row(what, str(count))
     console.print(table)
