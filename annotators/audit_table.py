@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vlaforge.annotators.grounding_frame import Candidate, GroundingFrame, RunStatus
@@ -66,12 +67,13 @@ CANDIDATE_SCHEMA = pa.schema([
     ("fused_mask_rle", pa.list_(pa.int64())), ("config_hash", pa.string()), ("config", pa.string()),
     ("score_tests", pa.list_(_SCORE_TEST)), ("box_agreeing", pa.list_(pa.string())), ("review", _REVIEW),
 ])
-ADDED_COLUMNS = frozenset({"score_tests", "box_agreeing", "review"})
+ADDED_COLUMNS = frozenset({"score_tests", "box_agreeing", "review", "image_kept"})
 """Columns tables written before they existed lack: read back as nulls."""
 FRAME_SCHEMA = pa.schema([
     *_IMAGE, ("phrases", pa.list_(pa.string())), ("negatives", pa.list_(pa.string())),
     ("detectors", pa.list_(_RUN)), ("candidates", pa.int64()), ("accepted", pa.int64()), ("rejected", pa.int64()),
     ("needs_review", pa.int64()), ("image_jpeg", pa.binary()), ("config_hash", pa.string()),
+    ("image_kept", pa.bool_()),
 ])
 SCHEMAS = {AuditTable.CANDIDATES: CANDIDATE_SCHEMA, AuditTable.FRAMES: FRAME_SCHEMA}
 
@@ -212,7 +214,7 @@ def frame_row(frame: GroundingFrame, config_hash: str, *, keep_image: bool) -> d
         ],
         "candidates": len(decisions), "accepted": decisions.count("accepted"),
         "rejected": decisions.count("rejected"), "needs_review": decisions.count("needs_review"),
-        "image_jpeg": frame.jpeg if keep_image else None, "config_hash": config_hash,
+        "image_jpeg": frame.jpeg if keep_image else None, "config_hash": config_hash, "image_kept": keep_image,
     }
 
 
@@ -223,16 +225,26 @@ def _clip(box: list[float], height: int, width: int) -> list[float]:
     return [x1, y1, x2, y2]
 
 
-def read_audit(directory: str | pathlib.Path, table: AuditTable) -> pa.Table:
-    """`<directory>/<table>.parquet` in its schema; an empty table when the run produced no rows of it."""
+def read_audit(directory: str | pathlib.Path, table: AuditTable, *, columns: list[str] | None = None,
+               filters: Any = None) -> pa.Table:
+    """`<directory>/<table>.parquet` in its schema (only `columns`, only rows passing the Parquet `filters` when
+    given); an empty table when the run produced no rows of it. Columns added since older tables were written
+    read as nulls (`image_kept` from whether the JPEG is there)."""
     path = pathlib.Path(directory) / f"{table.value}.parquet"
     schema = SCHEMAS[table]
+    names = columns or schema.names
+    schema = pa.schema([schema.field(name) for name in names])
     if not path.exists():
         return schema.empty_table()
-    read = pq.read_table(path)
-    for name in ADDED_COLUMNS & set(schema.names) - set(read.column_names):
-        read = read.append_column(name, pa.nulls(read.num_rows, schema.field(name).type))
-    missing = [name for name in schema.names if name not in read.column_names]
+    present = set(pq.ParquetFile(path).schema_arrow.names)
+    wanted = [n for n in names if n in present] + (["image_jpeg"] if "image_kept" in names and
+                                                   "image_kept" not in present and "image_jpeg" not in names else [])
+    read = pq.read_table(path, columns=wanted, filters=filters)
+    for name in ADDED_COLUMNS & set(names) - present:
+        value = pc.is_valid(read.column("image_jpeg")) if name == "image_kept" else pa.nulls(
+            read.num_rows, schema.field(name).type)
+        read = read.append_column(name, value)
+    missing = [name for name in names if name not in read.column_names]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}: it was not written by `vlaforge annotate` of this version")
-    return read.select(schema.names).cast(schema)
+    return read.select(names).cast(schema)

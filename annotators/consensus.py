@@ -50,7 +50,7 @@ from vlaforge.annotators.grounding_frame import (
 from vlaforge.annotators.review_decisions import ReviewBook
 from vlaforge.pipelines.stage import Stage, StageConfig
 
-DIGEST_EXCLUDES = frozenset({"keep_images", "reviews"})
+DIGEST_EXCLUDES = frozenset({"keep_images", "accepted_images", "reviews"})
 """Config fields that do not change how a candidate is decided by the detectors (so not in the digest, which
 candidate ids hash): which images the report keeps, and the reviewers' overrides applied on top."""
 
@@ -80,8 +80,11 @@ class ConsensusStage(Stage):
         max_group_search: int = 100_000
         """Steps of the agreeing-group search per candidate before it settles for a greedy group."""
         keep_images: str = "flagged"
-        """Which images the frames table keeps for the report's gallery: "flagged" (any rejected or needs-review
-        candidate), "all", or "none"."""
+        """Which images the frames table keeps for the report's gallery and review exports: "flagged" (any rejected
+        or needs-review candidate, plus the `accepted_images` sample), "all", or "none"."""
+        accepted_images: float = 0.05
+        """With "flagged": the share of images with only accepted candidates kept too, so the report shows what was
+        accepted (chosen by a hash of the image key: the same images on every rerun)."""
         reviews: str | None = None
         """A reviews table (`reviews.parquet`, from `vlaforge report import-review`) whose decisions override the
         consensus for their candidates; None: none."""
@@ -97,6 +100,8 @@ class ConsensusStage(Stage):
                 raise ValueError(f"ConsensusStage.Config.detector_weights must be > 0, got {self.detector_weights}")
             if self.keep_images not in ("flagged", "all", "none"):
                 raise ValueError(f"ConsensusStage.Config.keep_images must be flagged|all|none, got {self.keep_images!r}")
+            if not 0 <= self.accepted_images <= 1:
+                raise ValueError(f"ConsensusStage.Config.accepted_images must be in [0, 1], got {self.accepted_images}")
             if self.max_group_search < 1:
                 raise ValueError(f"ConsensusStage.Config.max_group_search must be >= 1, got {self.max_group_search}")
             object.__setattr__(self, "detector_scores",
@@ -132,8 +137,7 @@ class ConsensusStage(Stage):
             frame.candidates = decide_frame(frame, config)
             if self.reviews is not None:
                 self.reviews.apply(frame.candidates)
-            flagged = any(c.decision != Decision.ACCEPTED for c in frame.candidates)
-            keep = config.keep_images == "all" or (config.keep_images == "flagged" and flagged)
+            keep = _keeps_image(frame, config)
             self.rows.setdefault(AuditTable.CANDIDATES.value, []).extend(
                 candidate_row(frame, c, digest, settings) for c in frame.candidates)
             self.rows.setdefault(AuditTable.FRAMES.value, []).append(frame_row(frame, digest, keep_image=keep))
@@ -143,6 +147,16 @@ class ConsensusStage(Stage):
         """The audit rows gathered since the last call (empty tables left out: the job writes no part for them)."""
         rows, self.rows = self.rows, {}
         return {name: table for name, table in rows.items() if table}
+
+
+def _keeps_image(frame: GroundingFrame, config: ConsensusStage.Config) -> bool:
+    """Whether the frames table keeps this image's JPEG (see `keep_images`, `accepted_images`)."""
+    if config.keep_images != "flagged":
+        return config.keep_images == "all"
+    if any(c.decision != Decision.ACCEPTED for c in frame.candidates):
+        return True
+    draw = int.from_bytes(hashlib.sha256(f"{frame.dataset}|{frame.image_key}".encode()).digest()[:8], "big")
+    return bool(frame.candidates) and draw < config.accepted_images * 2**64
 
 
 def decide_frame(frame: GroundingFrame, config: ConsensusStage.Config) -> list[Candidate]:
