@@ -71,7 +71,7 @@ class AnswerJudge(Stage):
         answers = self.client.generate([request for _, request in jobs])
         for (sample, _), answer in zip(jobs, answers, strict=True):
             scores.setdefault(sample.key, []).append(_score(answer.text) if answer.ok else None)
-            model, revision = answer.model_id, answer.revision
+        model, revision = answers[0].model_id, answers[0].revision
         kept = []
         for sample in batch:
             judged = scores.get(sample.key, [])

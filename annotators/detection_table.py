@@ -9,7 +9,9 @@ The table is Parquet or JSON Lines, one row per box:
 | `detector` | string | who answered (one name per detector) |
 | `box` | [x1, y1, x2, y2] or null | pixels of the original image; null: the detector ran and found nothing |
 | `score` | float or null | the detector's own score; null when it gives none |
-| `mask` | COCO RLE or null (optional) | `{"size": [h, w], "counts": [...] or "compressed string"}`: an object in JSON Lines; its JSON text (or a struct) in Parquet |
+| `mask` | COCO RLE or null (optional) | `{"size": [h, w], "counts": [...] or "<compressed>"}` (*) |
+
+(*) An object in JSON Lines; its JSON text, or a struct, in Parquet.
 | `negative` | bool (optional) | the phrase was asked as a negative (the object is absent by design) |
 | `error` | string (optional) | the detector failed on this image (the row's box is ignored) |
 

@@ -114,17 +114,17 @@ class PlanGenerator(VlmGenerator):
         """One sample per sub-task: its first frame, the instruction and what is done so far -> its name."""
         frames = episode.frames[self.config.camera]
         samples = []
-        for index, (segment, name) in enumerate(zip(segments, names, strict=True)):
-            key = sample_key(episode.episode_id, episode.first_step + segment.start)
+        for index, (part, name) in enumerate(zip(segments, names, strict=True)):
+            key = sample_key(episode.episode_id, episode.first_step + part.start)
             done = ("Done so far: " + "; ".join(names[:index]) + ".") if index else "Nothing is done yet."
             question = self.next_prompt.question(key, instruction=episode.instruction, done=done)
             samples.append(self.sample(
-                key=f"{key}_{self.config.camera}_next", images=[frames[segment.start]],
+                key=f"{key}_{self.config.camera}_next", images=[frames[part.start]],
                 conversation=[user(None, question), assistant(name)], source_key=key, source_group=episode.episode_id,
                 split=episode.flags.get(MetaField.SPLIT.value),
                 provenance=[{**provenance, "prompt_version": f"{provenance['prompt_version']}+{self.next_prompt.tag}"}],
                 extra={"camera": self.config.camera, "variant": "next", "subtask": index + 1,
-                       "subtasks": len(segments), "step": episode.first_step + segment.start},
+                       "subtasks": len(segments), "step": episode.first_step + part.start},
             ))
         return samples
 

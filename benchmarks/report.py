@@ -76,7 +76,8 @@ def write_tables(directory: pathlib.Path, candidates: int, per_image: int = 4, s
         "fused_score": pa.array(rng.uniform(0.3, 0.9, candidates)), "config_hash": pa.array(["abc"] * candidates),
         "config": pa.array([config] * candidates),
     }
-    table = pa.table({name: columns[name] if name in columns else pa.nulls(candidates, CANDIDATE_SCHEMA.field(name).type)
+    table = pa.table({name: columns[name] if name in columns else
+                      pa.nulls(candidates, CANDIDATE_SCHEMA.field(name).type)
                       for name in CANDIDATE_SCHEMA.names}).cast(CANDIDATE_SCHEMA)
     pq.write_table(table, directory / "audit.parquet", row_group_size=100_000)
     flagged = np.zeros(images, bool)

@@ -92,7 +92,8 @@ def _conversation(turns: list[Any], n_images: int, at: str) -> list[Message]:
         if not turn["assistant"].strip():
             continue
         images = [{"type": "image"}] * n_images if not messages else []
-        messages += [{"role": ChatRole.USER.value, "content": [*images, {"type": "text", "text": turn["user"].strip()}]},
+        question = {"type": "text", "text": turn["user"].strip()}
+        messages += [{"role": ChatRole.USER.value, "content": [*images, question]},
                      {"role": ChatRole.ASSISTANT.value, "content": [{"type": "text",
                                                                      "text": turn["assistant"].strip()}]}]
     return messages

@@ -42,7 +42,8 @@ def run_vl_ingest(args: argparse.Namespace, console: Console) -> int:
                       "max_side": args.max_side, "dataset_version": args.dataset_version}
     summary = ingest_vl(
         input_path=args.input, output=args.output, dataset=args.dataset, task=args.task, limit=args.limit,
-        dedup=not args.no_dedup, near_duplicates=args.near_duplicates, source_options=source_options, sample_options=sample_options,
+        dedup=not args.no_dedup, near_duplicates=args.near_duplicates, source_options=source_options,
+        sample_options=sample_options,
         shard_samples=args.shard_samples or 2000, shard_bytes=args.shard_bytes, runner=args.runner,
         ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress, input_format=args.source,
     )

@@ -5,7 +5,6 @@ import json
 import tarfile
 
 import pyarrow.parquet as pq
-import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from vlaforge.flows.cli import main

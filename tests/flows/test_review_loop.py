@@ -64,7 +64,8 @@ def test_export_review_import_and_rerun(prefect_api, tmp_path, capsys):
     assert (coco_path.parent / image["file_name"]).read_bytes()[:2] == b"\xff\xd8" and image["width"] == 96
     by_phrase = {a["attributes"]["candidate_id"]: a for a in coco["annotations"]}
     cup = by_phrase[audit["cup"]["candidate_id"]]
-    assert cup["attributes"]["decision"] == "needs_review" and cup["score"] == pytest.approx(audit["cup"]["fused_score"])
+    assert cup["attributes"]["decision"] == "needs_review"
+    assert cup["score"] == pytest.approx(audit["cup"]["fused_score"])
     # The reviewer accepts the cup with a tighter box and deletes the plate (a wrong label).
     x1, y1, x2, y2 = CORRECTED
     cup["bbox"], cup["attributes"]["review"] = [x1, y1, x2 - x1, y2 - y1], "accept"
