@@ -19,6 +19,7 @@ import pathlib
 from typing import Any
 
 from vlaforge.annotators.consensus import ConsensusStage
+from vlaforge.annotators.detection_table import DetectionTableSource, has_masks
 from vlaforge.annotators.detectors import DETECTORS, detector_family
 from vlaforge.annotators.frame_selection import FrameSelector
 from vlaforge.annotators.grounding_samples import GroundingSampleBuilder
@@ -79,9 +80,7 @@ def annotate_job(recipe: dict[str, Any], shards: str, output: str, *, hosted_tok
     samples = _section(recipe, "samples", GroundingSampleBuilder.Config, dataset=f"grounding-{name}",
                        detector_settings=settings)
     sam = recipe.get("sam")
-    consensus_options = dict(recipe.get("consensus", {}))
-    if sam is None:
-        consensus_options.setdefault("mask_iou", None)  # no SAM stage: agreement is judged on boxes only
+    consensus_options = consensus_section(recipe, masks=sam is not None)
     stages = (
         _section(recipe, "frames", FrameSelector.Config, dataset=name),
         config_from_dict(PhraseStage.Config, _phrase_options(recipe.get("phrases", {})), where="recipe phrases"),
@@ -96,6 +95,49 @@ def annotate_job(recipe: dict[str, Any], shards: str, output: str, *, hosted_tok
         source=_section(recipe, "source", RobotShardSource.Config, root=shards),
         stages=stages, sink=sink, output=output, items_per_batch=EPISODES_PER_BATCH,
     )
+
+
+DETECTIONS_SECTIONS = ("sam", "consensus", "samples", "source", "shards")
+
+
+def detections_job(recipe: dict[str, Any], detections: str, images: str, output: str) -> Job:
+    """The job deciding over a table of precomputed detections (`detection_table.py`) into `output`: the same
+    consensus, audit tables and grounding samples as a full run, without running a detector. `sam` (optional)
+    masks the table's boxes; without it, masks are judged only when the table has them."""
+    unknown = [key for key in recipe if key not in DETECTIONS_SECTIONS]
+    if unknown:
+        raise ValueError(f"recipe: sections {unknown} do not apply to precomputed detections; known: "
+                         f"{list(DETECTIONS_SECTIONS)}")
+    source = _section(recipe, "source", DetectionTableSource.Config, root=detections, images=images)
+    name = detections_dataset(recipe, detections, images)
+    sam = recipe.get("sam")
+    samples = _section(recipe, "samples", GroundingSampleBuilder.Config, dataset=f"grounding-{name}")
+    stages = (
+        *([config_from_dict(SamMasker.Config, sam, where="recipe sam")] if sam is not None else []),
+        config_from_dict(ConsensusStage.Config, consensus_section(recipe, masks=sam is not None or has_masks(
+            detections)), where="recipe consensus"),
+        samples,
+    )
+    sink = VlDatasetSink.Config(dataset=samples.dataset, task=VlTask.GROUNDING,
+                                shards=_section(recipe, "shards", ShardConfig))
+    return Job(source=source, stages=stages, sink=sink, output=output, items_per_batch=EPISODES_PER_BATCH)
+
+
+def detections_dataset(recipe: dict[str, Any], detections: str, images: str) -> str:
+    """The name a detections table's outputs go under (`<output>/<name>/`)."""
+    return _section(recipe, "source", DetectionTableSource.Config, root=detections, images=images).build().dataset_name
+
+
+def consensus_section(recipe: dict[str, Any], *, masks: bool) -> dict[str, Any]:
+    """The consensus options; without masks (no SAM stage, no masks given) agreement is judged on boxes only, and a
+    mask threshold asked for anyway is refused (it would send every agreed box to review as `missing_mask`)."""
+    options = dict(recipe.get("consensus", {}))
+    if masks:
+        return options
+    if options.get("mask_iou") is not None:
+        raise ValueError(f"recipe consensus.mask_iou is {options['mask_iou']} but no masks exist (no SAM stage, no "
+                         "mask column): masks cannot be judged; drop mask_iou for box-only consensus, or add SAM")
+    return {**options, "mask_iou": None}
 
 
 def _section(recipe: dict[str, Any], section: str, config_class: type, **defaults: Any) -> Any:

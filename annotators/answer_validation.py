@@ -1,20 +1,29 @@
 """Checks every VLM answer before it becomes training data; a rejected answer carries a named `DropReason`.
 
-Checks, in order: the backend refused the request; the answer is empty; it was cut at the token budget; it is
-too short or too long; it is not in the expected language (script and function words, for English); it echoes the
-prompt's fixed wording (a run of `echo_ngram` words, or the whole answer when it is short); and, where JSON was
-asked, it is one JSON object with the required fields (a Markdown code fence around it is tolerated: instruction
-models add one even when told not to).
+The checks are gates, each counted (texts checked, texts dropped) so `summary.json` reports each gate's drop rate:
+
+- **form**: the backend refused the request; the answer is empty; it was cut at the token budget; it is too short
+  or too long; it is not in the expected language (script and function words, for English); it echoes the prompt's
+  fixed wording (a run of `echo_ngram` words, or the whole answer when it is short); and, where JSON was asked, it
+  is one JSON object with the required fields (a Markdown code fence around it is tolerated);
+- **refusal**: the model declined to answer (`answer_content.refusal`);
+- **facts**: an embodied answer claims what the robot's recorded state contradicts (`facts`);
+- **reference**: a relabelled short or multiple-choice answer disagrees with the reference answer (`reference`);
+- **near_duplicate**: an answer repeats an earlier answer about the same image (`distinct`);
+- **judge**: a VLM judge scored the answer below its threshold (`answer_judge.py`, a stage of its own).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import enum
 import json
 import re
 import unicodedata
 from typing import Any
 
+from vlaforge.annotators import answer_content
 from vlaforge.annotators.vlm_client import FinishReason, VlmAnswer
 from vlaforge.datasets.drops import DropReason
 
@@ -24,6 +33,17 @@ _ENGLISH_FUNCTION_WORDS = frozenset(
     "a an the is are was were be of on in to and or with it its this that these those at for from by has have "
     "there no not yes into onto near next left right above below under behind".split())
 _LANGUAGES = ("en",)
+
+
+class Gate(str, enum.Enum):
+    """The named quality gates, in the order an answer meets them."""
+
+    FORM = "form"
+    REFUSAL = "refusal"
+    FACTS = "facts"
+    REFERENCE = "reference"
+    NEAR_DUPLICATE = "near_duplicate"
+    JUDGE = "judge"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +80,12 @@ class AnswerValidation:
         """A run of this many words shared with the prompt's fixed wording is an echo."""
         reject_truncated: bool = True
         """Reject answers cut at the token budget (they end mid-sentence or mid-JSON)."""
+        reject_refusals: bool = True
+        """Reject answers in which the model declines to answer."""
+        short_words: int = 3
+        """A reference answer of at most this many words is short: its relabel must give the same answer."""
+        near_duplicate_jaccard: float = 0.8
+        """Two answers about one image sharing at least this share of their words (Jaccard) repeat each other."""
 
         def __post_init__(self) -> None:
             if not 0 < self.min_words <= self.max_words:
@@ -71,23 +97,70 @@ class AnswerValidation:
             if not 0 <= self.min_script_share <= 1 or self.echo_ngram < 2:
                 raise ValueError(f"AnswerValidation.Config: min_script_share must be in [0, 1] and echo_ngram >= 2, "
                                  f"got {self.min_script_share} and {self.echo_ngram}")
+            if not 0 < self.near_duplicate_jaccard <= 1 or self.short_words < 1:
+                raise ValueError(f"AnswerValidation.Config: near_duplicate_jaccard must be in (0, 1] and "
+                                 f"short_words >= 1, got {self.near_duplicate_jaccard} and {self.short_words}")
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.tally: collections.Counter[tuple[str, str]] = collections.Counter()
+        """(gate, "checked" | "dropped") -> texts, since the last `take_gate_rows`."""
+
+    def _gate(self, gate: Gate, verdict: Verdict) -> Verdict:
+        self.tally[(gate.value, "checked")] += 1
+        self.tally[(gate.value, "dropped")] += not verdict.ok
+        return verdict
+
+    def take_gate_rows(self) -> list[dict[str, Any]]:
+        """Rows of the gates table (gate, checked, dropped) counted since the last call."""
+        gates = sorted({gate for gate, _ in self.tally})
+        rows = [{"gate": g, "checked": self.tally[(g, "checked")], "dropped": self.tally[(g, "dropped")]}
+                for g in gates]
+        self.tally.clear()
+        return rows
 
     def answer(self, answer: VlmAnswer, *, prompt: str, json_fields: tuple[str, ...] | None = None) -> Verdict:
         """Check a VLM answer: free text when `json_fields` is None, else a JSON object with those fields."""
         if not answer.ok:
-            return Verdict(DropReason.VLM_REFUSED_REQUEST, f"the VLM backend refused the request: {answer.error}")
+            return self._gate(Gate.FORM, Verdict(DropReason.VLM_REFUSED_REQUEST,
+                                                 f"the VLM backend refused the request: {answer.error}"))
         if self.config.reject_truncated and answer.finish_reason == FinishReason.LENGTH:
-            return Verdict(DropReason.ANSWER_TRUNCATED, f"the answer hit the token budget after "
-                           f"{answer.usage.get('completion_tokens')} tokens; raise max_new_tokens")
+            return self._gate(Gate.FORM, Verdict(DropReason.ANSWER_TRUNCATED, f"the answer hit the token budget "
+                                                 f"after {answer.usage.get('completion_tokens')} tokens; raise "
+                                                 "max_new_tokens"))
         if json_fields is None:
             return self.text(answer.text, prompt=prompt)
-        return self.json_object(answer.text, json_fields)
+        return self._gate(Gate.FORM, self.json_object(answer.text, json_fields))
 
     def text(self, text: str, *, prompt: str = "") -> Verdict:
-        """Check one piece of answer text; the verdict's value is the stripped text."""
+        """Check one piece of answer text (the form gate, then the refusal gate); the verdict's value is the
+        stripped text."""
+        verdict = self._gate(Gate.FORM, self._form(text, prompt))
+        if not verdict.ok or not self.config.reject_refusals:
+            return verdict
+        refused = answer_content.refusal(verdict.value)
+        return self._gate(Gate.REFUSAL, Verdict(DropReason.ANSWER_REFUSAL, refused) if refused else verdict)
+
+    def facts(self, answer: str, facts: dict[str, str]) -> Verdict:
+        """The facts gate: `answer` against the state the generator computed from the robot's own recording."""
+        wrong = answer_content.contradicted_facts(answer, facts)
+        return self._gate(Gate.FACTS, Verdict(DropReason.ANSWER_CONTRADICTS_STATE, wrong) if wrong else
+                          Verdict(None, value=answer))
+
+    def reference(self, question: str, reference: str, answer: str) -> Verdict:
+        """The reference gate: a relabel of a short or multiple-choice answer must give the same answer."""
+        wrong = answer_content.disagrees_with_reference(question, reference, answer,
+                                                        short_words=self.config.short_words)
+        return self._gate(Gate.REFERENCE, Verdict(DropReason.ANSWER_DISAGREES_WITH_REFERENCE, wrong) if wrong else
+                          Verdict(None, value=answer))
+
+    def distinct(self, answer: str, earlier: list[str]) -> Verdict:
+        """The near-duplicate gate: `answer` against the earlier answers about the same image."""
+        repeated = answer_content.repeats(answer, earlier, jaccard=self.config.near_duplicate_jaccard)
+        return self._gate(Gate.NEAR_DUPLICATE, Verdict(DropReason.ANSWER_NEAR_DUPLICATE, repeated) if repeated else
+                          Verdict(None, value=answer))
+
+    def _form(self, text: str, prompt: str) -> Verdict:
         text = text.strip()
         words = _WORD.findall(text)
         config = self.config

@@ -14,15 +14,17 @@ Masks are COCO uncompressed RLE: run lengths over the mask in column-major order
 from __future__ import annotations
 
 import enum
+import json
 import pathlib
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vlaforge.annotators.grounding_frame import Candidate, GroundingFrame, RunStatus
-from vlaforge.annotators.qwen_coordinates import to_qwen_box
+from vlaforge.datasets.qwen_coordinates import to_qwen_box
 
 
 class AuditTable(str, enum.Enum):
@@ -35,6 +37,14 @@ class AuditTable(str, enum.Enum):
 _DETECTION = pa.struct([
     ("detector", pa.string()), ("model", pa.string()), ("revision", pa.string()), ("status", pa.string()),
     ("error", pa.string()), ("voted", pa.bool_()), ("box", pa.list_(pa.float64())), ("score", pa.float64()),
+])
+_SCORE_TEST = pa.struct([
+    ("detector", pa.string()), ("raw", pa.float64()), ("confidence", pa.float64()), ("threshold", pa.float64()),
+    ("passed", pa.bool_()),
+])
+_REVIEW = pa.struct([
+    ("decision", pa.string()), ("box", pa.list_(pa.float64())), ("reviewer", pa.string()),
+    ("reviewed_at", pa.string()), ("source", pa.string()),
 ])
 _PAIR = pa.struct([("a", pa.string()), ("b", pa.string()), ("box_iou", pa.float64()), ("mask_iou", pa.float64())])
 _RUN = pa.struct([
@@ -55,11 +65,15 @@ CANDIDATE_SCHEMA = pa.schema([
     ("box_iou", pa.float64()), ("mask_iou", pa.float64()),
     ("fused_box", pa.list_(pa.float64())), ("fused_box_qwen", pa.list_(pa.int64())), ("fused_score", pa.float64()),
     ("fused_mask_rle", pa.list_(pa.int64())), ("config_hash", pa.string()), ("config", pa.string()),
+    ("score_tests", pa.list_(_SCORE_TEST)), ("box_agreeing", pa.list_(pa.string())), ("review", _REVIEW),
 ])
+ADDED_COLUMNS = frozenset({"score_tests", "box_agreeing", "review", "image_kept"})
+"""Columns tables written before they existed lack: read back as nulls."""
 FRAME_SCHEMA = pa.schema([
     *_IMAGE, ("phrases", pa.list_(pa.string())), ("negatives", pa.list_(pa.string())),
     ("detectors", pa.list_(_RUN)), ("candidates", pa.int64()), ("accepted", pa.int64()), ("rejected", pa.int64()),
     ("needs_review", pa.int64()), ("image_jpeg", pa.binary()), ("config_hash", pa.string()),
+    ("image_kept", pa.bool_()),
 ])
 SCHEMAS = {AuditTable.CANDIDATES: CANDIDATE_SCHEMA, AuditTable.FRAMES: FRAME_SCHEMA}
 
@@ -96,6 +110,46 @@ def decode_rle(counts: list[int], height: int, width: int) -> np.ndarray:
     return np.repeat(values, counts).reshape((height, width), order="F")
 
 
+def decode_coco_rle(rle: Any, where: str) -> np.ndarray:
+    """A COCO RLE mask `{"size": [h, w], "counts": [...] | "compressed string"}` -> [H, W] bool; ValueError naming
+    `where` when it is not one."""
+    if not isinstance(rle, dict) or not isinstance(rle.get("size"), (list, tuple)) or len(rle["size"]) != 2:
+        raise ValueError(f"{where}: a mask must be COCO RLE {{'size': [h, w], 'counts': ...}}, got {str(rle)[:60]}")
+    height, width = (int(v) for v in rle["size"])
+    counts = rle.get("counts")
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    if isinstance(counts, str):
+        counts = _compressed_counts(counts)
+    if not isinstance(counts, (list, tuple)) or any(not isinstance(c, int) or c < 0 for c in counts):
+        raise ValueError(f"{where}: RLE counts must be non-negative integers or a COCO compressed string")
+    try:
+        return decode_rle(list(counts), height, width)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def _compressed_counts(text: str) -> list[int]:
+    """COCO's compressed counts: 5 bits per character (offset 48), 0x20 continues, 0x10 of the last is the sign;
+    from the third count on, each is stored as the difference to the count two before (as pycocotools writes)."""
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            code = ord(text[position]) - 48
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
 def _image_columns(frame: GroundingFrame) -> dict[str, Any]:
     return {
         "image_key": frame.image_key, "dataset": frame.dataset, "episode_id": frame.episode_id,
@@ -114,7 +168,7 @@ def candidate_row(frame: GroundingFrame, candidate: Candidate, config_hash: str,
             "detector": run.detector, "model": run.model, "revision": run.revision, "status": run.status.value,
             "error": run.error, "voted": detection is not None,
             "box": [float(x) for x in detection.box] if detection else None,
-            "score": float(detection.score) if detection else None,
+            "score": float(detection.score) if detection and detection.score is not None else None,
         })
     fused = [float(x) for x in candidate.fused_box]
     return {
@@ -128,8 +182,24 @@ def candidate_row(frame: GroundingFrame, candidate: Candidate, config_hash: str,
         "fused_box_qwen": to_qwen_box(_clip(fused, frame.height, frame.width), frame.height, frame.width),
         "fused_score": float(candidate.fused_score),
         "fused_mask_rle": encode_rle(candidate.fused_mask) if candidate.fused_mask is not None else None,
-        "config_hash": config_hash, "config": config,
+        "config_hash": config_hash, "config": config, "score_tests": _score_tests(candidate, config),
+        "box_agreeing": list(candidate.box_agreeing), "review": _review(candidate),
     }
+
+
+def _score_tests(candidate: Candidate, config: str) -> list[dict[str, Any]]:
+    """Each vote's raw score, calibrated confidence, its detector's threshold and whether it passed."""
+    thresholds = {rule["detector"]: rule.get("threshold") for rule in json.loads(config).get("detector_scores", [])}
+    return [{"detector": v.detector, "raw": v.detection.score, "confidence": float(v.confidence),
+             "threshold": thresholds.get(v.detector), "passed": v.passed} for v in candidate.votes]
+
+
+def _review(candidate: Candidate) -> dict[str, Any] | None:
+    review = candidate.review
+    if review is None:
+        return None
+    return {"decision": review.decision.value, "box": list(review.box) if review.box else None,
+            "reviewer": review.reviewer, "reviewed_at": review.reviewed_at, "source": review.source}
 
 
 def frame_row(frame: GroundingFrame, config_hash: str, *, keep_image: bool) -> dict[str, Any]:
@@ -144,7 +214,7 @@ def frame_row(frame: GroundingFrame, config_hash: str, *, keep_image: bool) -> d
         ],
         "candidates": len(decisions), "accepted": decisions.count("accepted"),
         "rejected": decisions.count("rejected"), "needs_review": decisions.count("needs_review"),
-        "image_jpeg": frame.jpeg if keep_image else None, "config_hash": config_hash,
+        "image_jpeg": frame.jpeg if keep_image else None, "config_hash": config_hash, "image_kept": keep_image,
     }
 
 
@@ -155,14 +225,26 @@ def _clip(box: list[float], height: int, width: int) -> list[float]:
     return [x1, y1, x2, y2]
 
 
-def read_audit(directory: str | pathlib.Path, table: AuditTable) -> pa.Table:
-    """`<directory>/<table>.parquet` in its schema; an empty table when the run produced no rows of it."""
+def read_audit(directory: str | pathlib.Path, table: AuditTable, *, columns: list[str] | None = None,
+               filters: Any = None) -> pa.Table:
+    """`<directory>/<table>.parquet` in its schema (only `columns`, only rows passing the Parquet `filters` when
+    given); an empty table when the run produced no rows of it. Columns added since older tables were written
+    read as nulls (`image_kept` from whether the JPEG is there)."""
     path = pathlib.Path(directory) / f"{table.value}.parquet"
     schema = SCHEMAS[table]
+    names = columns or schema.names
+    schema = pa.schema([schema.field(name) for name in names])
     if not path.exists():
         return schema.empty_table()
-    read = pq.read_table(path)
-    missing = [name for name in schema.names if name not in read.column_names]
+    present = set(pq.ParquetFile(path).schema_arrow.names)
+    wanted = [n for n in names if n in present] + (["image_jpeg"] if "image_kept" in names and
+                                                   "image_kept" not in present and "image_jpeg" not in names else [])
+    read = pq.read_table(path, columns=wanted, filters=filters)
+    for name in ADDED_COLUMNS & set(names) - present:
+        value = pc.is_valid(read.column("image_jpeg")) if name == "image_kept" else pa.nulls(
+            read.num_rows, schema.field(name).type)
+        read = read.append_column(name, value)
+    missing = [name for name in names if name not in read.column_names]
     if missing:
         raise ValueError(f"{path} lacks columns {missing}: it was not written by `vlaforge annotate` of this version")
-    return read.select(schema.names).cast(schema)
+    return read.select(names).cast(schema)

@@ -37,6 +37,19 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a & b) / union) if union else 0.0
 
 
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float) -> list[int]:
+    """Indices of `boxes` [N, 4] kept by non-maximum suppression, best score first."""
+    order = list(np.argsort(-scores, kind="stable"))
+    kept: list[int] = []
+    while order:
+        first, order = order[0], order[1:]
+        kept.append(int(first))
+        if order:
+            overlaps = box_iou(boxes[[first]], boxes[order])[0]
+            order = [i for i, iou in zip(order, overlaps) if iou <= iou_thr]
+    return kept
+
+
 @dataclasses.dataclass(frozen=True)
 class FusedBox:
     """One fused cluster: its box, score, and the (model, index) of every member box."""
@@ -48,12 +61,13 @@ class FusedBox:
 
 
 class _Cluster:
-    """A growing cluster: the score-weighted coordinate sums, the fused box and its area, the members."""
+    """A growing cluster: the score-weighted (and plain) coordinate sums, the fused box and its area, the members."""
 
-    __slots__ = ("sums", "total", "box", "area", "members", "models")
+    __slots__ = ("sums", "plain", "total", "box", "area", "members", "models")
 
     def __init__(self) -> None:
         self.sums = [0.0, 0.0, 0.0, 0.0]
+        self.plain = [0.0, 0.0, 0.0, 0.0]
         self.total = 0.0
         self.box: list[float] = []
         self.area = 0.0
@@ -62,10 +76,13 @@ class _Cluster:
 
     def add(self, box: list[float], score: float, model: int, index: int) -> None:
         self.sums = [total + score * value for total, value in zip(self.sums, box)]
+        self.plain = [total + value for total, value in zip(self.plain, box)]
         self.total += score
-        self.box = [total / self.total for total in self.sums]
-        self.area = (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
         self.members.append((model, index, score))
+        # Members that all scored 0 have nothing to weigh by: their plain mean (the reference divides by zero).
+        self.box = ([total / self.total for total in self.sums] if self.total > 0 else
+                    [total / len(self.members) for total in self.plain])
+        self.area = (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
         self.models.add(model)
 
     def iou(self, box: list[float], area: float) -> float:
@@ -85,7 +102,9 @@ def weighted_boxes_fusion(
     one_per_model: bool = False,
 ) -> list[FusedBox]:
     """Fuse per-model boxes (`boxes[m]` [n_m, 4] xyxy, `scores[m]` [n_m]) of one class; clusters by fused score,
-    highest first. Boxes scoring below `skip_box_thr` and boxes of zero area are ignored.
+    highest first. Boxes scoring below `skip_box_thr` and boxes of zero area are ignored. A score of 0 is a box
+    with no weight (a cluster of such boxes is their plain mean); a NaN score is refused: a detector that gives no
+    score needs a stand-in chosen by the caller (the consensus engine's per-detector `unscored` confidence).
 
     Plain Python floats on purpose: a detector gives a few boxes per phrase, where numpy's per-call overhead costs
     more than the arithmetic.
@@ -120,6 +139,9 @@ def _entries(boxes, scores, weights, skip_box_thr) -> list[tuple[list[float], fl
     for model, (model_boxes, model_scores) in enumerate(zip(boxes, scores, strict=True)):
         as_lists = np.asarray(model_boxes, dtype=np.float64).reshape(-1, 4).tolist()
         for index, (box, score) in enumerate(zip(as_lists, np.asarray(model_scores, dtype=np.float64).tolist())):
+            if score != score:  # NaN would fail every comparison and vanish silently
+                raise ValueError(f"weighted_boxes_fusion: model {model} box {index} has a NaN score; give boxes "
+                                 "without a score an explicit one (0 to weigh nothing)")
             if score >= skip_box_thr and (box[2] - box[0]) * (box[3] - box[1]) > 0:
                 entries.append((box, score * weights[model], model, index))
     order = np.argsort(np.array([e[1] for e in entries]))[::-1]  # as the reference sorts, equal scores included

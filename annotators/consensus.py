@@ -2,15 +2,25 @@
 
 For each phrase, the boxes of every detector that ran are clustered (weighted box fusion, at most one box per
 detector per cluster, IoU > `match_iou`): a cluster is one candidate object. Its voters are the detectors in it.
-Among the voters, the largest group whose every pair agrees (box IoU >= `box_iou` and, with masks, SAM mask IoU
->= `mask_iou`) decides:
+Scores are never compared across detectors: each detector's `ScoreRule` (`detector_scores.py`) tests its own raw
+score and calibrates it into a confidence in [0, 1], which weighs its box in fusion. Among the voters that pass
+their score test, the largest group whose every pair agrees (box IoU >= `box_iou` and, when masks are judged, SAM
+mask IoU >= `mask_iou`) decides:
 
-- accepted: at least `min_votes` detectors agree (and the fused score reaches `min_score`);
+- accepted: at least `min_votes` detectors agree (and the fused confidence reaches `min_score`);
 - needs review: the agreement falls short by less than `review_margin` (borderline IoU), a voter has no mask, or
   too few detectors ran (others failed) for a quorum although every one that ran agrees;
 - rejected: one detector alone, voters that disagree, a phrase asked as a negative (the object is absent by
-  design: any box is a hallucination), or a fused score below `min_score`.
+  design: any box is a hallucination), or boxes that would agree but fail their detectors' score tests or
+  `min_score` (low score).
 
+With `mask_iou` None (no masker ran: box-only consensus) agreement is judged on boxes alone. The largest agreeing
+group is a maximum clique of the agreement graph, found by Bron-Kerbosch with pivoting (at most 3^(n/3) maximal
+cliques for n voters, so 16 detectors cost about 350 of them, not 65,536 subsets) under a budget of
+`max_group_search` steps, past which a greedy group is taken (and the audit sentence says so).
+
+A reviewer's decision (`reviews`, imported by `vlaforge report import-review`) overrides the consensus for its
+candidate: decided by a person, recorded with who and when, used by the sample builder like any decision.
 Every threshold is a field of `ConsensusStage.Config`; its hash is stored with every decision.
 """
 
@@ -26,6 +36,7 @@ import numpy as np
 
 from vlaforge.annotators.audit_table import AuditTable, candidate_row, frame_row
 from vlaforge.annotators.box_fusion import mask_iou, weighted_boxes_fusion
+from vlaforge.annotators.detector_scores import ScoreRule, rule_for, score_rules
 from vlaforge.annotators.grounding_frame import (
     Candidate,
     Decision,
@@ -36,7 +47,12 @@ from vlaforge.annotators.grounding_frame import (
     RunStatus,
     Vote,
 )
+from vlaforge.annotators.review_decisions import ReviewBook
 from vlaforge.pipelines.stage import Stage, StageConfig
+
+DIGEST_EXCLUDES = frozenset({"keep_images", "accepted_images", "reviews"})
+"""Config fields that do not change how a candidate is decided by the detectors (so not in the digest, which
+candidate ids hash): which images the report keeps, and the reviewers' overrides applied on top."""
 
 
 class ConsensusStage(Stage):
@@ -51,16 +67,27 @@ class ConsensusStage(Stage):
         box_iou: float = 0.6
         """Two voters agree when their boxes overlap at least this much..."""
         mask_iou: float | None = 0.6
-        """...and their SAM masks at least this much; None judges boxes only (no SAM stage)."""
+        """...and their SAM masks at least this much; None judges boxes only (no masker ran)."""
         review_margin: float = 0.1
         """Agreement within this much below a threshold is borderline: needs review instead of rejected."""
         min_score: float = 0.0
-        """Fused (WBF) score below which even an agreed candidate is rejected."""
+        """Fused confidence (calibrated scores, WBF) below which even an agreed candidate is rejected."""
         detector_weights: tuple[tuple[str, float], ...] = ()
         """(detector, weight) pairs for fusion; unlisted detectors weigh 1."""
+        detector_scores: tuple[ScoreRule, ...] = ()
+        """One `ScoreRule` per detector (its own score test and calibration); unlisted detectors have no test and
+        an identity calibration. Dicts are accepted (JSON recipes)."""
+        max_group_search: int = 100_000
+        """Steps of the agreeing-group search per candidate before it settles for a greedy group."""
         keep_images: str = "flagged"
-        """Which images the frames table keeps for the report's gallery: "flagged" (any rejected or needs-review
-        candidate), "all", or "none"."""
+        """Which images the frames table keeps for the report's gallery and review exports: "flagged" (any rejected
+        or needs-review candidate, plus the `accepted_images` sample), "all", or "none"."""
+        accepted_images: float = 0.05
+        """With "flagged": the share of images with only accepted candidates kept too, so the report shows what was
+        accepted (chosen by a hash of the image key: the same images on every rerun)."""
+        reviews: str | None = None
+        """A reviews table (`reviews.parquet`, from `vlaforge report import-review`) whose decisions override the
+        consensus for their candidates; None: none."""
 
         def __post_init__(self) -> None:
             if self.min_votes < 1:
@@ -73,26 +100,44 @@ class ConsensusStage(Stage):
                 raise ValueError(f"ConsensusStage.Config.detector_weights must be > 0, got {self.detector_weights}")
             if self.keep_images not in ("flagged", "all", "none"):
                 raise ValueError(f"ConsensusStage.Config.keep_images must be flagged|all|none, got {self.keep_images!r}")
+            if not 0 <= self.accepted_images <= 1:
+                raise ValueError(f"ConsensusStage.Config.accepted_images must be in [0, 1], got {self.accepted_images}")
+            if self.max_group_search < 1:
+                raise ValueError(f"ConsensusStage.Config.max_group_search must be >= 1, got {self.max_group_search}")
+            object.__setattr__(self, "detector_scores",
+                               score_rules(self.detector_scores, "ConsensusStage.Config.detector_scores"))
 
         def as_dict(self) -> dict[str, Any]:
-            return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+            values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+            values["detector_scores"] = [rule.as_dict() for rule in self.detector_scores]
+            return values
 
         def digest(self) -> str:
             """A short hash of every threshold: two runs with the same hash decided by the same rules."""
-            text = json.dumps(self.as_dict(), sort_keys=True, default=list)
+            rules = {k: v for k, v in self.as_dict().items() if k not in DIGEST_EXCLUDES}
+            text = json.dumps(rules, sort_keys=True, default=list)
             return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    config: Config
 
     def __init__(self, config: "ConsensusStage.Config") -> None:
         super().__init__(config)
         self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.reviews: ReviewBook | None = None
+
+    def setup(self) -> None:
+        if self.config.reviews and self.reviews is None:
+            self.reviews = ReviewBook.load(self.config.reviews)
 
     def __call__(self, batch: list[GroundingFrame]) -> list[GroundingFrame]:
-        config: ConsensusStage.Config = self.config  # type: ignore[assignment]
+        self.setup()
+        config = self.config
         digest, settings = config.digest(), json.dumps(config.as_dict(), sort_keys=True, default=list)
         for frame in batch:
             frame.candidates = decide_frame(frame, config)
-            flagged = any(c.decision != Decision.ACCEPTED for c in frame.candidates)
-            keep = config.keep_images == "all" or (config.keep_images == "flagged" and flagged)
+            if self.reviews is not None:
+                self.reviews.apply(frame.candidates)
+            keep = _keeps_image(frame, config)
             self.rows.setdefault(AuditTable.CANDIDATES.value, []).extend(
                 candidate_row(frame, c, digest, settings) for c in frame.candidates)
             self.rows.setdefault(AuditTable.FRAMES.value, []).append(frame_row(frame, digest, keep_image=keep))
@@ -104,32 +149,53 @@ class ConsensusStage(Stage):
         return {name: table for name, table in rows.items() if table}
 
 
+def _keeps_image(frame: GroundingFrame, config: ConsensusStage.Config) -> bool:
+    """Whether the frames table keeps this image's JPEG (see `keep_images`, `accepted_images`)."""
+    if config.keep_images != "flagged":
+        return config.keep_images == "all"
+    if any(c.decision != Decision.ACCEPTED for c in frame.candidates):
+        return True
+    draw = int.from_bytes(hashlib.sha256(f"{frame.dataset}|{frame.image_key}".encode()).digest()[:8], "big")
+    return bool(frame.candidates) and draw < config.accepted_images * 2**64
+
+
 def decide_frame(frame: GroundingFrame, config: ConsensusStage.Config) -> list[Candidate]:
     """Every candidate object of one image, decided. Pure: the same frame and config give the same answer."""
     ran = [run for run in frame.runs if run.status == RunStatus.OK]
     failed = {run.detector: run.error for run in frame.runs if run.status == RunStatus.FAILED}
     weights = dict(config.detector_weights)
+    rules = {rule.detector: rule for rule in config.detector_scores}
     digest = config.digest()
     candidates = []
     for phrase in frame.queried:
         per_run = [[d for d in run.detections if d.phrase == phrase] for run in ran]
+        confidences = [[rule_for(rules, run.detector).confidence(d.score) for d in dets]
+                       for run, dets in zip(ran, per_run)]
         clusters = weighted_boxes_fusion(
             [np.array([d.box for d in dets], dtype=np.float64).reshape(-1, 4) for dets in per_run],
-            [np.array([d.score for d in dets]) for dets in per_run],
+            [np.array(values, dtype=np.float64) for values in confidences],
             weights=[weights.get(run.detector, 1.0) for run in ran] or None,
             iou_thr=config.match_iou, one_per_model=True,
         ) if ran else []
         for cluster in clusters:
-            votes = [Vote(ran[m].detector, per_run[m][i]) for m, i in cluster.members]
+            votes = [_vote(ran[m].detector, per_run[m][i], confidences[m][i], rule_for(rules, ran[m].detector))
+                     for m, i in cluster.members]
             candidates.append(_candidate(frame, phrase, votes, ran, failed, config, digest))
     return candidates
+
+
+def _vote(detector: str, detection: Any, confidence: float, rule: ScoreRule) -> Vote:
+    return Vote(detector, detection, confidence=confidence, passed=rule.passes(detection.score))
 
 
 def _candidate(frame: GroundingFrame, phrase: str, votes: list[Vote], ran: list[DetectorRun],
                failed: dict[str, str], config: ConsensusStage.Config, digest: str) -> Candidate:
     votes = sorted(votes, key=lambda v: v.detector)
     pairs = _pairs(votes)
-    agreeing = _largest_group(votes, pairs, config.box_iou, config.mask_iou)
+    search = _GroupSearch(votes, pairs, config.max_group_search)
+    passing = [v for v in votes if v.passed]
+    agreeing = search.largest(passing, config.box_iou, config.mask_iou)
+    box_agreeing = search.largest(passing, config.box_iou, None)
     members = agreeing if len(agreeing) >= config.min_votes else votes
     box, score = _fuse(members, config)
     mask = _majority_mask([v.detection.mask for v in members])
@@ -138,9 +204,10 @@ def _candidate(frame: GroundingFrame, phrase: str, votes: list[Vote], ran: list[
         votes=votes, pairs=pairs, agreeing=[v.detector for v in agreeing], fused_box=box, fused_score=score,
         fused_mask=mask, decision=Decision.REJECTED, reason=DecisionReason.SINGLE_DETECTOR, detail="",
         detectors_total=len(frame.runs), detectors_ran=len(ran), failed=failed, config_hash=digest,
+        box_agreeing=[v.detector for v in box_agreeing],
     )
-    candidate.decision, candidate.reason = _decide(candidate, votes, pairs, config)
-    candidate.detail = _detail(candidate)
+    candidate.decision, candidate.reason = _decide(candidate, votes, search, config)
+    candidate.detail = _detail(candidate, config, search.greedy)
     key = f"{frame.image_key}|{phrase}|{[round(v, 1) for v in box]}|{candidate.config_hash}"
     candidate.candidate_id = hashlib.sha256(key.encode()).hexdigest()[:16]
     return candidate
@@ -169,21 +236,80 @@ def _agree(pair: PairAgreement, box_thr: float, mask_thr: float | None) -> bool:
     return mask_thr is None or (pair.mask_iou is not None and pair.mask_iou >= mask_thr)
 
 
-def _largest_group(votes: list[Vote], pairs: list[PairAgreement], box_thr: float,
-                   mask_thr: float | None) -> list[Vote]:
-    """The largest set of voters agreeing pairwise (ties: the highest total score). Detectors are few (N <= ~5),
-    so every subset is tried."""
-    by_pair = {(p.a, p.b): p for p in pairs}
-    for size in range(len(votes), 1, -1):
-        groups = [g for g in itertools.combinations(votes, size)
-                  if all(_agree(by_pair[(a.detector, b.detector)], box_thr, mask_thr)
-                         for a, b in itertools.combinations(g, 2))]
-        if groups:
-            return list(max(groups, key=lambda g: sum(v.detection.score for v in g)))
-    return [max(votes, key=lambda v: v.detection.score)]
+class _GroupSearch:
+    """The largest group of voters agreeing pairwise: a maximum clique of the agreement graph (ties: the highest
+    total confidence, then the first in detector order), by Bron-Kerbosch with pivoting over bit sets."""
+
+    def __init__(self, votes: list[Vote], pairs: list[PairAgreement], budget: int) -> None:
+        self.votes = votes
+        self.index = {v.detector: i for i, v in enumerate(votes)}
+        self.pairs = pairs
+        self.budget = budget
+        self.greedy = False
+        """Whether any search ran out of budget and took a greedy group."""
+
+    def largest(self, among: list[Vote], box_thr: float, mask_thr: float | None) -> list[Vote]:
+        if not among:
+            return []
+        nodes = [self.index[v.detector] for v in among]
+        neighbours = {i: 0 for i in nodes}
+        allowed = sum(1 << i for i in nodes)
+        for pair in self.pairs:
+            a, b = self.index[pair.a], self.index[pair.b]
+            if (allowed >> a) & 1 and (allowed >> b) & 1 and _agree(pair, box_thr, mask_thr):
+                neighbours[a] |= 1 << b
+                neighbours[b] |= 1 << a
+        best = self._clique(neighbours, allowed)
+        if best is None:
+            self.greedy = True
+            best = self._greedy(neighbours, nodes)
+        return [self.votes[i] for i in range(len(self.votes)) if (best >> i) & 1]
+
+    def _key(self, clique: int) -> tuple[int, float, tuple[int, ...]]:
+        members = [i for i in range(len(self.votes)) if (clique >> i) & 1]
+        return (len(members), sum(self.votes[i].confidence for i in members), tuple(-i for i in members))
+
+    def _clique(self, neighbours: dict[int, int], allowed: int) -> int | None:
+        """The best maximal clique, or None when the budget runs out first."""
+        best, steps = 0, 0
+        stack = [(0, allowed, 0)]  # (R, P, X) as bit sets
+        while stack:
+            steps += 1
+            if steps > self.budget:
+                return None
+            r, p, x = stack.pop()
+            if not p and not x:
+                if self._key(r) > self._key(best):
+                    best = r
+                continue
+            if _popcount(r) + _popcount(p) < _popcount(best):
+                continue  # cannot beat the best size found
+            pivot = max(_bits(p | x), key=lambda u: _popcount(p & neighbours[u]))
+            for v in _bits(p & ~neighbours[pivot]):
+                stack.append((r | 1 << v, p & neighbours[v], x & neighbours[v]))
+                p &= ~(1 << v)
+                x |= 1 << v
+        return best
+
+    def _greedy(self, neighbours: dict[int, int], nodes: list[int]) -> int:
+        """Most-connected first, each joining when it agrees with every member so far."""
+        order = sorted(nodes, key=lambda i: (-_popcount(neighbours[i]), -self.votes[i].confidence, i))
+        clique = 0
+        for i in order:
+            if clique & ~neighbours[i] == 0:
+                clique |= 1 << i
+        return clique
 
 
-def _decide(c: Candidate, votes: list[Vote], pairs: list[PairAgreement],
+def _bits(mask: int) -> list[int]:
+    return [i for i in range(mask.bit_length()) if (mask >> i) & 1]
+
+
+def _popcount(mask: int) -> int:
+    return bin(mask).count("1")
+
+
+def _decide(c: Candidate, votes: list[Vote], search: _GroupSearch,
             config: ConsensusStage.Config) -> tuple[Decision, DecisionReason]:
     k = config.min_votes
     if c.negative:
@@ -192,17 +318,21 @@ def _decide(c: Candidate, votes: list[Vote], pairs: list[PairAgreement],
         if c.fused_score < config.min_score:
             return Decision.REJECTED, DecisionReason.LOW_SCORE
         return Decision.ACCEPTED, DecisionReason.AGREED
+    passing = [v for v in votes if v.passed]
+    if len(search.largest(votes, config.box_iou, config.mask_iou)) >= k:
+        return Decision.REJECTED, DecisionReason.LOW_SCORE  # they would agree, but some fail their score tests
     margin = config.review_margin
     relaxed_mask = None if config.mask_iou is None else max(config.mask_iou - margin, 0.0)
-    if len(_largest_group(votes, pairs, max(config.box_iou - margin, 0.0), relaxed_mask)) >= k:
-        return Decision.NEEDS_REVIEW, _borderline_reason(pairs, config)
-    if config.mask_iou is not None and len(votes) >= k and any(p.mask_iou is None for p in pairs):
+    if len(search.largest(passing, max(config.box_iou - margin, 0.0), relaxed_mask)) >= k:
+        return Decision.NEEDS_REVIEW, _borderline_reason(c.pairs, config)
+    if config.mask_iou is not None and len(c.box_agreeing) >= k and any(
+            v.detection.mask is None for v in c.votes if v.detector in c.box_agreeing):
         return Decision.NEEDS_REVIEW, DecisionReason.MISSING_MASK
     if c.detectors_ran < k and len(c.agreeing) == len(votes) == c.detectors_ran:
         return Decision.NEEDS_REVIEW, DecisionReason.QUORUM_UNREACHABLE
     if len(votes) == 1:
         return Decision.REJECTED, DecisionReason.SINGLE_DETECTOR
-    if any(p.box_iou < config.box_iou for p in pairs):
+    if any(p.box_iou < config.box_iou for p in c.pairs):
         return Decision.REJECTED, DecisionReason.BOX_DISAGREEMENT
     return Decision.REJECTED, DecisionReason.MASK_DISAGREEMENT
 
@@ -215,12 +345,13 @@ def _borderline_reason(pairs: list[PairAgreement], config: ConsensusStage.Config
 
 def _fuse(votes: list[Vote], config: ConsensusStage.Config) -> tuple[tuple[float, float, float, float], float]:
     """The WBF box and score of these votes taken as one cluster, each vote a model of its own: the box is the mean
-    weighted by score x detector weight, the score their sum over the sum of the voters' weights."""
+    weighted by confidence x detector weight, the score their sum over the sum of the voters' weights (in [0, 1],
+    since confidences are)."""
     weights = dict(config.detector_weights)
     model_weights = [weights.get(v.detector, 1.0) for v in votes]
-    weighted = [v.detection.score * w for v, w in zip(votes, model_weights)]
+    weighted = [v.confidence * w for v, w in zip(votes, model_weights)]
     total = sum(weighted)
-    if total <= 0:  # every voter scored 0: nothing to weigh by, so the plain mean
+    if total <= 0:  # every voter has confidence 0: nothing to weigh by, so the plain mean
         return tuple(sum(v.detection.box[i] for v in votes) / len(votes) for i in range(4)), 0.0  # type: ignore
     box = tuple(sum(w * v.detection.box[i] for w, v in zip(weighted, votes)) / total for i in range(4))
     return box, total / sum(model_weights)  # type: ignore[return-value]
@@ -237,14 +368,29 @@ def _majority_mask(masks: list[np.ndarray | None]) -> np.ndarray | None:
     return np.sum(np.stack(masks), axis=0, dtype=np.int16) * 2 > len(masks)
 
 
-def _detail(c: Candidate) -> str:
-    """One sentence an auditor reads: who voted, how well they agree, who failed."""
-    voters = ", ".join(v.detector for v in c.votes)
-    parts = [f"{len(c.agreeing)} of {c.detectors_total} detectors agree ({', '.join(c.agreeing)})",
-             f"voters: {voters}"]
+def _detail(c: Candidate, config: ConsensusStage.Config, greedy: bool) -> str:
+    """One sentence an auditor reads: who agrees on the box and on the mask, who failed a score test, who failed."""
+    boxes = c.box_agreeing if len(c.box_agreeing) > 1 else []
+    parts = [f"{len(boxes)} of {c.detectors_total} detectors agree on the box ({', '.join(boxes)})" if boxes else
+             f"no two of {c.detectors_total} detectors agree on the box",
+             f"voters: {', '.join(v.detector for v in c.votes)}"]
+    if config.mask_iou is None:
+        parts.append("masks not judged (box-only consensus)")
+    elif boxes:
+        unmasked = [v.detector for v in c.votes if v.detector in boxes and v.detection.mask is None]
+        if unmasked:
+            parts.append(f"masks missing for {', '.join(unmasked)}")
+        else:
+            parts.append(f"{len(c.agreeing)} of them agree on the mask" if len(c.agreeing) > 1 else
+                         "their masks do not agree")
     if c.box_iou is not None:
         parts.append(f"min box IoU {c.box_iou:.2f}")
     if c.mask_iou is not None:
         parts.append(f"min mask IoU {c.mask_iou:.2f}")
+    low = [v.detector for v in c.votes if not v.passed]
+    if low:
+        parts.append(f"below their score threshold: {', '.join(low)}")
+    if greedy:
+        parts.append(f"group search stopped at {config.max_group_search} steps: the group is greedy")
     parts += [f"{name} failed: {error}" for name, error in sorted(c.failed.items())]
     return "; ".join(parts)

@@ -9,6 +9,7 @@ from typing import Any
 
 from vlaforge.annotators.grounding_dino import GroundingDinoDetector
 from vlaforge.annotators.hosted_detector import HostedDetector
+from vlaforge.annotators.owl_detector import OwlDetector
 from vlaforge.datasets.configurable import lookup
 from vlaforge.pipelines.stage import StageConfig
 
@@ -38,6 +39,10 @@ DETECTORS: dict[str, DetectorFamily] = {
         "name": "grounding_dino", "architecture": "grounding_dino", "model": "IDEA-Research/grounding-dino-base"}),
     "llmdet": DetectorFamily(config=GroundingDinoDetector.Config, preset={
         "name": "llmdet", "architecture": "mm_grounding_dino", "model": "iSEE-Laboratory/llmdet_large"}),
+    "owlv2": DetectorFamily(config=OwlDetector.Config, preset={
+        "name": "owlv2", "architecture": "owlv2", "model": "google/owlv2-base-patch16-ensemble"}),
+    "owlvit": DetectorFamily(config=OwlDetector.Config, preset={
+        "name": "owlvit", "architecture": "owlvit", "model": "google/owlvit-base-patch32"}),
     "hosted": DetectorFamily(config=HostedDetector.Config, token_field="api_token"),
 }
 

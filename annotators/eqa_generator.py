@@ -57,8 +57,8 @@ class EqaGenerator(VlmGenerator):
         samples = []
         for (episode, step, key, request, fact), answer in zip(jobs, self.ask([j[3] for j in jobs]), strict=True):
             verdict = self.check(answer)
-            pairs, rejects = qa_pairs(verdict.value, self.validator, self.prompt.boilerplate()) if verdict.ok \
-                else ([], [verdict])
+            pairs, rejects = qa_pairs(verdict.value, self.validator, self.prompt.boilerplate(), facts=fact) \
+                if verdict.ok else ([], [verdict])
             for reject in rejects:
                 self.reject(episode.lineage.file, key, reject)
             if pairs:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from vlaforge.annotators.box_fusion import nms
 from vlaforge.annotators.grounding_frame import Detection, DetectorRun, GroundingFrame, RunStatus
 from vlaforge.annotators.model_runtime import check_runtime, torch_runtime, weights_revision
 from vlaforge.pipelines.stage import Stage, StageConfig
@@ -177,7 +178,7 @@ class GroundingDinoDetector(Stage):
         detections = []
         for p, name in enumerate(phrases):
             chosen = np.flatnonzero(keep & (phrase == p))
-            for q in _nms(xyxy[chosen], score[chosen], config.nms_iou)[: config.max_per_phrase]:
+            for q in nms(xyxy[chosen], score[chosen], config.nms_iou)[: config.max_per_phrase]:
                 detections.append(Detection(name, tuple(float(v) for v in xyxy[chosen[q]]), float(score[chosen[q]])))
         return detections
 
@@ -204,21 +205,6 @@ def _to_pixels(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     cx, cy, w, h = boxes.T
     xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1) * [width, height, width, height]
     return np.clip(xyxy, 0, [width, height, width, height])
-
-
-def _nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float) -> list[int]:
-    """Indices kept by non-maximum suppression, best first."""
-    from vlaforge.annotators.box_fusion import box_iou
-
-    order = list(np.argsort(-scores, kind="stable"))
-    kept: list[int] = []
-    while order:
-        first, order = order[0], order[1:]
-        kept.append(int(first))
-        if order:
-            overlaps = box_iou(boxes[[first]], boxes[order])[0]
-            order = [i for i, iou in zip(order, overlaps) if iou <= iou_thr]
-    return kept
 
 
 def grounding_dino(model: str = "IDEA-Research/grounding-dino-base", **options: Any) -> GroundingDinoDetector.Config:

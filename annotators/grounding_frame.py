@@ -32,7 +32,8 @@ class Detection:
     phrase: str
     box: tuple[float, float, float, float]
     """[x1, y1, x2, y2] in pixels of the original image (continuous: 0 is the left edge of the first pixel)."""
-    score: float
+    score: float | None
+    """The detector's own score, on its own scale; None when it gives none (classical detectors, some APIs)."""
     mask: np.ndarray | None = None
     """[H, W] bool: the SAM mask prompted by `box`, once the SAM stage ran."""
 
@@ -79,15 +80,19 @@ class GroundingFrame:
     """Phrases asked on purpose for objects that should not be there: any box for one is a hallucination."""
     runs: list[DetectorRun] = dataclasses.field(default_factory=list)
     candidates: list[Candidate] = dataclasses.field(default_factory=list)
+    image_id: str | None = None
+    """An image that is no robot frame (a row of a detections table) keeps its own id; keys derive from it."""
 
     @functools.cached_property
     def source_key(self) -> str:
-        """The robot sample key of this step."""
-        return sample_key(self.episode_id, self.step)
+        """The robot sample key of this step (or the image's own id)."""
+        return self.image_id if self.image_id is not None else sample_key(self.episode_id, self.step)
 
     @functools.cached_property
     def image_key(self) -> str:
-        """The robot sample key plus the camera: unique per image."""
+        """The robot sample key plus the camera (or the image's id, made key-safe): unique per image."""
+        if self.image_id is not None:
+            return safe_key_part(self.image_id)
         return f"{self.source_key}_{safe_key_part(self.camera)}"
 
     @property
@@ -123,6 +128,8 @@ class DecisionReason(str, enum.Enum):
     MASK_DISAGREEMENT = "mask_disagreement"
     NEGATIVE_PHRASE = "negative_phrase"
     LOW_SCORE = "low_score"
+    REVIEWED = "reviewed"
+    """A reviewer decided (accepted, rejected, or corrected the box); the override is in the audit row."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +138,24 @@ class Vote:
 
     detector: str
     detection: Detection
+    confidence: float = 1.0
+    """The box's score calibrated into [0, 1] by its detector's `ScoreRule` (what fusion weighs it by)."""
+    passed: bool = True
+    """Whether it passed its detector's score test (a box that did not is shown, but does not vote)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Review:
+    """One reviewer's decision about a candidate, imported from a review tool."""
+
+    decision: Decision
+    box: tuple[float, float, float, float] | None
+    """The corrected box in pixels, xyxy; None when the reviewer kept the fused box."""
+    reviewer: str
+    reviewed_at: str
+    """ISO 8601 time of the import (review tools do not all record when a box was checked)."""
+    source: str
+    """The file the decision was imported from."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +177,7 @@ class Candidate:
     votes: list[Vote]
     pairs: list[PairAgreement]
     agreeing: list[str]
+    """The detectors whose boxes (and masks, when judged) agree pairwise and passed their score tests."""
     fused_box: tuple[float, float, float, float]
     fused_score: float
     fused_mask: np.ndarray | None
@@ -164,6 +190,10 @@ class Candidate:
     """Detector -> error, for every detector that failed on this image."""
     config_hash: str = ""
     """The digest of the thresholds that decided it."""
+    box_agreeing: list[str] = dataclasses.field(default_factory=list)
+    """The detectors whose boxes agree pairwise (masks aside), among those that passed their score tests."""
+    review: Review | None = None
+    """A reviewer's decision that overrides the consensus (see `review_decisions.py`)."""
 
     @property
     def box_iou(self) -> float | None:

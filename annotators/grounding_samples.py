@@ -20,8 +20,8 @@ import json
 from typing import Any
 
 from vlaforge.annotators.grounding_frame import Candidate, Decision, GroundingFrame
-from vlaforge.annotators.qwen_coordinates import to_qwen_box
 from vlaforge.datasets.drops import DropReason
+from vlaforge.datasets.qwen_coordinates import grounding_answer, to_qwen_box
 from vlaforge.datasets.schema import VlTask
 from vlaforge.pipelines.stage import Stage, StageConfig
 from vlaforge.pipelines.vl_samples import VlSample, VlSampleError, assistant, build_vl_sample, user
@@ -73,8 +73,7 @@ def grounded_objects(frame: GroundingFrame) -> list[GroundedObject]:
 
 def answer(objects: list[GroundedObject], label: str | None = None) -> str:
     """Qwen3-VL's grounding answer: a fenced JSON list of bbox_2d and label."""
-    items = [{"bbox_2d": o.qwen_box, "label": label or o.phrase} for o in objects]
-    return "```json\n" + json.dumps(items) + "\n```"
+    return grounding_answer([(o.qwen_box, label or o.phrase) for o in objects])
 
 
 def referring_expression(target: GroundedObject, objects: list[GroundedObject], width: int, height: int) -> str | None:

@@ -34,6 +34,15 @@ def torch_runtime(device: str, dtype: str) -> tuple[Any, Any]:
     return resolved, getattr(torch, dtype)
 
 
+def file_revision(path: str) -> str:
+    """"sha256:<12 hex>" of one weights file (an original checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()[:12]}"
+
+
 def weights_revision(model: str, revision: str | None) -> str:
     """The revision to record: `revision` when given, else "sha256:<12 hex>" of a local directory's weight files,
     else "unpinned" (a hub id without a revision: whatever the hub serves today)."""

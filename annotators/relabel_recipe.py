@@ -11,6 +11,7 @@ import json
 import pathlib
 from typing import Any
 
+from vlaforge.annotators.answer_judge import AnswerJudge
 from vlaforge.annotators.generators import RELABELS_VL, generator_class
 from vlaforge.annotators.vlm_client import VlmBackendConfig
 from vlaforge.datasets.configurable import config_from_dict
@@ -32,8 +33,10 @@ def input_kind(shards: str | pathlib.Path) -> tuple[str, dict[str, Any]]:
 
 def relabel_job(*, shards: str, output: str, generator: str, vlm: VlmBackendConfig | None,
                 dataset: str | None = None, options: dict[str, Any] | None = None, split: str | None = None,
-                shards_per_unit: int = 4, shard_config: ShardConfig = DEFAULT_SHARDS) -> Job:
-    """The job of one relabel run. `options` are fields of the generator's Config (a misspelt one is named)."""
+                shards_per_unit: int = 4, shard_config: ShardConfig = DEFAULT_SHARDS,
+                judge: VlmBackendConfig | None = None, judge_threshold: float = 7.0) -> Job:
+    """The job of one relabel run. `options` are fields of the generator's Config (a misspelt one is named);
+    `judge` (any VLM backend) scores every answer the generator kept, and samples below `judge_threshold` go."""
     stage_class = generator_class(generator)
     kind, summary = input_kind(shards)
     if kind == "vl" and generator not in RELABELS_VL:
@@ -47,6 +50,7 @@ def relabel_job(*, shards: str, output: str, generator: str, vlm: VlmBackendConf
     stage = config_from_dict(stage_class.Config, options or {}, where=f"{generator} generator",
                              given={"dataset": name, "vlm": vlm})
     task = VlTask(summary["task"]) if kind == "vl" else stage_class.task
-    return Job(source=source, stages=(stage,), sink=VlDatasetSink.Config(dataset=name, task=task, shards=shard_config),
+    stages = (stage, *([AnswerJudge.Config(vlm=judge, threshold=judge_threshold)] if judge is not None else []))
+    return Job(source=source, stages=stages, sink=VlDatasetSink.Config(dataset=name, task=task, shards=shard_config),
                output=str(output), items_per_batch=EPISODES_PER_BATCH)
 

@@ -1,9 +1,13 @@
-"""The auditor's consensus report: one self-contained HTML page built from the audit tables.
+"""The auditor's consensus report: a page of what the audit tables say, and a gallery of what was decided.
 
-It shows how many candidates were accepted, rejected and sent to review, and why; agreement per phrase and per
-detector pair; each detector's record; IoU histograms; and a gallery of flagged images (every detector's box, the
-fused box and mask drawn on the image), filterable by phrase, decision and dataset. Images, styles and script are
-inline, so the file can be mailed, archived or served as it is (`serve_report`).
+`<output>/index.html` holds the numbers inline (decisions and reasons, agreement per phrase and per detector pair,
+each detector's record, IoU histograms, and each quality gate's drop rate from the datasets' `summary.json`), so
+that part reads anywhere. The gallery (`report_gallery.py`) is a seeded sample per stratum (dataset, phrase,
+decision) of accepted, rejected and needs-review candidates, one card per image with all its candidates: every
+detector's box in a colour of its own (any number of detectors), per-detector toggles, sorting by IoU or score,
+filters, pages, and a full-resolution view with zoom. Its data and images are files beside the page, fetched a page
+at a time, so the page stays fast at a million candidates; serve the directory (`vlaforge report serve`, or any
+static server) to browse it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import dataclasses
 import functools
 import html
 import http.server
+import json
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -20,54 +25,25 @@ import pyarrow as pa
 
 from vlaforge.annotators import audit_stats as stats
 from vlaforge.annotators.audit_table import AuditTable, read_audit
-from vlaforge.annotators.report_figures import detector_colors, draw_candidate, histogram_svg
+from vlaforge.annotators.report_figures import histogram_svg
+from vlaforge.annotators.report_gallery import CARD_COLUMNS, GalleryOptions, write_gallery
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
 
 PAGE_NAME = "index.html"
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
-h1{margin-bottom:4px} h2{margin-top:32px;border-bottom:1px solid #ddd}
-.counts{display:flex;gap:16px;flex-wrap:wrap}
-.tile{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 16px;min-width:120px}
-.tile .count{font-size:28px;font-weight:600;display:block}
-.accepted{color:#1a7f37} .rejected{color:#c62828} .needs_review{color:#b26a00}
-table{border-collapse:collapse;background:#fff} td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}
-.filters{position:sticky;top:0;background:#fafafa;padding:8px 0;z-index:1}
-.gallery{display:flex;flex-wrap:wrap;gap:12px}
-.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:336px;font-size:12px}
-.card img{display:block;width:320px} .swatch{display:inline-block;width:10px;height:10px;margin-right:4px}
-.histograms{display:flex;gap:24px;flex-wrap:wrap}
-"""
-SCRIPT = """
-function applyFilters() {
-  const want = {phrase: document.getElementById('filter-phrase').value,
-                decision: document.getElementById('filter-decision').value,
-                dataset: document.getElementById('filter-dataset').value};
-  let shown = 0;
-  for (const card of document.querySelectorAll('.card')) {
-    const ok = Object.entries(want).every(([key, value]) => value === '' || card.dataset[key] === value);
-    card.hidden = !ok;
-    if (ok) shown += 1;
-  }
-  document.getElementById('shown-count').textContent = shown;
-}
-for (const id of ['filter-phrase', 'filter-decision', 'filter-dataset']) {
-  document.getElementById(id).addEventListener('change', applyFilters);
-}
-"""
+ASSETS = pathlib.Path(__file__).with_name("report_assets")
+SUMMARY_NAME = "summary.json"
+_COLUMNS = list(dict.fromkeys([*CARD_COLUMNS, "pairs", "config_hash", "config"]))
+"""What the numbers and the gallery read of the candidates (never the masks: the largest column)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ReportOptions:
-    """How much the report shows."""
+    """What the report shows."""
 
-    max_cards: int = 400
-    """Gallery cards at most (flagged candidates first); the page says how many were left out."""
-    image_width: int = 320
-    """Width in pixels of each gallery picture."""
     title: str = "Grounding consensus report"
     """The page's heading."""
+    gallery: GalleryOptions = GalleryOptions()
+    """How the gallery samples candidates (per stratum, at most, seed, page size)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,39 +61,46 @@ class ReportSummary:
         return dataclasses.asdict(self)
 
 
-def load_audit(directories: Sequence[pathlib.Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Candidate rows and frame rows of every directory's audit tables, concatenated."""
+def load_audit(directories: Sequence[pathlib.Path]) -> tuple[pa.Table, pa.Table]:
+    """The candidates (the columns the numbers need) and frames of every directory's audit tables, concatenated;
+    directories without audit tables (a relabel output, for its gates) add nothing."""
     if not directories:
-        raise ValueError("report: no audit directories given; pass the output of `vlaforge annotate`")
-    missing = [str(d) for d in directories if not (pathlib.Path(d) / f"{AuditTable.FRAMES.value}.parquet").exists()]
-    if missing:
-        raise ValueError(f"report: no {AuditTable.FRAMES.value}.parquet in {missing}; run `vlaforge annotate` there "
-                         "first (or point at its per-dataset directories)")
-    candidates = pa.concat_tables([read_audit(d, AuditTable.CANDIDATES) for d in directories])
-    frames = pa.concat_tables([read_audit(d, AuditTable.FRAMES) for d in directories])
-    return candidates.to_pylist(), frames.to_pylist()
+        raise ValueError("report: no directories given; pass the output of `vlaforge annotate` (or `relabel`)")
+    unknown = [str(d) for d in directories if not (pathlib.Path(d) / f"{AuditTable.FRAMES.value}.parquet").exists()
+               and not (pathlib.Path(d) / SUMMARY_NAME).exists()]
+    if unknown:
+        raise ValueError(f"report: no {AuditTable.FRAMES.value}.parquet or {SUMMARY_NAME} in {unknown}; run `vlaforge "
+                         "annotate` (or `relabel`) there first (or point at its per-dataset directories)")
+    candidates = pa.concat_tables([read_audit(d, AuditTable.CANDIDATES, columns=_COLUMNS) for d in directories])
+    frames = pa.concat_tables([read_audit(d, AuditTable.FRAMES, columns=["dataset", "image_key", "detectors"])
+                               for d in directories])
+    return candidates, frames
 
 
 def build_report(directories: Sequence[pathlib.Path], output: pathlib.Path,
                  options: ReportOptions = ReportOptions()) -> ReportSummary:
-    """Write `<output>/index.html` from the audit tables under `directories`; returns what it counted."""
-    rows, frames = load_audit(directories)
-    counts = stats.decision_counts(rows)
-    cards, total_flagged = _cards(rows, frames, options)
+    """Write `<output>/index.html` and the gallery's files from the audit tables under `directories`."""
+    output = pathlib.Path(output)
+    candidates, frames = load_audit(directories)
+    counts = stats.decision_counts(candidates)
+    detectors = [d.detector for d in stats.detector_stats(candidates, frames)]
+    gallery = write_gallery(directories, candidates, output, detectors, options.gallery)
+    hashes = sorted(set(candidates.column("config_hash").to_pylist()))
     body = "".join([
         f"<h1>{html.escape(options.title)}</h1>",
         f"<p>Audit tables: {html.escape(', '.join(str(d) for d in directories))}. Consensus settings: "
-        f"{html.escape(', '.join(sorted({r['config_hash'] for r in rows})) or 'none')}.</p>",
-        _counts_section(counts, len(rows), len(frames)),
-        _reasons_section(rows), _phrase_section(rows), _pair_section(rows), _detector_section(rows, frames),
-        _histogram_section(rows), _gallery_section(rows, cards, total_flagged),
+        f"{html.escape(', '.join(hashes) or 'none')}.</p>",
+        _counts_section(counts, candidates.num_rows, frames.num_rows), _gates_section(directories),
+        _reasons_section(candidates), _phrase_section(candidates), _pair_section(candidates),
+        _detector_section(candidates, frames), _histogram_section(candidates),
+        _gallery_section(candidates, gallery.cards, gallery.eligible, options.gallery),
     ])
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(options.title)}</title>"
-            f"<style>{STYLE}</style></head><body>{body}<script>{SCRIPT}</script></body></html>")
-    output = pathlib.Path(output)
+            f"<style>{(ASSETS / 'gallery.css').read_text()}</style></head><body>{body}"
+            f"<script>{(ASSETS / 'gallery.js').read_text()}</script></body></html>")
     atomic_write_bytes(output / PAGE_NAME, page.encode())
-    return ReportSummary(path=str(output / PAGE_NAME), directory=str(output), candidates=len(rows),
-                         images=len(frames), cards=len(cards), **counts)
+    return ReportSummary(path=str(output / PAGE_NAME), directory=str(output), candidates=candidates.num_rows,
+                         images=frames.num_rows, cards=gallery.cards, **counts)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str) -> str:
@@ -137,80 +120,80 @@ def _counts_section(counts: dict[str, int], candidates: int, images: int) -> str
             f"<p>Overall agreement (accepted / candidates): <b id='agreement-overall'>{rate:.1%}</b></p>")
 
 
-def _reasons_section(rows: list[dict[str, Any]]) -> str:
-    return "<h2>Why</h2>" + _table(("decision", "reason", "candidates"), stats.reason_counts(rows), "reasons")
+def _gates_section(directories: Sequence[pathlib.Path]) -> str:
+    """Each VL dataset's quality gates (answer validation, the judge): texts checked, dropped and the drop rate."""
+    rows = []
+    for directory in directories:
+        path = pathlib.Path(directory) / SUMMARY_NAME
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        for gate, g in summary.get("gates", {}).items():
+            rows.append((summary.get("dataset", str(directory)), gate, g["checked"], g["dropped"],
+                         f"{g['drop_rate']:.1%}"))
+    if not rows:
+        return ""
+    return "<h2>Quality gates</h2>" + _table(("dataset", "gate", "checked", "dropped", "drop rate"), rows, "gates")
 
 
-def _phrase_section(rows: list[dict[str, Any]]) -> str:
+def _reasons_section(candidates: pa.Table) -> str:
+    return "<h2>Why</h2>" + _table(("decision", "reason", "candidates"), stats.reason_counts(candidates), "reasons")
+
+
+def _phrase_section(candidates: pa.Table) -> str:
     table = [(s.phrase, s.candidates, s.accepted, s.rejected, s.needs_review, f"{s.agreement:.1%}")
-             for s in stats.phrase_stats(rows)]
+             for s in stats.phrase_stats(candidates)]
     headers = ("phrase", "candidates", "accepted", "rejected", "needs review", "agreement")
     return "<h2>Agreement per phrase</h2>" + _table(headers, table, "phrases")
 
 
-def _pair_section(rows: list[dict[str, Any]]) -> str:
+def _pair_section(candidates: pa.Table) -> str:
     table = [(f"{p.a} + {p.b}", p.either, p.agreed, f"{p.agreement:.1%}",
-              f"{sum(p.box_ious) / len(p.box_ious):.2f}" if p.box_ious else "-") for p in stats.pair_stats(rows)]
+              f"{p.box_ious.mean():.2f}" if len(p.box_ious) else "-") for p in stats.pair_stats(candidates)]
     headers = ("detector pair", "either voted", "both agreed", "agreement", "mean box IoU")
     return "<h2>Agreement per detector pair</h2>" + _table(headers, table, "pairs")
 
 
-def _detector_section(rows: list[dict[str, Any]], frames: list[dict[str, Any]]) -> str:
+def _detector_section(candidates: pa.Table, frames: pa.Table) -> str:
     table = [(d.detector, d.images_ok, d.images_failed,
               "; ".join(f"{e} ({n})" for e, n in d.errors.most_common(3)) or "-",
-              d.votes, d.votes_accepted, d.lone_votes, d.negative_hits) for d in stats.detector_stats(rows, frames)]
+              d.votes, d.votes_accepted, d.lone_votes, d.negative_hits)
+             for d in stats.detector_stats(candidates, frames)]
     headers = ("detector", "images ok", "images failed", "failures", "votes", "in accepted", "alone",
                "negative hits")
     return "<h2>Detectors</h2>" + _table(headers, table, "detectors")
 
 
-def _histogram_section(rows: list[dict[str, Any]]) -> str:
-    boxes, masks = stats.iou_values(rows)
+def _histogram_section(candidates: pa.Table) -> str:
+    boxes, masks = stats.iou_values(candidates)
     return ("<h2>IoU between detectors</h2><div class='histograms'>"
             f"{histogram_svg(boxes, title='box IoU')}{histogram_svg(masks, title='mask IoU')}</div>")
 
 
-def _cards(rows: list[dict[str, Any]], frames: list[dict[str, Any]],
-           options: ReportOptions) -> tuple[list[str], int]:
-    """Gallery cards (flagged candidates first, then accepted ones whose image was kept) and the flagged count."""
-    images = {(f["dataset"], f["image_key"]): f["image_jpeg"] for f in frames if f["image_jpeg"]}
-    shown = [r for r in rows if (r["dataset"], r["image_key"]) in images]
-    shown.sort(key=lambda r: (r["decision"] == "accepted", r["dataset"], r["image_key"], r["phrase"]))
-    colors = detector_colors([d["detector"] for r in rows for d in r["detections"]])
-    cards = [_card(r, images[(r["dataset"], r["image_key"])], colors, options) for r in shown[: options.max_cards]]
-    return cards, sum(r["decision"] != "accepted" for r in rows)
+def _options(select_id: str, label: str, values: Sequence[tuple[str, str]]) -> str:
+    choices = "".join(f"<option value='{html.escape(v, quote=True)}'>{html.escape(t)}</option>" for v, t in values)
+    return f"<label>{label} <select id='{select_id}'>{choices}</select></label>"
 
 
-def _card(row: dict[str, Any], jpeg: bytes, colors: dict[str, str], options: ReportOptions) -> str:
-    picture = draw_candidate(jpeg, row, colors, options.image_width)
-    lines = "".join(
-        f"<div><span class='swatch' style='background:{colors[d['detector']]}'></span>{html.escape(d['detector'])}: "
-        + (html.escape(f"failed ({d['error']})") if d["status"] != "ok" else
-           f"{[round(v) for v in d['box']]} score {d['score']:.2f}" if d["voted"] else "no box")
-        + "</div>" for d in row["detections"])
-    return (f"<div class='card' data-phrase='{html.escape(row['phrase'], quote=True)}' "
-            f"data-decision='{row['decision']}' data-dataset='{html.escape(row['dataset'], quote=True)}'>"
-            f"<img src='{picture}' alt='{html.escape(row['image_key'])}'>"
-            f"<div><b>{html.escape(row['phrase'])}</b> - <span class='{row['decision']}'>"
-            f"{row['decision'].replace('_', ' ')}</span> ({html.escape(row['reason'])})</div>"
-            f"<div>{html.escape(row['dataset'])} / {html.escape(row['image_key'])}</div>{lines}"
-            f"<div>{html.escape(row['detail'])}</div></div>")
+def _gallery_section(candidates: pa.Table, cards: int, eligible: int, options: GalleryOptions) -> str:
+    def values(column: str) -> list[tuple[str, str]]:
+        return [("", "all"), *((v, v) for v in sorted(set(candidates.column(column).to_pylist())))]
 
-
-def _options(select_id: str, label: str, values: Sequence[str]) -> str:
-    choices = "".join(f"<option value='{html.escape(v, quote=True)}'>{html.escape(v)}</option>" for v in values)
-    return f"<label>{label} <select id='{select_id}'><option value=''>all</option>{choices}</select></label> "
-
-
-def _gallery_section(rows: list[dict[str, Any]], cards: list[str], flagged: int) -> str:
-    filters = (_options("filter-phrase", "phrase", sorted({r["phrase"] for r in rows}))
-               + _options("filter-decision", "decision", list(stats.DECISIONS))
-               + _options("filter-dataset", "dataset", sorted({r["dataset"] for r in rows})))
-    return (f"<h2>Gallery</h2><p>{flagged} flagged candidates (rejected or needing review); "
-            f"<span id='card-count'>{len(cards)}</span> cards with their image, "
-            f"<span id='shown-count'>{len(cards)}</span> shown. Boxes: one color per detector; white: fused; "
-            f"tint: fused SAM mask.</p><div class='filters'>{filters}</div>"
-            f"<div class='gallery'>{''.join(cards)}</div>")
+    controls = "".join([
+        _options("filter-dataset", "dataset", values("dataset")), _options("filter-phrase", "phrase", values("phrase")),
+        _options("filter-decision", "decision", [("", "all"), *((d, d) for d in stats.DECISIONS)]),
+        _options("sort", "sort", [("sample", "as sampled"), ("iou", "weakest box IoU first"),
+                                  ("score", "best score first")]),
+        "<span class='legend' id='legend'></span>",
+        "<button id='prev'>previous</button><span id='page-label'></span><button id='next'>next</button>",
+    ])
+    return (f"<h2>Gallery</h2><p>A seeded sample (seed {options.seed}) of up to {options.per_stratum} candidates per "
+            f"dataset, phrase and decision, among the {eligible} whose image the audit kept: "
+            f"<span id='card-count'>{cards}</span> images, <span id='shown-count'>0</span> shown. Boxes: one colour "
+            "per detector (toggle them in the legend); dashed white: fused. Click an image for full resolution and "
+            f"zoom.</p><div class='controls'>{controls}</div><div class='gallery' id='gallery'></div>"
+            "<div class='modal' id='modal' hidden><div class='bar'><span id='zoom-title'></span>"
+            "<button id='zoom-out'>-</button><span id='zoom-level'>100%</span><button id='zoom-in'>+</button>"
+            "<button id='zoom-reset'>1:1</button><button id='zoom-close'>close</button></div>"
+            "<div class='viewport' id='viewport'><div class='zoom' id='zoom'></div></div></div>")
 
 
 def serve_report(directory: pathlib.Path, *, host: str = "127.0.0.1", port: int = 8000) -> http.server.HTTPServer:

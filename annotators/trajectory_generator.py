@@ -1,24 +1,27 @@
 """Point-trajectory samples: where the gripper will go over the next seconds, drawn as points in the image.
 
 The path comes from geometry, not from a VLM: the end-effector poses of the coming steps projected through the
-camera's calibration (DROID: per-episode extrinsics, `cartesian_position` poses), or, for datasets without a
-calibration, per-step 2D gripper points kept as an extra array (pixels, 0-1 or 0-1000). The answer is a JSON list
+camera's calibration, or, for datasets without a calibration, per-step 2D gripper points kept as an extra array
+(pixels, 0-1 or 0-1000). The calibration is a file (`calibration`, see `datasets/calibration.py`), or, without
+one, what the shards carry: the calibration kept at ingest (MCAP CameraInfo and /tf_static, HDF5 attributes,
+DROID's published per-episode extrinsics) in each episode's meta. The answer is a JSON list
 of [x, y] points in Qwen3-VL's 0-1000 convention, the first being the gripper now.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from typing import Any, ClassVar
 
 import numpy as np
 
-from vlaforge.annotators.qwen_coordinates import SCALE, to_qwen_point
 from vlaforge.annotators.vlm_generator import GeneratorConfig, VlmGenerator
-from vlaforge.datasets.calibration import Calibration, tool_points
+from vlaforge.datasets.calibration import Calibration, PinholeCamera, camera_from_entry, tool_points
 from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.frames import jpeg_shape
+from vlaforge.datasets.qwen_coordinates import SCALE, to_qwen_point
 from vlaforge.datasets.schema import Episode, MetaField, VlTask, sample_key
 from vlaforge.pipelines.vl_samples import VlSample, assistant, user
 
@@ -35,7 +38,8 @@ class TrajectoryGenerator(VlmGenerator):
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Config(GeneratorConfig):
         calibration: str | None = None
-        """Calibration JSON (see `datasets/calibration.py`): per episode and camera, intrinsics and extrinsics."""
+        """Calibration JSON (see `datasets/calibration.py`): per episode and camera, intrinsics and extrinsics;
+        None uses the calibration the shards carry (kept at ingest)."""
         pose_extra: str = "cartesian_position"
         """Extra array of end-effector poses [n, 6] (x, y, z, Euler xyz) in the robot base frame."""
         tool_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -105,7 +109,7 @@ class TrajectoryGenerator(VlmGenerator):
         """A function (steps, height, width) -> (pixels [k, 2], visible [k]), with its provenance; None after a
         NO_CALIBRATION drop."""
         camera_name = self.config.camera
-        camera = self.calibration.camera(episode.episode_id, camera_name) if self.calibration else None
+        camera, revision = self._camera(episode, camera_name)
         if camera is not None and self.config.pose_extra in episode.extras:
             positions = tool_points(episode.extras[self.config.pose_extra], self.config.tool_offset)
 
@@ -114,16 +118,29 @@ class TrajectoryGenerator(VlmGenerator):
                 pixels, depth = scaled.project(positions[steps])
                 return pixels, scaled.visible(pixels, depth)
 
-            return projected, {"model": "vlaforge.projection", "revision": self.calibration.digest}
+            return projected, {"model": "vlaforge.projection", "revision": revision}
         if self.config.point_extra and self.config.point_extra in episode.extras:
             points = episode.extras[self.config.point_extra][:, :2].astype(np.float64)
             return self._points(points), {"model": "vlaforge.gripper-points", "revision": self.config.point_extra}
         self.ledger.drop(file=episode.lineage.file, episode=episode.episode_id, reason=DropReason.NO_CALIBRATION,
                          steps=len(episode), message=(
-                             f"episode {episode.episode_id}: no calibration for camera {camera_name!r} with poses "
+                             f"episode {episode.episode_id}: no calibration for camera {camera_name!r} (file: "
+                             f"{self.config.calibration}; shards: {sorted(episode.calibration)}) with poses "
                              f"{self.config.pose_extra!r}, and no 2D points extra {self.config.point_extra!r}; extras "
                              f"are {sorted(episode.extras)}"))
         return None
+
+    def _camera(self, episode: Episode, name: str) -> tuple[PinholeCamera | None, str]:
+        """(the camera, what pins its calibration): the file's entry when a file is given, else the one the
+        episode's shards carry."""
+        if self.calibration is not None:
+            return self.calibration.camera(episode.episode_id, name), self.calibration.digest
+        entry = episode.calibration.get(name)
+        if entry is None:
+            return None, ""
+        text = json.dumps(entry, sort_keys=True)
+        where = f"episode {episode.episode_id}'s shard calibration of {name!r}"
+        return camera_from_entry(entry, where), "shards:sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _points(self, points: np.ndarray):
         def given(steps: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

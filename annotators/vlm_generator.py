@@ -20,6 +20,7 @@ from vlaforge.annotators.vlm_client import VlmAnswer, VlmBackendConfig, VlmClien
 from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import Camera, Episode, VlTask
 from vlaforge.pipelines.stage import Stage, StageConfig
+from vlaforge.pipelines.vl_dataset import GATES_SCHEMA, GATES_TABLE
 from vlaforge.pipelines.vl_samples import Message, VlSample, build_vl_sample
 
 
@@ -58,6 +59,7 @@ class VlmGenerator(Stage):
     task: ClassVar[VlTask]
     prompt_name: ClassVar[str]
     needs_vlm: ClassVar[bool] = True
+    table_schemas = {GATES_TABLE: GATES_SCHEMA}
     config: GeneratorConfig
 
     def __init__(self, config: GeneratorConfig) -> None:
@@ -99,6 +101,12 @@ class VlmGenerator(Stage):
     def provenance(self, answer: VlmAnswer, request: VlmRequest) -> dict[str, Any]:
         return {"model": answer.model_id, "revision": answer.revision, "prompt_version": self.prompt.tag,
                 "settings": {**request.settings(), "backend": answer.backend}}
+
+    def take_tables(self) -> dict[str, list[dict[str, Any]]]:
+        """The gates' counts (texts checked, texts dropped) since the last call: `summary.json` reports each gate's
+        drop rate from them."""
+        rows = self.validator.take_gate_rows()
+        return {GATES_TABLE: rows} if rows else {}
 
     def reject(self, file: str, key: str, verdict: Verdict) -> None:
         assert verdict.reason is not None

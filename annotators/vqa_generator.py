@@ -29,8 +29,11 @@ QA_FIELD = "qa"
 QaPairs = list[tuple[str, str]]
 
 
-def qa_pairs(value: dict[str, Any], validator: AnswerValidation, prompt: str) -> tuple[QaPairs, list[Verdict]]:
-    """The valid (question, answer) pairs of a `{"qa": [...]}` answer, and a verdict for each rejected pair."""
+def qa_pairs(value: dict[str, Any], validator: AnswerValidation, prompt: str,
+             facts: dict[str, str] | None = None) -> tuple[QaPairs, list[Verdict]]:
+    """The valid (question, answer) pairs of a `{"qa": [...]}` answer about one image, and a verdict for each
+    rejected pair: each question and answer passes the form and refusal gates, each answer the facts gate (when the
+    generator computed facts) and the near-duplicate gate against the pairs kept before it."""
     items = value.get(QA_FIELD)
     if not isinstance(items, list) or not items:
         return [], [Verdict(DropReason.ANSWER_JSON_SHAPE, f"'{QA_FIELD}' must be a non-empty list, got {items!r:.80}")]
@@ -42,14 +45,26 @@ def qa_pairs(value: dict[str, Any], validator: AnswerValidation, prompt: str) ->
             rejects.append(Verdict(DropReason.ANSWER_JSON_SHAPE, f"a pair must be {{question, answer}} strings, "
                                                                   f"got {item!r:.80}"))
             continue
-        question = validator.text(item["question"], prompt=prompt)
-        answer = validator.text(item["answer"], prompt=prompt)
-        bad = question if not question.ok else answer if not answer.ok else None
-        if bad is not None:
-            rejects.append(bad)
-        elif question.value.lower() not in {q.lower() for q, _ in pairs}:
-            pairs.append((question.value, answer.value))
+        verdict = _pair_verdict(item, validator, prompt, facts, pairs)
+        if not verdict.ok:
+            rejects.append(verdict)
+        elif verdict.value[0].lower() not in {q.lower() for q, _ in pairs}:
+            pairs.append(verdict.value)
     return pairs, rejects
+
+
+def _pair_verdict(item: dict[str, str], validator: AnswerValidation, prompt: str, facts: dict[str, str] | None,
+                  kept: QaPairs) -> Verdict:
+    """One pair through the gates; the verdict's value is (question, answer)."""
+    question = validator.text(item["question"], prompt=prompt)
+    if not question.ok:
+        return question
+    answer = validator.text(item["answer"], prompt=prompt)
+    if answer.ok and facts is not None:
+        answer = validator.facts(answer.value, facts)
+    if answer.ok:
+        answer = validator.distinct(answer.value, [a for _, a in kept])
+    return Verdict(None, value=(question.value, answer.value)) if answer.ok else answer
 
 
 def qa_conversation(pairs: QaPairs) -> list[Message]:
@@ -130,6 +145,9 @@ class VqaGenerator(VlmGenerator):
         failed: set[str] = set()
         for (record, turn, request), answer in zip(jobs, answers, strict=True):
             verdict = self.validator.answer(answer, prompt=self.relabel_prompt.boilerplate())
+            if verdict.ok:
+                question, reference = _qa_turn(record.conversation, turn)
+                verdict = self.validator.reference(question, reference, verdict.value)
             if not verdict.ok:
                 if record.key not in failed:
                     self.reject(record.file, record.key, verdict)
@@ -180,6 +198,11 @@ def _qa_turns(conversation: list[Message]) -> list[tuple[int, str, str]]:
             if question and answer:
                 turns.append((index, question, answer))
     return turns
+
+
+def _qa_turn(conversation: list[Message], turn: int) -> tuple[str, str]:
+    """(question, reference answer) of the assistant turn at index `turn`."""
+    return _text(conversation[turn - 1]), _text(conversation[turn])
 
 
 def _text(message: Message) -> str:

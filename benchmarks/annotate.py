@@ -20,6 +20,12 @@ Ray worker with one CPU gets).
 3. Weighted box fusion: ours against `ensemble_boxes.weighted_boxes_fusion` on the same random inputs (3 models,
    3 boxes each as the consensus sees per phrase, and `--boxes` each), results checked equal first. Time ratio
    (theirs / ours > 1 means ours is faster).
+4. The consensus at 4, 8 and 16 detectors (`--detectors`): frames of 3 objects each, every detector boxing each
+   object with a few pixels of jitter (a SAM-like mask per box) plus one false positive in four, decided by
+   `decide_frame` with its bounded group search (Bron-Kerbosch) against the baseline that tries every subset of
+   voters (the engine before it); and one object whose boxes lie on a ring (every box in the candidate, only
+   neighbours agreeing: the agreeing group must be searched for). Decisions are checked equal. Milliseconds per
+   candidate (masks included), median of `--repeats` (one run of the baseline past 12 detectors: seconds each).
 """
 
 from __future__ import annotations
@@ -167,6 +173,103 @@ def fusion_row(boxes: int, repeats: int) -> list[str]:
             f"{theirs_s / ours_s:.2f}"]
 
 
+class ExhaustiveGroups:
+    """The baseline group search: every subset of voters, largest first (what the engine did before it was
+    bounded); a drop-in for `consensus._GroupSearch`."""
+
+    def __init__(self, votes, pairs, budget):
+        self.by_pair = {(p.a, p.b): p for p in pairs}
+        self.greedy = False
+
+    def largest(self, among, box_thr, mask_thr):
+        import itertools
+
+        from vlaforge.annotators.consensus import _agree
+
+        for size in range(len(among), 1, -1):
+            groups = [g for g in itertools.combinations(among, size)
+                      if all(_agree(self.by_pair[(a.detector, b.detector)], box_thr, mask_thr)
+                             for a, b in itertools.combinations(g, 2))]
+            if groups:
+                return list(max(groups, key=lambda g: sum(v.confidence for v in g)))
+        return [max(among, key=lambda v: v.confidence)] if among else []
+
+
+def many_detector_frames(detectors: int, images: int, seed: int = 0) -> list[GroundingFrame]:
+    """Frames where `detectors` detectors box 3 objects with jitter (masks from their boxes), plus false positives."""
+    from vlaforge.annotators.grounding_frame import Detection, DetectorRun, RunStatus
+
+    rng = np.random.default_rng(seed)
+    height, width = 180, 320
+    frames = make_frames(images)
+    for frame in frames:
+        objects = {p: rng.uniform([10, 10, 60, 50], [200, 100, 300, 170]) for p in PHRASES}
+        frame.runs = []
+        for d in range(detectors):
+            found = []
+            for phrase, (x1, y1, x2, y2) in objects.items():
+                box = np.array([x1, y1, max(x2, x1 + 20), max(y2, y1 + 20)]) + rng.normal(0, 2.0, 4)
+                found.append(Detection(phrase, tuple(float(v) for v in box), float(rng.uniform(0.3, 0.9)),
+                                       _box_mask(box, height, width)))
+                if rng.random() < 0.25:  # a false positive somewhere else
+                    fp = rng.uniform([0, 0, 40, 40], [260, 120, 320, 180])
+                    found.append(Detection(phrase, tuple(float(v) for v in fp), float(rng.uniform(0.3, 0.6)),
+                                           _box_mask(fp, height, width)))
+            frame.runs.append(DetectorRun(f"det{d:02d}", "bench", "r", RunStatus.OK, found))
+    return frames
+
+
+def _box_mask(box, height: int, width: int) -> np.ndarray:
+    mask = np.zeros((height, width), bool)
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    mask[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = True
+    return mask
+
+
+def ring_frame(detectors: int) -> GroundingFrame:
+    """One object boxed by `detectors` detectors that disagree on its extent: boxes on a ring around it, so every box
+    joins the candidate (IoU > 0.3 with the fused box) but only neighbours on the ring agree (IoU >= 0.6): the
+    agreeing group must be searched for, the case where trying every subset costs seconds."""
+    from vlaforge.annotators.grounding_frame import Detection, DetectorRun, RunStatus
+
+    (frame,) = make_frames(1)
+    frame.phrases, frame.negatives = ["red mug"], []
+    frame.runs = []
+    for d in range(detectors):
+        angle = 2 * np.pi * d / detectors
+        x, y = 110 + 22 * np.cos(angle), 40 + 22 * np.sin(angle)
+        box = (x, y, x + 100.0, y + 100.0)
+        frame.runs.append(DetectorRun(f"det{d:02d}", "bench", "r", RunStatus.OK, [
+            Detection("red mug", box, 0.5 + d / 100, _box_mask(box, 180, 320))]))
+    return frame
+
+
+def many_detectors_section(counts: list[int], images: int, repeats: int) -> list[list[str]]:
+    from vlaforge.annotators import consensus
+
+    config = ConsensusStage.Config()
+    rows = []
+    for scenario in ("agreeing", "ring"):
+        for n in counts:
+            frames = many_detector_frames(n, images) if scenario == "agreeing" else [ring_frame(n)]
+            bounded = [decide_frame(f, config) for f in frames]
+            candidates = sum(len(c) for c in bounded)
+            bounded_s = timed(lambda: [decide_frame(f, config) for f in frames], repeats) / candidates
+            original = consensus._GroupSearch
+            consensus._GroupSearch = ExhaustiveGroups
+            try:
+                baseline = [decide_frame(f, config) for f in frames]
+                exhaustive_s = timed(lambda: [decide_frame(f, config) for f in frames],
+                                     repeats if n <= 12 else 1) / candidates
+            finally:
+                consensus._GroupSearch = original
+            same = all((a.decision, a.agreeing) == (b.decision, b.agreeing)
+                       for got, want in zip(bounded, baseline) for a, b in zip(got, want))
+            rows.append([scenario, str(n), str(candidates), f"{1000 * bounded_s:.2f}", f"{1000 * exhaustive_s:.1f}",
+                         f"{exhaustive_s / bounded_s:.1f}x", "yes" if same else "NO"])
+    return rows
+
+
 def _verdict(fraction: float) -> str:
     return f"< {CONSENSUS_TARGET:.0%}: {'met' if fraction < CONSENSUS_TARGET else 'NOT met'}"
 
@@ -191,8 +294,17 @@ def main() -> None:
     parser.add_argument("--full-size", action="store_true", help="also time a full-size Grounding DINO (slow on CPU)")
     parser.add_argument("--device", default="cpu", help="where the models run: cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--detectors", default="4,8,16", help="detector counts for the consensus scaling table")
+    parser.add_argument("--only-consensus", action="store_true", help="only section 4 (no models)")
     args = parser.parse_args()
     images, repeats = (8, 3) if args.quick else (args.images, args.repeats)
+    counts = [int(n) for n in args.detectors.split(",")]
+    scaling = ("4. The consensus at many detectors (bounded group search vs every subset; same decisions)",
+               ["frames", "detectors", "candidates", "bounded ms/candidate", "every-subset ms/candidate",
+                "speed-up", "same decisions"])
+    if args.only_consensus:
+        print_table(*scaling, many_detectors_section(counts, min(images, 8), repeats))
+        return
     import torch
 
     torch.set_num_threads(args.threads)
@@ -225,6 +337,7 @@ def main() -> None:
                         f"ms/image (the tiny SAM's masks are noise: many runs to encode)"])
     print_table("3. Weighted box fusion: ours vs ensemble-boxes (same inputs, same answers)",
                 ["inputs", "ours ms", "ensemble-boxes ms", "ratio (theirs/ours)"], fusion_section(args.boxes, repeats))
+    print_table(*scaling, many_detectors_section(counts, min(images, 8), repeats))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,13 @@ extrinsics:
      }}}}
 
 Intrinsics are for an image of `width` x `height`; they are rescaled to the stored frame's size.
+
+Calibration kept at ingest travels per episode and camera in the shards themselves: the robot sample's `meta.json`
+has a `calibration` key (camera -> an entry of the file format above, with `camera_to_base` and a `source` saying
+where it came from, and `distortion` when the source gives it; projection ignores distortion). Sources fill it from
+what the data holds: ROS 2 `sensor_msgs/msg/CameraInfo` topics and `/tf_static` (`ros_calibration`), HDF5
+attributes (`teleop_hdf5.py`), DROID's published per-episode calibration (`droid_calibration.py`). Shards written
+before it exist have no such key and read as episodes without calibration.
 """
 
 from __future__ import annotations
@@ -133,7 +140,12 @@ class Calibration:
 
 
 def _camera(path: pathlib.Path, episode: str, camera: str, spec: dict[str, Any]) -> PinholeCamera:
-    where = f"{path}: episodes[{episode!r}][{camera!r}]"
+    return camera_from_entry(spec, f"{path}: episodes[{episode!r}][{camera!r}]")
+
+
+def camera_from_entry(spec: dict[str, Any], where: str) -> PinholeCamera:
+    """A camera from one entry of the calibration format (a file's, or a shard meta's `calibration`); raises
+    CalibrationError naming `where` and the field."""
     try:
         intrinsics = spec["intrinsics"]
         if "camera_to_base" in spec:
@@ -152,3 +164,84 @@ def _camera(path: pathlib.Path, episode: str, camera: str, spec: dict[str, Any])
     if min(camera_model.fx, camera_model.fy, camera_model.width, camera_model.height) <= 0:
         raise CalibrationError(f"{where}: focal lengths and image size must be > 0")
     return camera_model
+
+
+def camera_entry(*, width: int, height: int, k: Sequence[float], camera_to_base: np.ndarray, source: str,
+                 distortion_model: str = "", distortion: Sequence[float] = ()) -> dict[str, Any]:
+    """An entry of the calibration format from a 3x3 intrinsic matrix `k` (row-major, OpenCV's convention, as ROS's
+    CameraInfo `k` is) and the camera's pose in the base frame [4, 4]."""
+    entry: dict[str, Any] = {
+        "intrinsics": {"fx": float(k[0]), "fy": float(k[4]), "cx": float(k[2]), "cy": float(k[5]),
+                       "width": int(width), "height": int(height)},
+        "camera_to_base": [[float(v) for v in row] for row in np.asarray(camera_to_base, np.float64).reshape(4, 4)],
+        "source": source,
+    }
+    if distortion_model or len(distortion):
+        entry["distortion"] = {"model": distortion_model, "coefficients": [float(v) for v in distortion]}
+    return entry
+
+
+def quaternion_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """[3, 3] rotation of a unit quaternion (x, y, z, w), as geometry_msgs/Quaternion orders it."""
+    norm = np.sqrt(x * x + y * y + z * z + w * w)
+    if norm == 0:
+        raise CalibrationError("a rotation quaternion is all zeros")
+    x, y, z, w = x / norm, y / norm, z / norm, w / norm
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+class FrameTree:
+    """Static transforms as tf2 publishes them (`/tf_static`): each child frame's pose in its parent frame."""
+
+    def __init__(self) -> None:
+        self.parents: dict[str, tuple[str, np.ndarray]] = {}
+        """child frame -> (parent frame, [4, 4] child-to-parent)."""
+
+    def add(self, parent: str, child: str, translation: Sequence[float], rotation_xyzw: Sequence[float]) -> None:
+        matrix = np.eye(4)
+        matrix[:3, :3] = quaternion_matrix(*rotation_xyzw)
+        matrix[:3, 3] = translation
+        self.parents[child.lstrip("/")] = (parent.lstrip("/"), matrix)
+
+    def _to_root(self, frame: str) -> tuple[str, np.ndarray]:
+        """(the root of `frame`'s tree, [4, 4] frame-to-root)."""
+        pose, seen = np.eye(4), set()
+        frame = frame.lstrip("/")
+        while frame in self.parents and frame not in seen:
+            seen.add(frame)
+            parent, matrix = self.parents[frame]
+            pose = matrix @ pose
+            frame = parent
+        return frame, pose
+
+    def pose(self, frame: str, base: str) -> np.ndarray | None:
+        """[4, 4] `frame`-to-`base` (the frame's pose in the base frame); None when no chain of transforms joins
+        them."""
+        root, frame_to_root = self._to_root(frame)
+        base_root, base_to_root = self._to_root(base)
+        if root != base_root:
+            return None
+        return np.linalg.inv(base_to_root) @ frame_to_root
+
+
+def ros_calibration(infos: dict[str, dict[str, Any]], tree: FrameTree, base_frame: str,
+                    source: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Calibration entries from ROS messages: per camera, its first CameraInfo (`width`, `height`, `k`,
+    `distortion_model`, `d`, `frame_id`) placed in `base_frame` through `tree`. Returns (camera -> entry, camera ->
+    why it has none)."""
+    entries, missing = {}, {}
+    for camera, info in infos.items():
+        pose = tree.pose(info["frame_id"], base_frame)
+        if pose is None:
+            missing[camera] = (f"no /tf_static chain from {info['frame_id']!r} to {base_frame!r} (frames known: "
+                               f"{sorted(tree.parents)[:8]})")
+        elif not any(info["k"]) or not info["width"] or not info["height"]:
+            missing[camera] = "its CameraInfo is uncalibrated (k all zeros or no image size)"
+        else:
+            entries[camera] = camera_entry(width=info["width"], height=info["height"], k=info["k"],
+                                           camera_to_base=pose, source=source,
+                                           distortion_model=info.get("distortion_model", ""),
+                                           distortion=info.get("d", ()))
+    return entries, missing

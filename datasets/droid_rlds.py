@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from vlaforge.datasets.droid_calibration import DroidCalibration
 from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.frames import FrameConfig, FrameConformer
 from vlaforge.datasets.schema import Camera, Episode, Lineage
@@ -106,6 +108,9 @@ class DroidRldsSource(Source):
         """DROID's control rate; step t is at t / control_rate_hz seconds."""
         files_per_unit: int = 1
         """Shard files per work unit."""
+        calibration_dir: str | None = None
+        """A directory of DROID's published calibration files (`droid_calibration.py`): each covered episode's
+        exterior cameras are calibrated in its shards' meta; None: none."""
 
         def __post_init__(self) -> None:
             for field in ("state_features", "action_features", "extra_features", "instruction_features"):
@@ -324,9 +329,15 @@ class DroidRldsSource(Source):
             lineage=Lineage(file=file, index=f"record {index}", source_version=self._meta().info.version),
             success=(b"success" in file_path) if file_path else None,
             extras=extras,
+            calibration=self._calibration.entries(file_path.decode()) if self._calibration and file_path else {},
         )
         episode.validate()
         return episode
+
+    @functools.cached_property
+    def _calibration(self) -> DroidCalibration | None:
+        """DROID's calibration release, when `calibration_dir` names it (loaded once per worker)."""
+        return DroidCalibration.load(self.config.calibration_dir) if self.config.calibration_dir else None
 
     def _concat(self, keys: tuple[str, ...], decoded: DecodedEpisode) -> tuple[np.ndarray, list[str]]:
         """float32 [n, D] of the features side by side, and one name per dimension (joint_position_0, ...)."""

@@ -6,13 +6,17 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from vlaforge.datasets.caption_parquet import CaptionParquetSource
+from vlaforge.datasets.cauldron import CauldronSource
 from vlaforge.datasets.configurable import lookup
 from vlaforge.datasets.droid_rlds import DroidRldsSource
 from vlaforge.datasets.lerobot import LeRobotSource
+from vlaforge.datasets.refcoco import RefCocoSource
 from vlaforge.datasets.source import Source
 from vlaforge.datasets.teleop_hdf5 import TeleopHdf5Source
 from vlaforge.datasets.teleop_mcap import TeleopMcapSource
 from vlaforge.datasets.vl_parquet import VlParquetSource
+from vlaforge.datasets.vl_webdataset import WebDatasetCaptionSource
 
 
 class Yields(str, enum.Enum):
@@ -40,6 +44,10 @@ SOURCES: dict[str, InputFormat] = {
     TeleopMcapSource.name: InputFormat(TeleopMcapSource, Yields.EPISODES),
     TeleopHdf5Source.name: InputFormat(TeleopHdf5Source, Yields.EPISODES),
     VlParquetSource.name: InputFormat(VlParquetSource, Yields.VL_ROWS),
+    WebDatasetCaptionSource.name: InputFormat(WebDatasetCaptionSource, Yields.VL_ROWS),
+    CaptionParquetSource.name: InputFormat(CaptionParquetSource, Yields.VL_ROWS),
+    CauldronSource.name: InputFormat(CauldronSource, Yields.VL_ROWS),
+    RefCocoSource.name: InputFormat(RefCocoSource, Yields.VL_ROWS),
 }
 
 

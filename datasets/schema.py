@@ -63,6 +63,9 @@ class MetaField(str, enum.Enum):
     SPLIT = "split"
     FLAGS = "flags"
     LINEAGE = "lineage"
+    CALIBRATION = "calibration"
+    """Camera -> intrinsics and pose in the robot base frame (`datasets/calibration.py`), when the source has them;
+    absent from shards written before it existed and from episodes without calibration."""
 
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -128,6 +131,9 @@ class Episode:
     split_group: str | None = None
     """What the train/validation split is decided by; None: the episode's own id. Episodes cut from one recording
     (a teleop log split at its gaps) carry the recording's id, so they all land in the same split."""
+    calibration: dict[str, dict] = dataclasses.field(default_factory=dict)
+    """Camera -> its calibration entry (`datasets/calibration.py`: intrinsics, camera_to_base, source), kept at
+    ingest where the source has it; travels in every sample's meta.json."""
 
     def __len__(self) -> int:
         return int(self.timestamps.shape[0])

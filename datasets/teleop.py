@@ -192,6 +192,8 @@ class Recording:
     instructions: list[str] = dataclasses.field(default_factory=list)
     flags: dict[str, object] = dataclasses.field(default_factory=dict)
     """Flags every episode of the recording carries (for example `sim`)."""
+    calibration: dict[str, dict] = dataclasses.field(default_factory=dict)
+    """Camera -> calibration entry (`datasets/calibration.py`) found in the file; every episode of it carries it."""
 
     def stamps(self) -> dict[str, np.ndarray]:
         """Every distinct stream's timestamps, by stream name, in a stable order (cameras, state, action, extras)."""
@@ -325,6 +327,7 @@ class TimelineAssembler:
             extras={name: _concat(parts, chosen, a, b) for name, parts in _by_role(recording.extras).items()},
             flags=flags,
             split_group=recording.episode_id,  # every segment of a recording lands in the recording's split
+            calibration=dict(recording.calibration),
         )
         episode.validate()
         return episode

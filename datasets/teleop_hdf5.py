@@ -24,7 +24,11 @@ Timing comes in one of two forms, per file:
   `/timestamps/action`, `/timestamps/observations/images/cam_high`, one value per row of the stream, int64
   nanoseconds or float seconds. qvel shares qpos's timestamps. Either every stream has one, or none does.
 
-The root attribute `instruction` (our addition) holds the task text; `sim` is kept as a flag. The small joint
+The root attribute `instruction` (our addition) holds the task text; `sim` is kept as a flag. Camera calibration,
+where a recorder stores it (our addition), is two attributes of the camera's dataset `/observations/images/<camera>`:
+`intrinsics` (the 3x3 matrix K, OpenCV's convention, for the stored image size) and `camera_to_base` (4x4, the
+camera's optical frame in the robot base frame), with `distortion` (coefficients) optional; every episode of the
+file carries them (`Episode.calibration`). The small joint
 arrays are read whole. Image rows the grid chose are read twice, in blocks of rows: once to check them before any
 sample is written, and again when their samples are built; the file stays open while its episodes are processed,
 so an episode holds its arrays, never its frames, and memory stays flat however long it is. Arrays that disagree in
@@ -45,10 +49,12 @@ import numpy as np
 import simplejpeg
 
 from vlaforge.datasets.bimanual import DIMENSION_NAMES, hdf5_cameras
+from vlaforge.datasets.calibration import camera_entry
 from vlaforge.datasets.drops import DropLedger, DropReason
-from vlaforge.datasets.frames import FrameConfig, encode_jpeg
+from vlaforge.datasets.frames import FrameConfig, encode_jpeg, jpeg_shape
 from vlaforge.datasets.schema import safe_key_part
 from vlaforge.datasets.source import SourceError, WorkUnit
+from vlaforge.datasets.stream_remap import remap_fix
 from vlaforge.datasets.teleop import (
     FrameError,
     FrameReadError,
@@ -59,7 +65,6 @@ from vlaforge.datasets.teleop import (
     VectorStream,
     check_cameras,
 )
-from vlaforge.datasets.stream_remap import remap_fix
 from vlaforge.datasets.teleop_frames import check_jpeg, stored_jpeg
 from vlaforge.datasets.timeline import NS_PER_S, MissingStreamError, seconds_to_ns
 
@@ -262,6 +267,7 @@ class _Reader:
             extras=extras,
             instructions=[text] if (text := _text(attrs.get(INSTRUCTION_ATTR))) else [],
             flags={"sim": True} if bool(attrs.get("sim", False)) else {},
+            calibration=self._calibration(),
         )
 
     def _camera_fix(self) -> str:
@@ -269,6 +275,32 @@ class _Reader:
         group = self.handle.get(IMAGES)
         present = sorted(name for name, node in group.items() if isinstance(node, h5py.Dataset)) if group else []
         return remap_fix("cameras", self.config.cameras, present, f"/{IMAGES}")
+
+    def _calibration(self) -> dict[str, dict]:
+        """Camera -> calibration entry from the camera datasets' `intrinsics` and `camera_to_base` attributes."""
+        entries = {}
+        for camera, canonical in self.config.cameras.items():
+            attrs = self._dataset(f"{IMAGES}/{camera}").attrs
+            if "intrinsics" not in attrs or "camera_to_base" not in attrs:
+                continue
+            try:
+                height, width = self._image_size(camera)
+                entries[canonical] = camera_entry(
+                    width=width, height=height, k=np.asarray(attrs["intrinsics"], np.float64).reshape(9),
+                    camera_to_base=np.asarray(attrs["camera_to_base"], np.float64).reshape(4, 4),
+                    source=f"hdf5:{self.file}:/{IMAGES}/{camera}", distortion=list(attrs.get("distortion", [])))
+            except ValueError as error:
+                raise _FileProblem(DropReason.BAD_RECORD, f"{self.file}: /{IMAGES}/{camera} has calibration "
+                                   f"attributes of the wrong shape ({error}); intrinsics is 3x3 and camera_to_base "
+                                   "4x4") from None
+        return entries
+
+    def _image_size(self, camera: str) -> tuple[int, int]:
+        """(height, width) of a camera's frames: from the shape of raw frames, or the first JPEG's header."""
+        dataset = self._dataset(f"{IMAGES}/{camera}")
+        if dataset.ndim == 4:
+            return int(dataset.shape[1]), int(dataset.shape[2])
+        return jpeg_shape(dataset[0].tobytes().rstrip(b"\x00"))
 
     def _dataset(self, path: str) -> h5py.Dataset:
         node = self.handle[path]

@@ -15,6 +15,12 @@ the log is:
   publishes them in does not matter; a message without names is read positionally;
 - `std_msgs/msg/String` on `instruction_topic`: each distinct text, in order, is an instruction.
 
+Camera calibration is kept where the log has it: each camera's first `sensor_msgs/msg/CameraInfo` (on
+`camera_info_topics`, by default `<image topic's namespace>/camera_info`) gives the intrinsics, and the static
+transforms on `/tf_static` (`tf2_msgs/msg/TFMessage`) place its optical frame in `base_frame`; every episode of
+the file carries the result (`Episode.calibration`, `meta.json`'s `calibration`). A camera without either (a wrist
+camera on a moving arm) is listed in the episode's flags under `calibration_missing`, with the reason.
+
 Timestamps come from each message's `header.stamp` (the sensor's own time) and fall back to the MCAP log time for a
 message whose stamp is zero (unset); `timestamps="log_time"` uses log times throughout. The defaults are the
 bimanual robot's (`datasets/bimanual.py`). A truncated or corrupt file, a message that does not decode, a topic
@@ -25,6 +31,7 @@ topic and the message index; the timeline's own checks (order, missing streams, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 from array import array
 from collections.abc import Callable, Iterator, Mapping
@@ -38,10 +45,12 @@ from mcap.stream_reader import CRCValidationError
 from mcap_ros2.decoder import DecoderFactory
 
 from vlaforge.datasets.bimanual import ACTION_TOPICS, ARM_JOINTS, ARMS, INSTRUCTION_TOPIC, STATE_TOPICS, mcap_cameras
+from vlaforge.datasets.calibration import FrameTree, ros_calibration
 from vlaforge.datasets.drops import DropLedger, DropReason
 from vlaforge.datasets.mcap_messages import McapMessages, MessageLocation, field_offset, located_records
 from vlaforge.datasets.schema import safe_key_part
 from vlaforge.datasets.source import SourceError, WorkUnit
+from vlaforge.datasets.stream_remap import remap_fix
 from vlaforge.datasets.teleop import (
     FrameError,
     FrameReadError,
@@ -52,11 +61,12 @@ from vlaforge.datasets.teleop import (
     VectorStream,
     check_cameras,
 )
-from vlaforge.datasets.stream_remap import remap_fix
 from vlaforge.datasets.teleop_frames import check_jpeg, stored_jpeg
 from vlaforge.datasets.timeline import MissingStreamError
 
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 JOINT_STATE = "sensor_msgs/msg/JointState"
 STRING = "std_msgs/msg/String"
 TIMESTAMP_SOURCES = ("header", "log_time")
@@ -112,6 +122,10 @@ class _Buffers:
     """Channel id -> CDR decoder, for the image channels (for a frame whose bytes were not found in its message)."""
     topics: dict[str, str] = dataclasses.field(default_factory=dict)
     """Every topic of the file -> its message type: what a configured topic that is absent could be mapped to."""
+    camera_infos: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Camera -> its first CameraInfo's fields (what `calibration.ros_calibration` reads)."""
+    frames: FrameTree = dataclasses.field(default_factory=FrameTree)
+    """The static transforms read from the tf topic."""
 
 
 class TeleopMcapSource(TeleopSource):
@@ -136,6 +150,12 @@ class TeleopMcapSource(TeleopSource):
         keep_velocity: bool = True
         """Keep the followers' joint velocities as the `qvel` extra [n, 14] (every follower message must carry
         them; pass false for drivers that leave `velocity` empty)."""
+        camera_info_topics: Mapping[str, str] | None = dataclasses.field(default=None, hash=False)
+        """CameraInfo topic -> canonical camera; None: `<namespace of each camera's image topic>/camera_info`."""
+        tf_static_topic: str | None = "/tf_static"
+        """The topic of static transforms (tf2_msgs/msg/TFMessage); None: no extrinsics are read."""
+        base_frame: str = "base_link"
+        """The robot base frame calibrations are expressed in (its trajectories' poses are in it)."""
 
         def __post_init__(self) -> None:
             for field in ("state_topics", "action_topics", "joint_names"):
@@ -200,6 +220,7 @@ class TeleopMcapSource(TeleopSource):
                 raise MissingStreamError(f"{file}: topic {topic} has no messages (the file has none of it, or the "
                                          f"recorder did not subscribe to it)", origin=file, stream=topic,
                                          fix=self._topic_fix(topic, buffers.topics))
+        calibration, uncalibrated = self._calibration(file, buffers)
         return Recording(
             file=file,
             episode_id=episode_id,
@@ -212,6 +233,8 @@ class TeleopMcapSource(TeleopSource):
                     for topic, arm in zip(config.action_topics, ARMS)],
             extras=self._velocities(joints) if config.keep_velocity else [],
             instructions=list(dict.fromkeys(text for text in buffers.texts if text)),
+            calibration=calibration,
+            flags={"calibration_missing": uncalibrated} if uncalibrated else {},
         )
 
     def _stream(self, file: str, buffers: _Buffers) -> Header:
@@ -230,7 +253,9 @@ class TeleopMcapSource(TeleopSource):
                         buffers.topics[record.topic] = schema.name if schema else record.message_encoding
                     elif isinstance(record, Message):
                         channel = channels.get(record.channel_id)
-                        if channel is not None and self._wanted(channel.topic):
+                        if channel is not None and channel.topic in self._calibration_topics:
+                            self._calibration_message(file, index, record, channel, schemas, buffers)
+                        elif channel is not None and self._wanted(channel.topic):
                             self._take(file, index, record, location, channel, schemas, buffers)
                         index += 1
         except (EndOfFile, struct.error) as error:
@@ -262,7 +287,50 @@ class TeleopMcapSource(TeleopSource):
     def _wanted(self, topic: str) -> bool:
         config = self.config
         return topic in config.cameras or topic in config.state_topics or topic in config.action_topics or (
-            topic == config.instruction_topic)
+            topic == config.instruction_topic) or topic in self._calibration_topics
+
+    @functools.cached_property
+    def _calibration_topics(self) -> dict[str, str]:
+        """Topic -> the camera whose CameraInfo it carries, or "" for the tf topic."""
+        config = self.config
+        infos = dict(config.camera_info_topics) if config.camera_info_topics is not None else {
+            camera_info_topic(topic): camera for topic, camera in config.cameras.items()}
+        return {**infos, **({config.tf_static_topic: ""} if config.tf_static_topic else {})}
+
+    def _calibration_message(self, file: str, index: int, record: Message, channel: Channel,
+                             schemas: dict[int, Schema], buffers: _Buffers) -> None:
+        """Keep a camera's first CameraInfo, or every static transform; a message of another type is ignored
+        (calibration is kept where the log has it, never required)."""
+        camera = self._calibration_topics[channel.topic]
+        schema = schemas.get(channel.schema_id)
+        expected = TF_MESSAGE if camera == "" else CAMERA_INFO
+        if schema is None or schema.name != expected or channel.message_encoding != "cdr" or (
+                camera and camera in buffers.camera_infos):
+            return
+        try:
+            message = self._decoders.decoder_for(channel.message_encoding, schema)(record.data)
+        except (McapError, ValueError, IndexError, struct.error, UnicodeDecodeError) as error:
+            raise _FileProblem(DropReason.BAD_RECORD, f"{file}: message {index} (of the file) on {channel.topic} "
+                               f"does not decode as {expected} ({type(error).__name__}: {error}). Fix: {_REPAIR}")
+        if camera:
+            buffers.camera_infos[camera] = {
+                "width": int(message.width), "height": int(message.height), "k": [float(v) for v in message.k],
+                "distortion_model": str(message.distortion_model), "d": [float(v) for v in message.d],
+                "frame_id": str(message.header.frame_id)}
+            return
+        for transform in message.transforms:
+            t, r = transform.transform.translation, transform.transform.rotation
+            buffers.frames.add(str(transform.header.frame_id), str(transform.child_frame_id), (t.x, t.y, t.z),
+                               (r.x, r.y, r.z, r.w))
+
+    def _calibration(self, file: str, buffers: _Buffers) -> tuple[dict[str, dict], dict[str, str]]:
+        """(camera -> calibration entry, camera -> why it has none) for the file's cameras."""
+        source = f"mcap:{file} (CameraInfo, {self.config.tf_static_topic or 'no tf'} to {self.config.base_frame})"
+        entries, missing = ros_calibration(buffers.camera_infos, buffers.frames, self.config.base_frame, source)
+        for camera in self.config.cameras.values():
+            if camera not in entries and camera not in missing:
+                missing[camera] = "no CameraInfo message"
+        return entries, missing
 
     def _take(self, file: str, index: int, record: Message, location: MessageLocation, channel: Channel,
               schemas: dict[int, Schema], buffers: _Buffers) -> None:
@@ -385,6 +453,13 @@ class TeleopMcapSource(TeleopSource):
 def _vectors(topic: str, role: str, joints: _Joints, width: int) -> VectorStream:
     return VectorStream(topic, role, np.frombuffer(joints.stamps, np.int64),
                         np.frombuffer(joints.position, np.float64).reshape(-1, width))
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """Where a ROS camera driver publishes the CameraInfo of an image topic: `camera_info` in the image's namespace
+    (`/cam_high/image_raw/compressed` -> `/cam_high/camera_info`)."""
+    topic = image_topic.removesuffix("/compressed")
+    return f"{topic.rsplit('/', 1)[0]}/camera_info"
 
 
 def _validate(config: TeleopMcapSource.Config) -> None:

@@ -16,14 +16,31 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import json
 import pathlib
 import re
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
+
 from vlaforge.datasets.drops import DropReason
+from vlaforge.datasets.frames import BadImageError, jpeg_shape
 from vlaforge.datasets.schema import ChatRole
 
 IMAGE_TOKEN = "<image>"
+CAPTION_PROMPTS = (
+    "Describe the image in one sentence.",
+    "Write a short caption for this picture.",
+    "What does this image show? Answer in one sentence.",
+)
+"""The question a caption dataset's row is asked as (picked by a hash of the row's key: varied, stable)."""
+REFERRING_PROMPTS = (
+    "Locate {expression} in the image and output its bbox coordinates in JSON format.",
+    "Give the bounding box of {expression}, in JSON.",
+    "Where is {expression}? Answer with its bounding box in JSON.",
+)
+"""The question a referring-expression row (RefCOCO) is asked as; the answer is a Qwen3-VL grounding answer."""
 _SHAREGPT_ROLES = {"human": ChatRole.USER, "user": ChatRole.USER, "gpt": ChatRole.ASSISTANT,
                    "assistant": ChatRole.ASSISTANT, "system": ChatRole.SYSTEM}
 _IMAGE_SPLIT = re.compile(r"\s*<image>\s*")
@@ -63,6 +80,14 @@ class VlRow:
         for data in self.images:
             digest.update(hashlib.sha256(data).digest())
         return digest.hexdigest()
+
+    @property
+    def sample_hash(self) -> str:
+        """sha256 over the images and the conversation: rows that would make the same sample share it. Rows that
+        share an image but ask something else (an instruct row, a VQA row and a grounding row of one COCO image)
+        do not."""
+        text = json.dumps(self.conversation, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(f"{self.image_hash}|{text}".encode()).hexdigest()
 
 
 def where(file: str, row: int, row_id: str) -> str:
@@ -161,3 +186,34 @@ def image_bytes(value: Any, image_root: pathlib.Path, at: str) -> bytes:
     except OSError as error:
         raise RowReject(DropReason.MISSING_IMAGE, f"{at}: image {value!r} cannot be read under {root} "
                         f"({type(error).__name__}); fix --image-root or drop the row") from None
+
+
+def pick(templates: tuple[str, ...], key: str) -> str:
+    """A template chosen by a hash of `key`: varied phrasing, identical on every rerun."""
+    return templates[int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % len(templates)]
+
+
+def caption_conversation(caption: str, key: str, at: str) -> list[Message]:
+    """One image, a caption question, the caption as the answer; RowReject when the caption is empty."""
+    text = caption.strip() if isinstance(caption, str) else ""
+    if not text:
+        raise RowReject(DropReason.NO_ASSISTANT_TURN, f"{at}: the caption is empty; there is nothing to learn")
+    return [{"role": ChatRole.USER.value, "content": [{"type": "image"}, {"type": "text",
+                                                                          "text": pick(CAPTION_PROMPTS, key)}]},
+            {"role": ChatRole.ASSISTANT.value, "content": [{"type": "text", "text": text}]}]
+
+
+def image_size(image: bytes, at: str) -> tuple[int, int]:
+    """(height, width) from the image's header (JPEG) or by opening it (anything else); RowReject when it does not
+    decode."""
+    try:
+        return jpeg_shape(image)
+    except BadImageError:
+        pass
+    try:
+        with Image.open(io.BytesIO(image)) as opened:
+            width, height = opened.size
+    except (UnidentifiedImageError, OSError) as error:
+        raise RowReject(DropReason.BAD_IMAGE, f"{at}: its image does not decode ({error}), so its boxes cannot be "
+                        "placed; fix or drop the row") from None
+    return height, width

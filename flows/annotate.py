@@ -22,6 +22,8 @@ from vlaforge.annotators.annotate_recipe import (
     annotate_job,
     decisions_digest,
     default_recipe,
+    detections_dataset,
+    detections_job,
     recipe_digest,
     uses_hosted,
 )
@@ -105,3 +107,27 @@ def annotate(
     page = build_report_task(outputs, str(pathlib.Path(output) / REPORT_DIR)) if report else None
     get_run_logger().info("annotate finished: %s", {name: s.get("samples") for name, s in summaries.items()})
     return {"datasets": summaries, "report": page, "recipe_hash": recipe_digest(recipe)}
+
+
+@flow(name="annotate-detections")
+def annotate_detections(
+    detections: str,
+    images: str,
+    output: str,
+    recipe: dict[str, Any],
+    runner: str = "ray",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Decide over a table of precomputed detections: `<output>/<dataset>/` (the VL dataset and its audit tables,
+    like an annotate run's) and `<output>/report/`."""
+    name = detections_dataset(recipe, detections, images)
+    target = pathlib.Path(output) / name
+    job = detections_job(recipe, detections, images, str(target))
+    record_recipe(target, recipe, pathlib.Path(detections))
+    summary = run_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers, progress=progress)
+    page = build_report_task([str(target)], str(pathlib.Path(output) / REPORT_DIR)) if report else None
+    get_run_logger().info("annotate-detections finished: %s samples", summary.get("samples"))
+    return {"dataset": name, "summary": summary, "report": page, "recipe_hash": recipe_digest(recipe)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 from typing import Any
 
@@ -11,33 +10,40 @@ from rich.console import Console
 from rich.table import Table
 
 from vlaforge.annotators.annotate_recipe import default_recipe
-from vlaforge.flows.cli_options import add_overwrite_option, add_runner_options
+from vlaforge.flows import annotate_detections_cli
+from vlaforge.flows.cli_options import (
+    add_consensus_options,
+    add_overwrite_option,
+    add_runner_options,
+    apply_settings,
+    consensus_recipe,
+)
 
 
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _setting(text: str) -> tuple[str, str, Any]:
-    section, _, rest = text.partition(".")
-    key, eq, raw = rest.partition("=")
-    if not (section and key and eq):
-        raise argparse.ArgumentTypeError(f"--set takes SECTION.KEY=VALUE (e.g. consensus.keep_images=all); got {text!r}")
-    try:
-        return section, key, json.loads(raw)
-    except json.JSONDecodeError:
-        return section, key, raw
+def _detector_option(text: str) -> tuple[str, str]:
+    kind, eq, model = text.partition("=")
+    if not (kind.strip() and eq and model.strip()):
+        raise argparse.ArgumentTypeError(f"--detector takes KIND=MODEL (e.g. owlv2=google/owlv2-base-patch16); "
+                                         f"got {text!r}")
+    return kind.strip(), model.strip()
 
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("annotate", help="ground robot shards with several detectors and keep what they agree on")
-    p.add_argument("--shards", nargs="+", required=True, metavar="URL",
-                   help="robot dataset directories written by `vlaforge ingest` (paths or file:// URLs)")
-    p.add_argument("--output", required=True, help="output directory: one VL dataset per input, and report/")
+    p.add_argument("--shards", nargs="+", metavar="URL",
+                   help="robot dataset directories written by `vlaforge ingest` (paths or file:// URLs); required")
+    p.add_argument("--output", help="output directory: one VL dataset per input, and report/; required")
+    annotate_detections_cli.add_parser(p.add_subparsers(dest="action", metavar="consensus"))
     models = p.add_argument_group("detectors and SAM (local dirs or hub ids)")
     models.add_argument("--gdino", default="IDEA-Research/grounding-dino-base", help="Grounding DINO checkpoint")
     models.add_argument("--llmdet", default="iSEE-Laboratory/llmdet_large", help="LLMDet checkpoint")
-    models.add_argument("--sam", default="facebook/sam-vit-base", help="SAM checkpoint")
+    models.add_argument("--sam", default="facebook/sam-vit-base",
+                        help="SAM checkpoint: a transformers directory or hub id, or Meta's original .pth (run through "
+                             "the segment-anything package)")
     models.add_argument("--hosted-url", default="https://api.deepdataspace.com", help="hosted Grounding DINO API")
     models.add_argument("--hosted-model", default="GroundingDino-1.5-Pro", help="the API's model name")
     models.add_argument("--hosted-token-block", help="Prefect Secret block with the API token (default: $DDS_API_TOKEN)")
@@ -45,6 +51,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     models.add_argument("--hosted-rate", type=float, default=2.0, help="API requests per second per worker")
     models.add_argument("--without", type=_csv, default=[], metavar="LIST",
                         help="leave out some of: gdino,llmdet,hosted,sam")
+    models.add_argument("--detector", dest="extra_detectors", type=_detector_option, action="append", default=[],
+                        metavar="KIND=MODEL", help="one more detector of any registered kind (annotators/detectors.py),"
+                        " e.g. owlv2=DIR or grounding_dino_original=DIR (repeat)")
     models.add_argument("--box-threshold", type=float, default=0.35, help="local detectors' box threshold")
     models.add_argument("--text-threshold", type=float, default=0.25, help="local detectors' text threshold")
     models.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
@@ -58,17 +67,11 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     what.add_argument("--negative", action="append", default=[], help="object that must not be found (repeat)")
     what.add_argument("--phrase-vlm", metavar="SPEC", help="extract phrases with a VLM: local:DIR or http:URL "
                       "(default: offline rules)")
-    rules = p.add_argument_group("consensus")
-    rules.add_argument("--min-votes", type=int, default=2, help="k: detectors that must agree (default 2)")
-    rules.add_argument("--box-iou", type=float, default=0.6, help="box IoU for two detectors to agree")
-    rules.add_argument("--mask-iou", type=float, default=0.6, help="SAM mask IoU for two detectors to agree")
-    rules.add_argument("--review-margin", type=float, default=0.1, help="borderline band below the thresholds")
+    add_consensus_options(p)
     p.add_argument("--variants", type=_csv, default=["single", "multi", "referring"], help="samples per image")
     p.add_argument("--validation-fraction", type=float, default=0.05, help="episodes held out (default 0.05)")
     p.add_argument("--shards-per-unit", type=int, default=4, help="robot shards per unit of work")
     p.add_argument("--split", default="train", help="robot split to ground ('all' for every split)")
-    p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="any other recipe field, e.g. --set consensus.keep_images=all")
     p.add_argument("--num-gpus", type=float, default=0, help="GPUs per Ray worker (fractions share a GPU)")
     p.add_argument("--no-report", action="store_true", help="do not build the HTML report")
     add_runner_options(p)
@@ -80,6 +83,7 @@ def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
     unknown = set(args.without) - {"gdino", "llmdet", "hosted", "sam"}
     if unknown:
         raise ValueError(f"--without {sorted(unknown)}: choose among gdino, llmdet, hosted, sam")
+    masks = "sam" not in args.without
     local = {"box_threshold": args.box_threshold, "text_threshold": args.text_threshold,
              "batch_size": args.batch_size, "device": args.device, "dtype": args.dtype}
     detectors = [
@@ -88,24 +92,36 @@ def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
         *([{"kind": "hosted", "base_url": args.hosted_url, "model": args.hosted_model,
             "api_token_block": args.hosted_token_block, "poll_interval_s": args.hosted_poll_interval,
             "requests_per_second": args.hosted_rate}] if "hosted" not in args.without else []),
+        *(_extra_detector(kind, model, args.device) for kind, model in args.extra_detectors),
     ]
     recipe = {
         **default_recipe(),
         "detectors": detectors,
-        "sam": None if "sam" in args.without else {"model": args.sam, "device": args.device, "dtype": args.dtype},
+        "sam": None if "sam" in args.without else _sam(args),
         "frames": {"policies": args.frames, "every_k": args.every_k, "cameras": args.cameras},
         "phrases": {"ontology": args.ontology, "negatives": args.negative, "vlm": args.phrase_vlm},
-        "consensus": {"min_votes": args.min_votes, "box_iou": args.box_iou, "mask_iou": args.mask_iou,
-                      "review_margin": args.review_margin},
+        "consensus": consensus_recipe(args, masks=masks, why_no_masks="--without sam runs no SAM"),
         "samples": {"variants": args.variants, "validation_fraction": args.validation_fraction},
         "source": {"shards_per_unit": args.shards_per_unit, "split": None if args.split == "all" else args.split},
     }
-    for section, key, value in args.settings:
-        if section not in recipe or not isinstance(recipe[section], dict):
-            raise ValueError(f"--set {section}.{key}: {section!r} is not a recipe section with options "
-                             f"(frames, phrases, sam, consensus, samples, source, shards)")
-        recipe[section][key] = value
-    return recipe
+    return apply_settings(recipe, args.settings)
+
+
+def _sam(args: argparse.Namespace) -> dict[str, Any]:
+    """The SAM section: an original `.pth` goes to Meta's package, anything else to transformers."""
+    original = args.sam.endswith((".pth", ".pt"))
+    return {"model": args.sam, "device": args.device, "dtype": args.dtype,
+            **({"backend": "segment_anything"} if original else {})}
+
+
+def _extra_detector(kind: str, model: str, device: str) -> dict[str, Any]:
+    """A `--detector KIND=MODEL` entry; the device goes to families that run locally."""
+    import dataclasses
+
+    from vlaforge.annotators.detectors import detector_family
+
+    fields = {field.name for field in dataclasses.fields(detector_family(kind).config)}
+    return {"kind": kind, "model": model, **({"device": device} if "device" in fields else {})}
 
 
 def print_summary(result: dict[str, Any], console: Console) -> None:
@@ -127,6 +143,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from vlaforge.annotators.annotate_recipe import annotate_job
     from vlaforge.flows.annotate import annotate, check_resumable, local_root
 
+    if args.action == "consensus":
+        return annotate_detections_cli.run(args, console)
+    if not args.shards or not args.output:
+        raise ValueError("vlaforge annotate needs --shards and --output (or `vlaforge annotate consensus "
+                         "--detections FILE` for precomputed detections)")
     recipe = recipe_from_args(args)
     for url in args.shards:  # bad input is answered before Prefect and Ray start
         root = local_root(url)

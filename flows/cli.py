@@ -29,6 +29,7 @@ VERBS = {
     "dataset": "vlaforge.flows.dataset_cli",
     "export": "vlaforge.flows.export_cli",
     "view": "vlaforge.flows.view_cli",
+    "convert": "vlaforge.flows.convert_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 PREFECT_STARTUP_TIMEOUT_S = 90

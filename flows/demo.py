@@ -125,4 +125,6 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
                   f"{sum(loss['robot_samples'] + loss['vl_samples'] for loss in summary['losses'])}",
                   "DeepSpeed ZeRO-2, 2 ranks: train/")
     console.print(table)
-    console.print(f"open {summary['report']}; every count and path: {output / SUMMARY_NAME}", markup=False)
+    report_dir = pathlib.Path(summary["report"]).parent
+    console.print(f"the report: `vlaforge report serve {report_dir}` (its gallery loads page by page); every count and "
+                  f"path: {output / SUMMARY_NAME}", markup=False)

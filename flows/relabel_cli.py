@@ -34,6 +34,10 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     relabel.add_argument("--vlm-batch-size", type=int, help="local: requests per generate call (default 8)")
     relabel.add_argument("--vlm-dtype", choices=("auto", "float32", "bfloat16", "float16"), help="local: dtype")
     relabel.add_argument("--vlm-device", help="local: auto, cpu, cuda or cuda:N")
+    relabel.add_argument("--judge", metavar="SPEC", help="a VLM judge (local:DIR or http:URL) scoring every kept "
+                         "answer against its image; samples below --judge-threshold are dropped")
+    relabel.add_argument("--judge-threshold", type=float, default=7.0, help="lowest judge score (1-10) kept "
+                         "(default 7)")
     relabel.add_argument("--dataset", help="the VL dataset name (default: <input name>-<generator>)")
     relabel.add_argument("--split", default="all", help="robot shards: only this split (default all: a VL sample's "
                                                         "split follows its episode's, by the same hash)")
@@ -68,6 +72,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         split=None if args.split == "all" else args.split, shards_per_unit=args.shards_per_unit,
         shard_samples=args.shard_samples, runner=args.runner, ray_address=args.ray_address, workers=args.workers,
         num_gpus_per_worker=args.num_gpus_per_worker, progress=not args.no_progress, overwrite=args.overwrite,
+        judge=args.judge, judge_threshold=args.judge_threshold,
     )
     print_vl_summary(summary, console, f"relabel {args.generator}")
     return 0

@@ -1,5 +1,6 @@
-"""The `ingest-vl` Prefect flow: a general VL dataset (LLaVA JSON, hub Parquet) into VL shards. Thin wiring only:
-index the rows, select (dedup by image hash, the per-dataset limit), then the VL job's plan / run / finalize."""
+"""The `ingest-vl` Prefect flow: a general VL dataset (any format whose source yields VL rows) into VL shards. Thin
+wiring only: index the rows, select (dedup by images and conversation, near-duplicate images, the per-dataset
+limit), then the VL job's plan / run / finalize."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def ingest_vl(
     input_path: str,
     output: str,
     dataset: str | None = None,
-    task: str = VlTask.GENERAL.value,
+    task: str | None = None,
     limit: int | None = None,
     dedup: bool = True,
+    near_duplicates: str = "report",
     source_options: dict[str, Any] | None = None,
     sample_options: dict[str, Any] | None = None,
     shard_samples: int | None = 2000,
@@ -52,7 +54,8 @@ def ingest_vl(
 ) -> dict[str, Any]:
     """Ingest one general VL dataset (`input_format`: a registered format that yields VL rows); returns its summary
     (with row counts: kept, duplicates, past the limit)."""
-    job = vl_ingest.new_job(input_path, output, dataset=dataset, task=VlTask(task), limit=limit, dedup=dedup,
+    job = vl_ingest.new_job(input_path, output, dataset=dataset, task=VlTask(task) if task else None, limit=limit,
+                            dedup=dedup, near_duplicates=near_duplicates,
                             source_options=source_options, sample_options=sample_options, input_format=input_format,
                             shards=ShardConfig(max_samples=shard_samples, max_bytes=shard_bytes))
     with vl_ingest.claimed_vl_ingest(job, overwrite=overwrite, command=command_line()) as owned:

@@ -201,7 +201,9 @@ class RobotSampleBuilder(Stage):
         flags = dict(episode.flags)
         if episode.success is not None:
             flags["success"] = episode.success
+        calibration = {MetaField.CALIBRATION.value: episode.calibration} if episode.calibration else {}
         return {
+            **calibration,
             MetaField.SOURCE.value: episode.source,
             MetaField.EMBODIMENT.value: episode.embodiment,
             MetaField.EPISODE_ID.value: episode.episode_id,

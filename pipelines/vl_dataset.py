@@ -28,6 +28,10 @@ from vlaforge.pipelines.shards.writer import ShardConfig
 from vlaforge.pipelines.vl_samples import VlSample
 
 DEFAULT_SHARDS = ShardConfig(max_samples=2000, max_bytes=256 * 2**20)
+GATES_TABLE = "gates"
+"""The side table of quality-gate counts (answer validation, the VLM judge) a VL job's stages report; `finalize`
+sums it into `summary.json` under `gates`."""
+GATES_SCHEMA = pa.schema([("gate", pa.string()), ("checked", pa.int64()), ("dropped", pa.int64())])
 EPISODES_PER_BATCH = 8
 """Items a VL job hands its stages at once (`Job.items_per_batch`): model stages batch their requests across them
 (an HTTP VLM keeps that many episodes' requests in flight); memory holds that many episodes' frames."""
@@ -86,9 +90,22 @@ class VlDatasetSink(DatasetSink):
             "tables": {name: sum(s.table_rows.get(name, 0) for s in summaries)
                        for name in sorted({name for s in summaries for name in s.table_rows})},
             "source": job.source.root,
+            **({"gates": gate_rates(tables[GATES_TABLE].to_pylist())} if GATES_TABLE in tables else {}),
         }
         return write_vl_summary(pathlib.Path(job.output), dataset=self.config.dataset, task=self.config.task,
                                 extra=extra)
+
+
+def gate_rates(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each quality gate's texts checked, dropped and drop rate, summed over units (rows of the `gates` table that
+    the generators and the judge report: gate, checked, dropped)."""
+    totals: dict[str, list[int]] = {}
+    for row in rows:
+        entry = totals.setdefault(row["gate"], [0, 0])
+        entry[0] += row["checked"]
+        entry[1] += row["dropped"]
+    return {gate: {"checked": checked, "dropped": dropped, "drop_rate": round(dropped / checked, 4) if checked else 0.0}
+            for gate, (checked, dropped) in sorted(totals.items())}
 
 
 def write_vl_unit(output: pathlib.Path, dataset: str, unit: int, samples: Iterable[VlSample], *,

@@ -166,7 +166,7 @@ def _frames(index: int, camera: int, n: int, image_size: tuple[int, int]) -> lis
     return [simplejpeg.encode_jpeg(frame, quality=90, colorspace="RGB") for frame in pixels]
 
 
-def _paths(index: int, seed: int, failed: bool) -> tuple[bytes, bytes]:
+def episode_paths(index: int, seed: int, failed: bool) -> tuple[bytes, bytes]:
     """DROID-style file_path and recording_folderpath; the timestamp encodes seed and index, so they are unique
     (and so are episode ids) for index < 3600 and seed < 672."""
     lab, outcome = _LABS[index % len(_LABS)], "failure" if failed else "success"
@@ -195,7 +195,7 @@ def make_droid_episode(
     next_gripper = np.concatenate([gripper[1:], gripper[-1:]])
     cartesian_velocity = (_cartesian(next_joints, mixing) - cartesian) * CONTROL_RATE_HZ
     task, variant = _TASKS[(seed + index) % len(_TASKS)]
-    file_path, recording_folder = _paths(index, seed, failed)
+    file_path, recording_folder = episode_paths(index, seed, failed)
     episode: dict[str, np.ndarray | list[bytes]] = {
         f"steps/observation/{camera}": _frames(index, c, n, image_size) for c, camera in enumerate(CAMERAS)
     }

@@ -83,7 +83,7 @@ def write_llava_json(directory: str | pathlib.Path, *, n_rows: int = 20, bad_row
             if kind != MISSING:
                 (directory / name).write_bytes(data)
             entry["image"] = name
-        entry["conversations"] = _turns(row - 1 if kind == DUPLICATE else row, kind)
+        entry["conversations"] = _turns(row - 1, "good") if kind == DUPLICATE else _turns(row, kind)
         rows.append(entry)
     path = directory / "llava_instruct.json"
     path.write_text(json.dumps(rows, indent=1))
@@ -110,7 +110,7 @@ def _parquet_record(row: int, kind: str, layout: str, size: tuple[int, int]) -> 
         images.append({"bytes": data, "path": f"{row:06d}.{extension}"})
     elif kind == MISSING:
         images.append({"bytes": None, "path": None})
-    turns = _turns(row - 1 if kind == DUPLICATE else row, kind)
+    turns = _turns(row - 1, "good") if kind == DUPLICATE else _turns(row, kind)
     if layout == "sharegpt":
         return {"id": f"{row:06d}", "image": images[0] if images else None, "conversations": turns}
     return {"id": f"{row:06d}", "messages": [_message(turn) for turn in turns], "images": images}
@@ -139,3 +139,51 @@ def _schema(layout: str) -> pa.Schema:
                     "conversations": _HF_SHAREGPT}
     metadata = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
     return pa.schema(fields, metadata=metadata)
+
+
+MIX_IMAGE = "coco/train2017/000000033471.jpg"
+MIX_OBJECTS = {"the cup on the left": (8.0, 30.0, 48.0, 80.0), "the person in white": (50.0, 10.0, 110.0, 90.0)}
+"""Pixel boxes [x1, y1, x2, y2] of the objects the mix's grounding rows refer to, in its 96x128 image."""
+
+
+def llava_box(box: tuple[float, float, float, float], height: int, width: int) -> str:
+    """A pixel box as LLaVA-1.5's mix writes it: 0-1 with two decimals, relative to the image padded to a square
+    (the short side padded equally on both sides)."""
+    side = max(height, width)
+    dx, dy = (side - width) / 2, (side - height) / 2
+    x1, y1, x2, y2 = ((box[0] + dx) / side, (box[1] + dy) / side, (box[2] + dx) / side, (box[3] + dy) / side)
+    return f"[{x1:.2f}, {y1:.2f}, {x2:.2f}, {y2:.2f}]"
+
+
+def write_llava_mix_json(directory: str | pathlib.Path, *, image_size: tuple[int, int] = (96, 128)) -> pathlib.Path:
+    """Rows of LLaVA-1.5's mix sharing one COCO image: an instruct conversation, a VQAv2 short answer, a RefCOCO
+    box question (0-1 boxes), a region description, and an exact repeat of the VQAv2 row; returns the JSON file."""
+    directory = pathlib.Path(directory)
+    (directory / pathlib.Path(MIX_IMAGE).parent).mkdir(parents=True, exist_ok=True)
+    frame = np.ascontiguousarray(camera_frames(0, 2, *image_size)[0])
+    (directory / MIX_IMAGE).write_bytes(encode_jpeg(frame, FrameConfig(quality=90)))
+    height, width = image_size
+    (cup, cup_box), (person, person_box) = MIX_OBJECTS.items()
+    vqa = [{"from": "human", "value": "<image>\nWhat is the person wearing?\nAnswer the question using a single "
+                                      "word or phrase."}, {"from": "gpt", "value": "Spacesuit"}]
+    rows = [
+        {"id": "000000033471", "image": MIX_IMAGE, "conversations": [
+            {"from": "human", "value": "<image>\nWhat is in the picture?"},
+            {"from": "gpt", "value": CAPTIONS["astronaut"]}]},
+        {"id": "000000033471-vqa", "image": MIX_IMAGE, "conversations": vqa},
+        {"id": "000000033471-ref", "image": MIX_IMAGE, "conversations": [
+            {"from": "human", "value": "<image>\nPlease provide the bounding box coordinate of the region this "
+                                       f"sentence describes: {cup}."},
+            {"from": "gpt", "value": llava_box(cup_box, height, width)},
+            {"from": "human", "value": "Please provide the bounding box coordinate of the region this sentence "
+                                       f"describes: {person}."},
+            {"from": "gpt", "value": llava_box(person_box, height, width)}]},
+        {"id": "000000033471-reg", "image": MIX_IMAGE, "conversations": [
+            {"from": "human", "value": "<image>\nPlease provide a short description for this region: "
+                                       f"{llava_box(person_box, height, width)}."},
+            {"from": "gpt", "value": person}]},
+        {"id": "000000033471-vqa-again", "image": MIX_IMAGE, "conversations": vqa},
+    ]
+    path = directory / "llava_v1_5_mix665k.json"
+    path.write_text(json.dumps(rows, indent=1))
+    return path

@@ -20,7 +20,8 @@ names that dtype ("f4") explicitly, for the same bytes.
 Two additions that ALOHA itself does not write, both documented in `datasets/teleop_hdf5.py`: the root attribute
 `instruction` (the task text), and, for recordings whose streams tick on their own clocks, one timestamp dataset per
 stream under `/timestamps/` mirroring the stream's path (`/timestamps/observations/qpos`, `/timestamps/action`,
-`/timestamps/observations/images/cam_high`), int64 nanoseconds.
+`/timestamps/observations/images/cam_high`), int64 nanoseconds. A third, with `calibration`: the overhead camera's
+dataset carries the attributes `intrinsics` (3x3), `camera_to_base` (4x4) and `distortion`.
 """
 
 from __future__ import annotations
@@ -79,10 +80,12 @@ def _write_images(group: h5py.Group, camera: str, jpegs: list[bytes], compress: 
 
 def write_aloha_hdf5(path: pathlib.Path, recording: TeleopRecording, *, compress: bool = True,
                      timestamps: bool = False, skip_cameras: tuple[str, ...] = (),
-                     channel_order: str = "bgr") -> pathlib.Path:
+                     channel_order: str = "bgr",
+                     calibration: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> pathlib.Path:
     """One episode file. Without `timestamps` every stream must share one clock (a fixed-rate recording); with
     them, each stream keeps its own length and clock. `channel_order` is how compressed frames are written (see
-    the module docstring)."""
+    the module docstring). `calibration` maps cameras to (K [3, 3], camera_to_base [4, 4]), stored as attributes
+    of their image datasets."""
     qpos, qpos_stamps = _joined(recording.follower, "position", "follower")
     qvel, _ = _joined(recording.follower, "velocity", "follower")
     action, action_stamps = _joined(recording.leader, "position", "leader")
@@ -103,6 +106,11 @@ def write_aloha_hdf5(path: pathlib.Path, recording: TeleopRecording, *, compress
         padded = max(max(row) for row in lengths)
         for camera, jpegs in stored.items():
             _write_images(images, camera, jpegs, compress, padded)
+            if calibration and camera in calibration:
+                k, camera_to_base = calibration[camera]
+                images[camera].attrs["intrinsics"] = np.asarray(k, np.float64)
+                images[camera].attrs["camera_to_base"] = np.asarray(camera_to_base, np.float64)
+                images[camera].attrs["distortion"] = np.array([0.01, -0.02, 0.0, 0.0, 0.0])
         for name, values in (("observations/qpos", qpos), ("observations/qvel", qvel),
                              ("observations/effort", np.zeros_like(qpos)), ("action", action)):
             root.create_dataset(name, values.shape, dtype="f4")[...] = values

@@ -109,3 +109,96 @@ def write_tiny_sam(output: str | pathlib.Path, *, seed: int = 0, image_size: int
     model.save_pretrained(output)
     processor.save_pretrained(output)
     return output
+
+
+OWL_WORDS = ("a", "photo", "of", "an")
+"""The words of OWL's query template ("a photo of a {phrase}"), besides `WORDS`."""
+
+
+def tiny_clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A CLIP byte-pair vocabulary and merges that spell every word of `WORDS` and `OWL_WORDS` as one token: each
+    word is built letter by letter, the last letter carrying CLIP's end-of-word mark. The special tokens come last,
+    as in CLIP's own vocabulary: OWL takes a text query whose first id is 0 for padding and masks it out."""
+    vocab: dict[str, int] = {}
+    merges: list[tuple[str, str]] = []
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        vocab.setdefault(letter, len(vocab))
+        vocab.setdefault(letter + "</w>", len(vocab))
+    for word in dict.fromkeys((*OWL_WORDS, *WORDS)):
+        piece = word[0] if len(word) > 1 else word[0] + "</w>"
+        for index, letter in enumerate(word[1:], start=1):
+            part = letter + "</w>" if index == len(word) - 1 else letter
+            merge = (piece, part)
+            piece += part
+            if merge not in merges:
+                merges.append(merge)
+            vocab.setdefault(piece, len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab, merges
+
+
+def write_tiny_owl(output: str | pathlib.Path, *, architecture: str = "owlv2", seed: int = 0,
+                   image_size: int = 64) -> pathlib.Path:
+    """A tiny OWLv2 ("owlv2") or OWL-ViT ("owlvit") checkpoint directory (model, CLIP tokenizer, image processor).
+
+    The tokenizer keeps OWL's 16-token text length, as the released checkpoints do.
+    """
+    import transformers
+
+    names = {"owlv2": ("Owlv2Config", "Owlv2ForObjectDetection", "Owlv2Processor", "Owlv2ImageProcessor"),
+             "owlvit": ("OwlViTConfig", "OwlViTForObjectDetection", "OwlViTProcessor", "OwlViTImageProcessor")}
+    config_name, model_name, processor_name, image_processor_name = names[architecture]
+    vocab, merges = tiny_clip_bpe()
+    tokenizer = transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
+    config = getattr(transformers, config_name)(
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 16,
+                     "bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
+                     "pad_token_id": vocab["<|endoftext|>"]},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": image_size, "patch_size": 16},
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_name)(config).eval()
+    image_processor = getattr(transformers, image_processor_name)(size={"height": image_size, "width": image_size},
+                                                                  **({} if architecture == "owlv2" else {
+                                                                      "crop_size": {"height": image_size,
+                                                                                    "width": image_size}}))
+    processor = getattr(transformers, processor_name)(image_processor=image_processor, tokenizer=tokenizer)
+    output = pathlib.Path(output)
+    model.save_pretrained(output)
+    processor.save_pretrained(output)
+    return output
+
+
+def tiny_original_sam(*, seed: int = 0, image_size: int = 64) -> "torch.nn.Module":
+    """A tiny SAM built from Meta's `segment_anything` modules (windowed and global attention blocks, a two-way
+    decoder with the released 8 heads), random weights."""
+    import functools
+
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    patch, width = 16, 16
+    torch.manual_seed(seed)
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            depth=2, embed_dim=32, img_size=image_size, mlp_ratio=4,
+            norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6), num_heads=2, patch_size=patch,
+            qkv_bias=True, use_rel_pos=True, global_attn_indexes=(1,), window_size=2, out_chans=width),
+        prompt_encoder=PromptEncoder(embed_dim=width, image_embedding_size=(image_size // patch,) * 2,
+                                     input_image_size=(image_size, image_size), mask_in_chans=4),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(
+            depth=2, embedding_dim=width, mlp_dim=32, num_heads=8), transformer_dim=width, iou_head_depth=3,
+            iou_head_hidden_dim=16),
+        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375],
+    ).eval()
+
+
+def write_tiny_original_sam(path: str | pathlib.Path, *, seed: int = 0) -> pathlib.Path:
+    """`tiny_original_sam` saved as Meta's releases are: a bare state dict in a `.pth` file."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tiny_original_sam(seed=seed).state_dict(), path)
+    return path

@@ -111,6 +111,7 @@ class RobotShardSource(Source):
             first_step=int(meta[MetaField.STEP.value]),
             extras={name: np.stack([s[SampleKey.extra(name)] for s in steps]) for name in extras},
             flags=flags,
+            calibration=dict(meta.get(MetaField.CALIBRATION.value) or {}),  # shards before it have none
         )
 
 

@@ -69,3 +69,9 @@ def test_recipe_digest_changes_with_any_setting_and_decisions_digest_ignores_run
     faster["detectors"][0].update(device="cuda", batch_size=16)
     faster["sam"] = {"device": "cuda"}
     assert recipe_digest(faster) != recipe_digest(a) and decisions_digest(faster) == decisions_digest(a)
+
+
+def test_a_mask_threshold_without_sam_is_refused(tmp_path):
+    recipe = {**default_recipe(), "sam": None, "consensus": {"mask_iou": 0.6}}
+    with pytest.raises(ValueError, match="consensus.mask_iou is 0.6 but no masks exist"):
+        annotate_job(recipe, str(tmp_path / "r"), str(tmp_path / "o"))

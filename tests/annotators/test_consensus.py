@@ -1,7 +1,11 @@
 """The consensus engine on hand-built detections whose right answer is known."""
 
+import json
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vlaforge.annotators.audit_table import AuditTable, candidate_row, decode_rle
 from vlaforge.annotators.consensus import ConsensusStage, decide_frame
@@ -12,6 +16,7 @@ from vlaforge.annotators.grounding_frame import (
     DetectorRun,
     GroundingFrame,
     RunStatus,
+    Vote,
 )
 
 H, W = 60, 80
@@ -197,3 +202,116 @@ def test_candidate_row_clips_the_qwen_box_to_the_image():
               phrases=("mug",))
     (c,) = decide_frame(f, CONFIG)
     assert candidate_row(f, c, "h", "{}")["fused_box_qwen"] == [0, 0, 1000, 1000]
+
+
+# Real detectors: boxes without scores, scores of 0, scores on different scales, many voters.
+
+def nine_faces(mask="box", score=0.9):
+    """Nine detectors boxing one face within a pixel or two of each other (as real face detectors do)."""
+    return [run(f"det{i}", det("mug", (10.0 + i % 3, 10.0 + i % 2, 30.0 + i % 3, 40.0), score, mask=mask))
+            for i in range(9)]
+
+
+def test_box_only_consensus_accepts_nine_agreeing_boxes_and_says_so():
+    f = frame(*nine_faces(mask=None), phrases=("mug",))
+    (c,) = decide_frame(f, ConsensusStage.Config(mask_iou=None))
+    assert (c.decision, c.reason) == (Decision.ACCEPTED, DecisionReason.AGREED)
+    assert len(c.agreeing) == 9 and c.detail.startswith("9 of 9 detectors agree on the box")
+    assert "masks not judged" in c.detail
+
+
+def test_without_masks_under_a_mask_rule_the_sentence_counts_the_agreeing_boxes():
+    f = frame(*nine_faces(mask=None), phrases=("mug",))
+    (c,) = decide_frame(f, CONFIG)
+    assert (c.decision, c.reason) == (Decision.NEEDS_REVIEW, DecisionReason.MISSING_MASK)
+    assert c.detail.startswith("9 of 9 detectors agree on the box") and "masks missing for det0" in c.detail
+    assert "1 of 9" not in c.detail
+
+
+def test_boxes_without_a_score_vote_and_fuse():
+    f = frame(run("haar", det("mug", MUG, None)), run("hog", det("mug", (11.0, 10.0, 31.0, 41.0), None)),
+              phrases=("mug",))
+    (c,) = decide_frame(f, ConsensusStage.Config(mask_iou=None))
+    assert c.decision == Decision.ACCEPTED and c.agreeing == ["haar", "hog"]
+    np.testing.assert_allclose(c.fused_box, (10.5, 10.0, 30.5, 40.5))  # equal weights: the plain mean
+    row = candidate_row(f, c, "h", json.dumps(ConsensusStage.Config(mask_iou=None).as_dict()))
+    assert [d["score"] for d in row["detections"]] == [None, None]
+    assert [t["confidence"] for t in row["score_tests"]] == [1.0, 1.0]
+
+
+def test_a_score_of_exactly_zero_fuses_without_dividing_by_zero():
+    f = frame(run("a", det("mug", MUG, 0.0)), run("b", det("mug", MUG, 0.0)), run("c", det("mug", MUG, 0.0)),
+              phrases=("mug",))
+    (c,) = decide_frame(f, ConsensusStage.Config(mask_iou=None))
+    assert c.decision == Decision.ACCEPTED and c.fused_score == 0.0
+    np.testing.assert_allclose(c.fused_box, MUG)
+
+
+def test_score_tests_are_per_detector_and_recorded_in_the_audit_row():
+    rules = ({"detector": "owlv2", "threshold": 0.1}, {"detector": "gdino", "threshold": 0.35})
+    config = ConsensusStage.Config(mask_iou=None, detector_scores=rules)
+    # OWLv2 scores run low: 0.15 passes its own threshold though it would fail Grounding DINO's.
+    f = frame(run("gdino", det("mug", MUG, 0.5)), run("owlv2", det("mug", MUG, 0.15)), phrases=("mug",))
+    (c,) = decide_frame(f, config)
+    assert c.decision == Decision.ACCEPTED
+    tests = {t["detector"]: t for t in candidate_row(f, c, "h", json.dumps(config.as_dict()))["score_tests"]}
+    assert tests["owlv2"] == {"detector": "owlv2", "raw": 0.15, "confidence": 0.15, "threshold": 0.1,
+                              "passed": True}
+    low = frame(run("gdino", det("mug", MUG, 0.3)), run("owlv2", det("mug", MUG, 0.15)), phrases=("mug",))
+    (c,) = decide_frame(low, config)
+    assert (c.decision, c.reason) == (Decision.REJECTED, DecisionReason.LOW_SCORE)
+    assert "below their score threshold: gdino" in c.detail
+
+
+def test_calibrated_scores_keep_the_fused_score_within_one():
+    # A margin-scored detector (raw 2.4) beside a probability: uncalibrated, the old fusion gave 1.6.
+    rules = ({"detector": "dlib", "calibration": "logistic", "scale": 2.0, "offset": -1.0},)
+    f = frame(run("dlib", det("mug", MUG, 2.4)), run("gdino", det("mug", MUG, 0.8)), phrases=("mug",))
+    (c,) = decide_frame(f, ConsensusStage.Config(mask_iou=None, detector_scores=rules))
+    dlib = next(v for v in c.votes if v.detector == "dlib")
+    assert dlib.confidence == pytest.approx(1 / (1 + np.exp(-3.8)))
+    assert 0 < c.fused_score <= 1
+
+
+def test_score_rule_validation_names_the_rule_and_field():
+    with pytest.raises(ValueError, match=r"ScoreRule\('x'\).calibration must be one of"):
+        ConsensusStage.Config(detector_scores=({"detector": "x", "calibration": "isotonic"},))
+    with pytest.raises(ValueError, match="one rule per detector"):
+        ConsensusStage.Config(detector_scores=({"detector": "x"}, {"detector": "x"}))
+    with pytest.raises(ValueError, match="a score rule has fields"):
+        ConsensusStage.Config(detector_scores=({"detector": "x", "treshold": 0.1},))
+
+
+def exhaustive_group(votes, pairs, box_thr):
+    """The old search, every subset (the reference for the bounded one)."""
+    import itertools
+
+    by_pair = {(p.a, p.b): p for p in pairs}
+    for size in range(len(votes), 1, -1):
+        groups = [g for g in itertools.combinations(votes, size)
+                  if all(by_pair[(a.detector, b.detector)].box_iou >= box_thr for a, b in itertools.combinations(g, 2))]
+        if groups:
+            return sorted(v.detector for v in max(groups, key=lambda g: sum(v.confidence for v in g)))
+    return [max(votes, key=lambda v: v.confidence).detector]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12), st.floats(0.05, 1.0)), min_size=2, max_size=11))
+def test_the_bounded_group_search_finds_the_same_group_as_trying_every_subset(boxes):
+    from vlaforge.annotators.consensus import _GroupSearch, _pairs
+
+    votes = [Vote(f"d{i:02d}", det("mug", (x, y, x + 20.0, y + 20.0), s, mask=None), confidence=s)
+             for i, (x, y, s) in enumerate(boxes)]
+    pairs = _pairs(votes)
+    found = sorted(v.detector for v in _GroupSearch(votes, pairs, 100_000).largest(votes, 0.6, None))
+    assert found == exhaustive_group(votes, pairs, 0.6)
+
+
+def test_sixteen_voters_are_decided_and_a_tiny_budget_falls_back_to_a_greedy_group():
+    runs = [run(f"d{i:02d}", det("mug", (10.0 + (i % 4), 10.0, 30.0 + (i % 4), 40.0), 0.5 + i / 100, mask=None))
+            for i in range(16)]
+    f = frame(*runs, phrases=("mug",))
+    (c,) = decide_frame(f, ConsensusStage.Config(mask_iou=None))
+    assert c.decision == Decision.ACCEPTED and len(c.agreeing) == 16
+    (greedy,) = decide_frame(f, ConsensusStage.Config(mask_iou=None, max_group_search=3))
+    assert greedy.decision == Decision.ACCEPTED and "the group is greedy" in greedy.detail

@@ -7,8 +7,8 @@ import pytest
 
 from vlaforge.annotators.consensus import ConsensusStage, decide_frame
 from vlaforge.annotators.grounding_frame import Detection, DetectorRun, RunStatus
-from vlaforge.annotators.grounding_samples import GroundingSampleBuilder, referring_expression, grounded_objects
-from vlaforge.annotators.qwen_coordinates import to_qwen_box
+from vlaforge.annotators.grounding_samples import GroundingSampleBuilder, grounded_objects, referring_expression
+from vlaforge.datasets.qwen_coordinates import to_qwen_box
 from vlaforge.datasets.schema import VlSampleKey
 
 MUG_LEFT = (4.0, 10.0, 20.0, 30.0)

@@ -29,7 +29,7 @@ def _generator(server, **options):
 def test_plan_from_named_segments():
     episode = pick_place_episode("ep-1")
     with ScriptedVlmServer(_namer) as server:
-        [sample] = _generator(server)([episode])
+        [sample] = _generator(server, variants=["whole"])([episode])
     conversation = json.loads(sample.members["conversation.json"])
     assert '"put the red mug on the shelf"' in conversation[0]["content"][1]["text"]
     assert conversation[1]["content"][0]["text"] == (
@@ -67,3 +67,23 @@ def test_an_episode_without_events_has_no_plan():
         assert stage([episode]) == []
     [drop] = stage.ledger.take()
     assert drop.reason == DropReason.TOO_FEW_SEGMENTS and "1 segments" in drop.message
+
+
+def test_next_sub_task_samples_from_the_frame_where_each_starts():
+    episode = pick_place_episode("ep-5")
+    with ScriptedVlmServer(_namer) as server:
+        samples = _generator(server)([episode])
+    whole, *following = samples
+    assert json.loads(whole.members["meta.json"])["extra"]["segments"][0]["name"] == NAMES[1]
+    assert len(following) == 4 and len(server.requests) == 4  # the same four names: no extra VLM call
+    frames = episode.frames["exterior_1"]
+    for index, (sample, start) in enumerate(zip(following, (0, 30, 60, 80))):
+        question, answer = (m["content"][-1]["text"] for m in json.loads(sample.members["conversation.json"]))
+        assert sample.members["0.jpg"] == frames[start] and answer == NAMES[index + 1].rstrip(".")
+        assert '"put the red mug on the shelf"' in question
+        meta = json.loads(sample.members["meta.json"])
+        assert meta["extra"]["variant"] == "next" and meta["extra"]["subtask"] == index + 1
+        assert meta["provenance"][0]["prompt_version"] == "plan@v1+plan_next@v1"
+    assert "Nothing is done yet." in json.loads(following[0].members["conversation.json"])[0]["content"][1]["text"]
+    third = json.loads(following[2].members["conversation.json"])[0]["content"][1]["text"]
+    assert "Done so far: reach for the red mug; carry the mug to the shelf." in third

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from vlaforge.annotators.qwen_coordinates import to_qwen_point
 from vlaforge.datasets.calibration import (
     Calibration,
     CalibrationError,
@@ -15,6 +14,7 @@ from vlaforge.datasets.calibration import (
     pose_matrix,
     tool_points,
 )
+from vlaforge.datasets.qwen_coordinates import to_qwen_point
 
 # A camera 1 m above the base at x = 0.5, looking straight down (rotated pi about x): camera x = base x,
 # camera y = -base y, camera z = -base z.

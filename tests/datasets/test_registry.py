@@ -42,7 +42,7 @@ def test_every_format_builds_from_its_default_config(tmp_path):
 
 def test_vl_parquet_is_a_format_that_yields_vl_rows():
     assert input_format("vl-parquet").source is VlParquetSource
-    assert formats_yielding(Yields.VL_ROWS) == ["vl-parquet"]
+    assert formats_yielding(Yields.VL_ROWS) == ["vl-parquet", "vl-webdataset", "caption-parquet", "cauldron", "refcoco"]
     assert set(formats_yielding(Yields.EPISODES)) == {"droid", "lerobot", "teleop-mcap", "teleop-hdf5"}
 
 

@@ -49,9 +49,10 @@ def llava(tmp_path_factory):
 def test_llava_json_rows_become_samples_and_bad_rows_are_named(llava):
     source, output, summary = llava
     assert summary["kind"] == "vl" and summary["task"] == "general" and summary["dataset"] == "llava_instruct"
-    assert summary["rows"] == {"total": 20, "keep": 17, "duplicate": 1, "over_limit": 0, "rejected": 2}
+    assert summary["rows"] == {"total": 20, "keep": 17, "duplicate": 1, "near_duplicate": 0, "over_limit": 0,
+                               "rejected": 2, "near_duplicate_images": 2}  # rows 11 and 19: pans over rows 7 and 15
     assert summary["samples"] == 17
-    assert summary["drops_by_reason"] == {"duplicate_image": 1, "missing_image": 1, "no_assistant_turn": 1}
+    assert summary["drops_by_reason"] == {"duplicate_sample": 1, "missing_image": 1, "no_assistant_turn": 1}
     quarantine = {r["episode"]: r for r in pq.read_table(output / "quarantine.parquet").to_pylist()}
     assert quarantine["000000000003"]["reason"] == "missing_image"
     assert "llava_instruct.json row 3" in quarantine["000000000003"]["message"]
@@ -83,7 +84,7 @@ def test_hub_parquet_layouts(tmp_path, layout):
     source = write_vl_parquet(tmp_path / "raw" / "train-00000-of-00001.parquet", layout=layout)
     summary = _ingest(source, tmp_path / "shards", dataset="hub-vl")
     assert summary["samples"] == 17 and summary["rows"]["duplicate"] == 1
-    assert summary["drops_by_reason"] == {"duplicate_image": 1, "missing_image": 1, "no_assistant_turn": 1}
+    assert summary["drops_by_reason"] == {"duplicate_sample": 1, "missing_image": 1, "no_assistant_turn": 1}
     sample = _samples(tmp_path / "shards")["train-00000-of-00001_00000000"]
     conversation = json.loads(sample["conversation.json"])
     assert conversation[0]["content"][0] == {"type": "image"} and conversation[1]["role"] == "assistant"

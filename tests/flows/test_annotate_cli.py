@@ -110,3 +110,24 @@ def test_hosted_token_from_a_prefect_secret_block(prefect_server):
         with pytest.raises(ValueError, match="Prefect Secret block 'no-such-block' could not be loaded"):
             missing.setup()
     assert frame.runs[0].status == RunStatus.OK and TOKEN not in repr(stage.config)
+
+
+def test_without_sam_the_cli_asks_for_box_only_consensus(droid_shards, tmp_path, capsys):
+    base = ["annotate", "--shards", "x", "--output", "y"]
+    boxes_only = recipe_from_args(build_parser().parse_args([*base, "--without", "sam,hosted"]))
+    assert boxes_only["sam"] is None and boxes_only["consensus"]["mask_iou"] is None
+    with_sam = recipe_from_args(build_parser().parse_args([*base, "--without", "hosted"]))
+    assert with_sam["consensus"]["mask_iou"] == 0.6
+    scored = recipe_from_args(build_parser().parse_args([*base, "--score-threshold", "owlv2=0.1"]))
+    assert scored["consensus"]["detector_scores"] == [{"detector": "owlv2", "threshold": 0.1}]
+    robot, _ = droid_shards
+    assert main(["annotate", "--shards", str(robot), "--output", str(tmp_path), "--without", "sam",
+                 "--mask-iou", "0.5"]) == 2
+    assert "--without sam runs no SAM" in capsys.readouterr().err
+
+
+def test_an_original_sam_checkpoint_goes_to_meta_s_package():
+    args = build_parser().parse_args(["annotate", "--shards", "x", "--output", "y", "--sam", "/m/sam_vit_b_01ec64.pth"])
+    assert recipe_from_args(args)["sam"]["backend"] == "segment_anything"
+    args = build_parser().parse_args(["annotate", "--shards", "x", "--output", "y", "--sam", "facebook/sam-vit-base"])
+    assert "backend" not in recipe_from_args(args)["sam"]

@@ -72,4 +72,46 @@ def test_ingest_vl_parquet_then_relabel_its_answers(prefect_api, tmp_path, capsy
                      "--generator", "caption", "--vlm", f"http:{server.url}", "--runner", "local"])
     assert code == 2 and "only vqa relabels VL data" in capsys.readouterr().err
     relabelled = json.loads((tmp_path / "relabelled" / "summary.json").read_text())
-    assert relabelled["samples"] == 4 and relabelled["task"] == "general"
+    # The reference gate: the synthetic rows' short answers ("yes", a number) must survive a relabel, so a long
+    # free-text answer replaces only the one row whose reference is itself free text.
+    assert relabelled["task"] == "general" and relabelled["samples"] == 1
+    assert relabelled["drops_by_reason"] == {"answer_disagrees_with_reference": 3}
+    assert relabelled["gates"]["reference"]["dropped"] == 3
+
+
+def test_ingest_refcoco_takes_the_formats_task(prefect_api, tmp_path, capsys):
+    from vlaforge.datasets.synth.refcoco import write_refcoco_parquet
+
+    source = write_refcoco_parquet(tmp_path / "refcoco" / "val-00000-of-00001.parquet")
+    code = main(["ingest", "refcoco", "--input", str(source.parent), "--output", str(tmp_path / "grounding"),
+                 "--runner", "local", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "ingest refcoco" in out and "(grounding)" in out
+    summary = json.loads((tmp_path / "grounding" / "summary.json").read_text())
+    assert summary["task"] == "grounding" and summary["samples"] == 7
+    # Rows referring to other objects of one photo share its bytes: the same image, never a near-duplicate.
+    assert summary["rows"]["near_duplicate_images"] == 0 and summary["rows"]["duplicate"] == 0
+
+
+def test_relabel_with_a_judge_reports_each_gates_drop_rate(prefect_api, droid_shards, tmp_path, capsys):
+    robot, _ = droid_shards
+    captions = iter(["I'm sorry, but I can't help with that.", "A golden retriever sleeps on a blue sofa.",
+                     "A robot arm reaches over a table with objects on it."] * 100)
+
+    def judge(body):
+        return json.dumps({"score": 1 if "retriever" in request_text(body) else 9})
+
+    with ScriptedVlmServer(lambda body: next(captions)) as captioner, ScriptedVlmServer(judge) as judge_server:
+        code = main(["relabel", "--shards", str(robot), "--output", str(tmp_path / "captions"), "--generator",
+                     "caption", "--vlm", f"http:{captioner.url}", "--judge", f"http:{judge_server.url}",
+                     "--judge-threshold", "5", "--runner", "local", "--no-progress", "--set", "frames_per_episode=3"])
+    out = capsys.readouterr().out
+    assert code == 0 and "gate refusal" in out and "gate judge" in out
+    summary = json.loads((tmp_path / "captions" / "summary.json").read_text())
+    gates = summary["gates"]
+    asked = gates["form"]["checked"]
+    assert gates["refusal"]["dropped"] == summary["drops_by_reason"]["answer_refusal"] > 0
+    assert gates["judge"]["dropped"] == summary["drops_by_reason"]["answer_judged_unsupported"] > 0
+    assert gates["judge"]["checked"] == asked - gates["refusal"]["dropped"]
+    assert summary["samples"] == asked - gates["refusal"]["dropped"] - gates["judge"]["dropped"]
+    assert gates["refusal"]["drop_rate"] == round(gates["refusal"]["dropped"] / gates["refusal"]["checked"], 4)

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vlaforge.annotators.qwen_coordinates import from_qwen_box, to_qwen_box, to_qwen_point
+from vlaforge.datasets.qwen_coordinates import from_qwen_box, to_qwen_box, to_qwen_point
 
 
 def test_known_values():
