@@ -136,7 +136,7 @@ class ObservationMap:
             value = np.transpose(value, (1, 2, 0))
         height, width = self.image_size
         if value.shape[:2] != (height, width):
-            return np.asarray(Image.fromarray(np.ascontiguousarray(value)).resize((width, height), Image.BILINEAR))
+            return np.array(Image.fromarray(np.ascontiguousarray(value)).resize((width, height), Image.BILINEAR))
         return np.array(value)  # a writable copy: arrays off the wire are read-only views of the message
 
     @staticmethod
