@@ -22,6 +22,8 @@ VERBS = {
     "relabel": "vlaforge.flows.relabel_cli",
     "train": "vlaforge.flows.train_cli",
     "serve": "vlaforge.flows.serve_cli",
+    "serve-policy": "vlaforge.flows.serve_policy_cli",
+    "eval": "vlaforge.flows.eval_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 

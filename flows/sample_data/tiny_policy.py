@@ -32,6 +32,9 @@ class TinyPolicySpec:
     """T of the tiny DiT."""
     observation_map: Mapping[str, object] | None = None
     """`observation_map.json` to write beside the weights (None: none)."""
+    statistics: Mapping[str, object] | None = None
+    """A normalization document (`{"embodiments": {...}}`, e.g. a dataset's stats.json) used instead of the fields
+    above, so the policy covers a real dataset's embodiments."""
 
 
 def write_tiny_policy(directory: str | pathlib.Path, spec: TinyPolicySpec = TinyPolicySpec(), *,
@@ -59,7 +62,7 @@ def write_tiny_policy(directory: str | pathlib.Path, spec: TinyPolicySpec = Tiny
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
     statistics = {"state": {"mean": list(spec.state_mean), "std": [spec.std] * len(spec.state_mean)},
                   "action": {"mean": list(spec.action_mean), "std": [spec.std] * len(spec.action_mean)}}
-    normalize = Normalize.from_document({"embodiments": {spec.embodiment: statistics}})
+    normalize = Normalize.from_document(spec.statistics or {"embodiments": {spec.embodiment: statistics}})
     Policy(model, presets.tiny_processor(), normalize).save_pretrained(directory)
     if spec.observation_map is not None:
         ObservationMap.from_dict(spec.observation_map).save(directory / MAP_FILE)
