@@ -130,6 +130,20 @@ def evaluate_in_sim(config: SimEvalConfig, progress: ProgressFn | None = None) -
     return results
 
 
+_RENDER_PROBE = "import mujoco; context = mujoco.GLContext(64, 64); context.make_current(); context.free()"
+
+
+def offscreen_rendering_problem(mujoco_gl: str = "egl", python: str | None = None) -> str | None:
+    """Why MuJoCo cannot render offscreen with `mujoco_gl` in a fresh process, or None when it can."""
+    probe = subprocess.run([python or sys.executable, "-c", _RENDER_PROBE], capture_output=True, text=True,
+                           env={**os.environ, "MUJOCO_GL": mujoco_gl, "PYOPENGL_PLATFORM": mujoco_gl}, timeout=120)
+    if probe.returncode == 0:
+        return None
+    last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+    return (f"MuJoCo cannot render offscreen with MUJOCO_GL={mujoco_gl} ({last}); on Debian install libegl1 and "
+            "libgl1-mesa-dri (Mesa's EGL)")
+
+
 def start_policy_server(config: SimEvalConfig):
     """Load the policy directory and serve it on a free port of 127.0.0.1; returns the running `PolicyServer`."""
     import torch

@@ -48,12 +48,14 @@ class DemoSizes:
     """Loader batches streamed, one optimizer step each."""
     batch_size: int = 12
     """Samples per batch (both kinds, at the corpus's 1:6)."""
+    closed_loop_steps: int = 24
+    """Control steps of the closed-loop episode in gym-aloha at the end."""
 
     @classmethod
     def quick(cls) -> "DemoSizes":
         # DROID keeps its 6 episodes: the random detectors' few chance agreements (the grounding samples) are on
         # those frames, and fewer would leave the grounding dataset empty.
-        return cls(lerobot_episodes=(2, 2), teleop=(1, 2.0), vl_rows=12, caption_frames=1)
+        return cls(lerobot_episodes=(2, 2), teleop=(1, 2.0), vl_rows=12, caption_frames=1, closed_loop_steps=12)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The training end of `vlaforge demo`: batches of both kinds streamed from the corpus by `CorpusLoader`, then a few
-steps of pre-training step 1 of the tiny VLA model on DeepSpeed ZeRO-2 with 2 processes (`vlaforge train`)."""
+"""The training end of `vlaforge demo`: batches of both kinds streamed from the corpus by `CorpusLoader`, a few steps
+of pre-training step 1 of the tiny VLA model on DeepSpeed ZeRO-2 with 2 processes (`vlaforge train`), and a short
+closed-loop evaluation of the policy it exported in gym-aloha (`vlaforge eval sim`)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,34 @@ def train_steps(corpus: pathlib.Path, vlm_dir: pathlib.Path, output: pathlib.Pat
     if train_cli.run(parser.parse_args(argv), console) != 0:
         raise RuntimeError(f"training failed; its log is under {train_dir}")
     return [json.loads(line) for line in (train_dir / TRAIN_LOG).read_text().splitlines()]
+
+
+CLOSED_LOOP_ENV = "aloha-transfer-cube"
+"""The bimanual ALOHA task: the demo's teleop datasets are that robot (`bimanual_2x6dof`, 14-D joints)."""
+
+
+def closed_loop(policy: pathlib.Path, output: pathlib.Path, steps: int, console: Console) -> dict | None:
+    """Step 8: the exported policy drives gym-aloha's simulated robot through the policy server, one short episode
+    of asynchronous execution (`vlaforge eval sim`, through the `evaluate` flow); its results.json document, or
+    None where MuJoCo cannot render offscreen here (said, not hidden)."""
+    from vlaforge.evaluation.sim_evaluation import offscreen_rendering_problem
+    from vlaforge.flows.eval_cli import sim_table
+    from vlaforge.flows.evaluate import evaluate
+
+    console.rule(f"8. closed loop: the trained policy drives {CLOSED_LOOP_ENV} (`vlaforge eval sim`)")
+    problem = offscreen_rendering_problem("egl")
+    if problem is not None:
+        console.print(f"skipped: {problem}", style="bold yellow", markup=False)
+        return None
+    target = output / "eval-sim"
+    argv = ["eval", "sim", "--policy", str(policy), "--env", CLOSED_LOOP_ENV, "--episodes", "1", "--max-steps",
+            str(steps), "--mode", "async", "--videos", "1", "--image-size", "64x64", "--output", str(target)]
+    console.print("$ vlaforge " + " ".join(argv), markup=False)
+    console.print("3 training steps of a tiny random-weight model do not make a policy that succeeds: this shows the "
+                  "loop (server, simulator process, asynchronous chunks), not skill", style="bold yellow")
+    results = evaluate(kind="sim", options={
+        "policy": str(policy), "env": CLOSED_LOOP_ENV, "episodes": 1, "max_steps": steps, "mode": "async",
+        "videos": 1, "image_size": (64, 64), "output": str(target)})
+    console.print(sim_table(results))
+    console.print(f"open {target / 'summary.html'} (the episode's video is in {target / 'videos'})", markup=False)
+    return results

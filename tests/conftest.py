@@ -1,6 +1,4 @@
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -152,14 +150,15 @@ def tiny_policy_dir(tmp_path_factory):
                              TinyPolicySpec(observation_map=ALOHA_MAP))
 
 
-_PROBE = "import gym_aloha, mujoco; context = mujoco.GLContext(64, 64); context.make_current(); context.free()"
-
-
 @pytest.fixture(scope="session")
 def mujoco_renders():
     """Skip (saying why) where MuJoCo cannot render offscreen with EGL: gym-aloha renders its cameras every step."""
-    probe = subprocess.run([sys.executable, "-c", _PROBE], env={**os.environ, "MUJOCO_GL": "egl"},
-                           capture_output=True, text=True, timeout=120)
-    if probe.returncode != 0:
-        pytest.skip("MuJoCo cannot render offscreen here (gym-aloha with MUJOCO_GL=egl needs Mesa's EGL: Debian's "
-                    f"libegl1 and libgl1-mesa-dri); the probe said: {probe.stderr.strip().splitlines()[-1:]}")
+    import importlib.util
+
+    from vlaforge.evaluation.sim_evaluation import offscreen_rendering_problem
+
+    if importlib.util.find_spec("gym_aloha") is None:
+        pytest.skip("gym-aloha is not installed (pip install -e '.[eval]')")
+    problem = offscreen_rendering_problem("egl")
+    if problem is not None:
+        pytest.skip(problem)
