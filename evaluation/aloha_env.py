@@ -12,22 +12,22 @@ from typing import Any
 
 import numpy as np
 
-from vlaforge.evaluation.sim_envs import SimEnvSpec, SimTask, StepResult
+from vlaforge.evaluation.sim_environment import SimTask, StepResult
 
 
 class AlohaEnvironment:
     """One gym-aloha task behind the `SimEnvironment` methods."""
 
-    def __init__(self, spec: SimEnvSpec, *, max_steps: int) -> None:
+    def __init__(self, gym_id: str, *, name: str, prompt: str, max_steps: int) -> None:
         import gym_aloha  # noqa: F401 - registers the gym_aloha/ ids with gymnasium
         import gymnasium
 
-        self.spec = spec
-        self._env = gymnasium.make(spec.task, obs_type="pixels_agent_pos", max_episode_steps=max_steps)
+        self.name, self.prompt = name, prompt
+        self._env = gymnasium.make(gym_id, obs_type="pixels_agent_pos", max_episode_steps=max_steps)
         self._image: np.ndarray | None = None
 
     def tasks(self) -> list[SimTask]:
-        return [SimTask(index=0, name=self.spec.name, prompt=self.spec.prompt)]
+        return [SimTask(index=0, name=self.name, prompt=self.prompt)]
 
     def reset(self, task: int, episode: int, seed: int) -> dict[str, Any]:
         observation, _ = self._env.reset(seed=seed)
@@ -47,4 +47,4 @@ class AlohaEnvironment:
     def _observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         self._image = observation["pixels"]["top"]
         return {"images": {"top": self._image}, "state": np.asarray(observation["agent_pos"], dtype=np.float32),
-                "prompt": self.spec.prompt}
+                "prompt": self.prompt}

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vlaforge.evaluation.sim_envs import SimEnvSpec, SimTask, StepResult
+from vlaforge.evaluation.sim_environment import SimTask, StepResult
 
 RESOLUTION = 256
 """Rendered camera size, as LIBERO's training data were rendered."""
@@ -33,12 +33,11 @@ NO_OP = [0.0] * 6 + [-1.0]
 class LiberoEnvironment:
     """One LIBERO suite behind the `SimEnvironment` methods; the MuJoCo environment is rebuilt per task."""
 
-    def __init__(self, spec: SimEnvSpec, *, max_steps: int) -> None:
+    def __init__(self, suite: str, *, max_steps: int) -> None:
         from libero.libero import benchmark
 
-        self.spec = spec
         self.max_steps = max_steps
-        self._suite = benchmark.get_benchmark_dict()[spec.task]()
+        self._suite = benchmark.get_benchmark_dict()[suite]()
         self._env: Any = None
         self._env_task: int | None = None
         self._steps = 0

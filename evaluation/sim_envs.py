@@ -19,51 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from vlaforge.datasets.bimanual import EMBODIMENT as BIMANUAL
 from vlaforge.datasets.configurable import lookup
 from vlaforge.datasets.schema import Camera
+from vlaforge.evaluation.sim_environment import SimEnvironment
 
 LIBERO_EMBODIMENT = "franka_libero"
 """Normalization key a LIBERO-trained policy carries for the Franka's 8-D state and 7-D action (ours, by default)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SimTask:
-    """One task of an environment: its index, name, instruction and how many fixed initial states it has."""
-
-    index: int
-    name: str
-    prompt: str
-    init_states: int | None = None
-    """LIBERO ships fixed initial states per task (50); None where the seed draws the initial state."""
-
-
-@dataclasses.dataclass(frozen=True)
-class StepResult:
-    observation: dict[str, Any]
-    reward: float
-    done: bool
-    success: bool
-
-
-class SimEnvironment(Protocol):
-    """What the environment process drives: tasks, reset, step, and a frame for the video."""
-
-    def tasks(self) -> list[SimTask]: ...
-
-    def reset(self, task: int, episode: int, seed: int) -> dict[str, Any]:
-        """The client observation at the start of `episode` of `task` (seeded)."""
-
-    def step(self, action: np.ndarray) -> StepResult: ...
-
-    def frame(self) -> np.ndarray:
-        """The current view, uint8 [H, W, 3], for the episode video."""
-
-    def close(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,14 +50,16 @@ class SimEnvSpec:
     """The server's `ObservationMap` for this environment's observations (JSON form)."""
 
     def make(self, *, max_steps: int | None = None) -> SimEnvironment:
-        """The environment, built in the calling process (the environment process)."""
+        """The environment, built in the calling process (the environment process). The adapters import their
+        simulator, so they are imported here, only where they run."""
+        limit = max_steps or self.max_steps
         if self.suite == "aloha":
             from vlaforge.evaluation.aloha_env import AlohaEnvironment
 
-            return AlohaEnvironment(self, max_steps=max_steps or self.max_steps)
+            return AlohaEnvironment(self.task, name=self.name, prompt=self.prompt, max_steps=limit)
         from vlaforge.evaluation.libero_env import LiberoEnvironment
 
-        return LiberoEnvironment(self, max_steps=max_steps or self.max_steps)
+        return LiberoEnvironment(self.task, max_steps=limit)
 
 
 def _aloha(name: str, task: str, prompt: str) -> SimEnvSpec:

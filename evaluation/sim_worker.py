@@ -22,7 +22,8 @@ import sys
 import time
 
 from vlaforge.evaluation.episode_record import EpisodeRecord, append_record
-from vlaforge.evaluation.sim_envs import SimEnvironment, SimTask, sim_env
+from vlaforge.evaluation.sim_environment import SimEnvironment, SimTask
+from vlaforge.evaluation.sim_envs import sim_env
 from vlaforge.training.policy.async_executor import AsyncChunkExecutor, AsyncExecutionConfig, Clock
 from vlaforge.training.policy.client import PolicyClient
 from vlaforge.training.policy.sync_executor import SyncChunkExecutor

@@ -134,10 +134,7 @@ class ObservationMap:
                                    f", got {_what(value)}")
         if value.shape[-1] != 3:
             value = np.transpose(value, (1, 2, 0))
-        height, width = self.image_size
-        if value.shape[:2] != (height, width):
-            return np.array(Image.fromarray(np.ascontiguousarray(value)).resize((width, height), Image.BILINEAR))
-        return np.array(value)  # a writable copy: arrays off the wire are read-only views of the message
+        return resize_frame(value, self.image_size)
 
     @staticmethod
     def _array(flat: Mapping[str, Any], key: str, shape: tuple[int | None, ...]) -> np.ndarray:
@@ -167,6 +164,20 @@ class ObservationMap:
         if not isinstance(value, str):
             raise ObservationError(f"observation key {self.prompt!r}: expected a string, got {_what(value)}")
         return value
+
+
+def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [H, W, 3] -> [height, width, 3] as the training loader sized frames: first shrunk by the largest whole
+    factor that keeps both sides at least the target (the loader decodes JPEGs at 1/2, 1/4, 1/8 scale the same way;
+    here a box filter), then bilinear. Always a fresh, writable array (arrays off the wire are read-only views)."""
+    height, width = size
+    if frame.shape[:2] == (height, width):
+        return np.array(frame)
+    image = Image.fromarray(np.ascontiguousarray(frame))
+    factor = min(frame.shape[0] // height, frame.shape[1] // width, 8)
+    if factor >= 2:
+        image = image.reduce(factor)
+    return np.array(image.resize((width, height), Image.BILINEAR))
 
 
 def _flatten(observation: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -32,7 +32,9 @@ def _encode(value: Any) -> Any:
         raise WireFormatError(f"cannot send an array of dtype {value.dtype}: use a numeric, bool or string dtype")
     if isinstance(value, np.ndarray):
         array = np.ascontiguousarray(value)
-        return {_NDARRAY: True, b"data": array.tobytes(), b"dtype": array.dtype.str, b"shape": list(array.shape)}
+        # msgpack packs a memoryview as bin, byte for byte what tobytes() gives, without copying the array first.
+        data = memoryview(array).cast("B") if array.size else b""
+        return {_NDARRAY: True, b"data": data, b"dtype": array.dtype.str, b"shape": list(array.shape)}
     if isinstance(value, np.generic):
         return {_NPGENERIC: True, b"data": value.item(), b"dtype": value.dtype.str}
     raise TypeError(f"cannot pack {type(value).__name__}")
