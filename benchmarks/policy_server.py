@@ -1,7 +1,7 @@
 """Policy server overhead: the round trip of one request minus the policy's own inference time, at the observation
 sizes of an ALOHA robot (three 480x640 cameras and a 14-D state), against the same request answered in-process.
 
-    .venv/bin/python benchmarks/policy_server.py [--requests 50] [--quick]
+    .venv/bin/python benchmarks/policy_server.py [--requests 50] [--quick] [--device cuda --dtype bfloat16]
 
 Rows, all on one machine, side by side:
 - in-process: `Session.infer` called directly on a worker thread, as the server calls it (observation mapping, the
@@ -110,11 +110,17 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="10 requests")
+    parser.add_argument("--device", default="cpu", help="cuda on a GPU machine: the served policy runs there")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="model dtype (default: as saved)")
     args = parser.parse_args()
     count = 10 if args.quick else args.requests
     rng = np.random.default_rng(0)
     directory = write_tiny_policy(pathlib.Path(tempfile.mkdtemp()) / "policy", TinyPolicySpec(observation_map=MAP))
-    served = ServedPolicy(Policy.from_pretrained(directory), ObservationMap.load(directory / "observation_map.json"))
+    import torch
+
+    policy = Policy.from_pretrained(directory, device=args.device,
+                                    dtype=getattr(torch, args.dtype) if args.dtype else None)
+    served = ServedPolicy(policy, ObservationMap.load(directory / "observation_map.json"))
     rows = []
     for size, note in (((480, 640), "480x640, server resizes"), ((224, 224), "224x224, client resized")):
         observations = [observation(rng, size) for _ in range(count + 1)]

@@ -115,9 +115,9 @@ class _ChoiceStats:
         self.samples += 1
         self.top_is_best += top == best
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, candidates: int) -> dict[str, Any]:
         return {"top_scored": self.top.summary(), "best_of_n": self.best.summary(),
-                "top_picks_best": self.top_is_best / max(self.samples, 1), "candidates": None}
+                "top_picks_best": self.top_is_best / max(self.samples, 1), "candidates": candidates}
 
 
 def evaluate_offline(config: OfflineEvalConfig, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -156,8 +156,7 @@ def _document(config, image_size, flows, choices, head) -> dict[str, Any]:
     for name, sums in sorted(flows.items()):
         entry = {"samples": int(sums.counts[0]), "flow_matching": sums.summary()}
         if name in choices:
-            entry["choice_policies"] = choices[name].summary()
-            entry["choice_policies"]["candidates"] = head.config.num_candidates
+            entry["choice_policies"] = choices[name].summary(head.config.num_candidates)
         embodiments[name] = entry
     if not embodiments:
         raise ValueError(f"{config.corpus}: no robot sample in split {config.split!r}; offline evaluation needs the "

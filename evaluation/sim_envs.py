@@ -48,6 +48,8 @@ class SimEnvSpec:
     """Steps before an episode is cut off (the benchmark's own limit)."""
     observation_map: Mapping[str, Any]
     """The server's `ObservationMap` for this environment's observations (JSON form)."""
+    task_count: int = 1
+    """Tasks of the environment (each LIBERO suite has 10); the plan is made before the simulator is loaded."""
 
     def make(self, *, max_steps: int | None = None) -> SimEnvironment:
         """The environment, built in the calling process (the environment process). The adapters import their
@@ -72,7 +74,7 @@ def _libero(suite: str, max_steps: int) -> SimEnvSpec:
     # openpi's LIBERO client layout: the agent view and the wrist view, an 8-D state (end-effector position,
     # axis-angle, gripper joints) and the task's language.
     return SimEnvSpec(name=suite.replace("_", "-"), suite="libero", task=suite, prompt="", control_hz=20.0,
-                      max_steps=max_steps,
+                      max_steps=max_steps, task_count=10,
                       observation_map={"embodiment": LIBERO_EMBODIMENT,
                                        "cameras": {"observation/image": Camera.EXTERIOR_1.value,
                                                    "observation/wrist_image": Camera.WRIST.value},

@@ -115,7 +115,7 @@ def evaluate_in_sim(config: SimEvalConfig, progress: ProgressFn | None = None) -
     """Run (or finish) the evaluation and write its results; returns the results.json document."""
     config.output.mkdir(parents=True, exist_ok=True)
     _check_same_run(config)
-    plans = _remaining(config, _task_count(config))
+    plans = _remaining(config)
     if plans:
         server = None if config.policy.startswith(("ws://", "wss://")) else start_policy_server(config)
         try:
@@ -174,13 +174,9 @@ def resolve_observation_map(config: SimEvalConfig):
     return dataclasses.replace(mapping, image_size=config.image_size) if config.image_size else mapping
 
 
-def _task_count(config: SimEvalConfig) -> int | None:
-    """Tasks of a multi-task suite (LIBERO: 10 per suite); None for a single-task environment."""
-    return 10 if config.spec.suite == "libero" else None
-
-
-def _remaining(config: SimEvalConfig, task_count: int | None) -> list[EpisodePlan]:
-    tasks = config.tasks if config.tasks is not None else tuple(range(task_count or 1))
+def _remaining(config: SimEvalConfig) -> list[EpisodePlan]:
+    """The planned episodes not yet in `episodes.jsonl`; the first `videos` of the plan are recorded."""
+    tasks = config.tasks if config.tasks is not None else tuple(range(config.spec.task_count))
     done = {(r.task_index, r.episode) for r in read_records(config.output)}
     plans, order = [], 0
     for task in tasks:

@@ -105,3 +105,14 @@ def test_garbage_and_text_messages_get_errors_and_health_is_served(server):
         assert "'state' is missing" in connection.recv()
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=10) as response:
         assert response.status == 200
+
+
+def test_a_bfloat16_policy_is_served_in_float32_robot_units(tiny_policy_dir, camera):
+    """What `serve-policy --dtype bfloat16` loads (on a GPU in production): the chunk still leaves as float32."""
+    policy = Policy.from_pretrained(tiny_policy_dir, dtype=torch.bfloat16)
+    served = ServedPolicy(policy, ObservationMap.load(tiny_policy_dir / "observation_map.json"))
+    observation = aloha_observation(camera)
+    response = served.session().infer(observation)
+    assert response["actions"].dtype == np.float32 and response["actions"].shape == (8, 14)
+    prefix = response["actions"][:2]
+    assert np.array_equal(served.session().infer({**observation, "action_prefix": prefix})["actions"][:2], prefix)

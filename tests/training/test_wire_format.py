@@ -11,6 +11,14 @@ MESSAGE = {"images": {"top": np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 
            "state": np.linspace(0, 1, 14), "prompt": "stack the cups", "step": np.int64(7), "ids": [1, 2]}
 
 
+@pytest.mark.parametrize("array", [np.array(3.0), np.array([True, False]), np.zeros((0, 3)), np.float16([1, 2]),
+                                   np.arange(6).reshape(2, 3)[:, ::2], np.array(["ab", "c"])])
+def test_every_array_kind_round_trips_with_openpis_bytes(array):
+    assert pack({"a": array}) == msgpack_numpy.packb({"a": array if array.flags.c_contiguous else array.copy()})
+    decoded = unpack(pack({"a": array}))["a"]
+    assert decoded.shape == array.shape and decoded.dtype == array.dtype and np.array_equal(decoded, array)
+
+
 def test_same_bytes_as_openpi_client_both_ways():
     assert pack(MESSAGE) == msgpack_numpy.packb(MESSAGE)
     ours, theirs = unpack(msgpack_numpy.packb(MESSAGE)), msgpack_numpy.unpackb(pack(MESSAGE))

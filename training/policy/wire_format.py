@@ -31,7 +31,7 @@ def _encode(value: Any) -> Any:
     if isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind in _REFUSED_KINDS:
         raise WireFormatError(f"cannot send an array of dtype {value.dtype}: use a numeric, bool or string dtype")
     if isinstance(value, np.ndarray):
-        array = np.ascontiguousarray(value)
+        array = value if value.flags.c_contiguous else value.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
         # msgpack packs a memoryview as bin, byte for byte what tobytes() gives, without copying the array first.
         data = memoryview(array).cast("B") if array.size else b""
         return {_NDARRAY: True, b"data": data, b"dtype": array.dtype.str, b"shape": list(array.shape)}
