@@ -50,6 +50,9 @@ class DemoSizes:
     """Samples per batch (both kinds, at the corpus's 1:6)."""
     closed_loop_steps: int = 24
     """Control steps of the closed-loop episode in gym-aloha at the end."""
+    eval_during_training: tuple[int, int] = (2, 4)
+    """(K, steps): `vlaforge train --eval-sim` runs one gym-aloha episode of `steps` control steps on the policy of
+    every K-th optimizer step, while the training waits."""
 
     @classmethod
     def quick(cls) -> "DemoSizes":

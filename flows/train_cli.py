@@ -132,7 +132,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     config_file = args.output / "trainer_config.json"
     config_file.write_text(json.dumps(config.to_dict(), indent=1))
-    environment = _device_environment()
+    environment = {**_device_environment(), **_prefect_environment()} if args.eval_sim else _device_environment()
     if args.nproc == 1:
         os.environ.update(environment)
         from vlaforge.training import train_main
@@ -176,6 +176,15 @@ def _shown(value) -> str:
     if value is None:
         return "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _prefect_environment() -> dict[str, str]:
+    """The Prefect API this command talks to, for the `vlaforge eval sim` runs the trainer starts: their `evaluate`
+    flow runs land on the same server (a child process would otherwise see only the environment's setting)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    return {"PREFECT_API_URL": url} if url else {}
 
 
 def _policy_eval_table(output: pathlib.Path, env: str) -> Table:

@@ -1,5 +1,6 @@
 """`vlaforge train --eval-sim ENV --eval-sim-every K`: the trainer's policy evaluation as a `vlaforge eval sim`
-command (the demo runs the whole chain: torchrun ranks, the command, the simulator)."""
+command. The whole chain (torchrun ranks, the command, the simulator, policy_eval_log.jsonl) runs in the demo's
+training step and tests/flows/test_demo.py checks it."""
 
 import json
 import subprocess
