@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test,train]'
+	$(VENV)/bin/pip install --quiet -e '.[test,train,eval]'
+	# openpi's robot client, for the policy server's tests: --no-deps, see pyproject's test extra
+	$(VENV)/bin/pip install --quiet --no-deps 'openpi-client==0.1.2'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -30,6 +30,8 @@ VERBS = {
     "export": "vlaforge.flows.export_cli",
     "view": "vlaforge.flows.view_cli",
     "convert": "vlaforge.flows.convert_cli",
+    "serve-policy": "vlaforge.flows.serve_policy_cli",
+    "eval": "vlaforge.flows.eval_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 PREFECT_STARTUP_TIMEOUT_S = 90

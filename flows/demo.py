@@ -7,7 +7,9 @@ Raw episodes in, a few training steps out, each step through the flow or API its
    Qwen3-VL: noise);
 4. the `annotate` flow on the DROID shards (tiny random-weight Grounding DINO, LLMDet, SAM) and the auditor's report;
 5. a corpus manifest over every dataset, and what `vlaforge corpus inspect` prints;
-6. `CorpusLoader` batches of both kinds; 7. three AdamW steps of the tiny VLA model.
+6. `CorpusLoader` batches of both kinds; 7. three AdamW steps of the tiny VLA model, step 2's policy evaluated
+   closed loop while the training waits (`vlaforge train --eval-sim`); 8. a short closed-loop episode of the
+   exported policy in gym-aloha, through the policy server (`vlaforge eval sim`).
 
 Everything goes under `--output`; `demo_summary.json` there lists what ran, the counts, the paths and the losses.
 """
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     """Every step in order; returns (and writes to `<output>/demo_summary.json`) what they made."""
-    from vlaforge.flows.demo_training import stream_batches, train_steps
+    from vlaforge.evaluation.sim_evaluation import offscreen_rendering_problem
+    from vlaforge.flows.demo_training import closed_loop, stream_batches, train_steps
 
     started = time.monotonic()
     output = pathlib.Path(args.output)
@@ -74,7 +77,9 @@ def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     corpus, included = build_demo_corpus(output, datasets, sizes, console)
     vlm_dir = output / "models" / "tiny-qwen3-vl"
     batches = stream_batches(corpus, vlm_dir, sizes, console)
-    losses = train_steps(corpus, vlm_dir, output, sizes, console)
+    rendering_problem = offscreen_rendering_problem("egl")  # gym-aloha renders its camera every step
+    losses, policy_evals = train_steps(corpus, vlm_dir, output, sizes, console, eval_sim=rendering_problem is None)
+    episodes = closed_loop(output / "train" / "policy", output, sizes.closed_loop_steps, console, rendering_problem)
     summary = {
         "output": str(output), "runner": args.runner, "quick": bool(args.quick),
         "datasets": [_dataset_entry(d, d in included) for d in datasets],
@@ -84,6 +89,14 @@ def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                      "components": (b.robot.components if b.robot else []) + (b.vl.components if b.vl else [])}
                     for b in batches],
         "losses": losses,
+        "policy_evals": [{k: line.get(k) for k in ("step", "episodes", "steps", "success_rate", "results")}
+                         for line in policy_evals],
+        "closed_loop": None if episodes is None else {
+            "env": episodes["settings"]["env"], "mode": episodes["settings"]["mode"],
+            **{k: episodes["overall"][k] for k in ("episodes", "steps", "success_rate", "starved_ticks",
+                                                   "actions_per_inference")},
+            "results": str(output / "eval-sim" / "results.json"),
+            "summary": str(output / "eval-sim" / "summary.html")},
         "seconds": round(time.monotonic() - started, 1),
     }
     (output / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
@@ -124,6 +137,16 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     table.add_row("train", f"{len(summary['losses'])} steps of pre-training step 1, loss {losses}",
                   f"{sum(loss['robot_samples'] + loss['vl_samples'] for loss in summary['losses'])}",
                   "DeepSpeed ZeRO-2, 2 ranks: train/")
+    for line in summary["policy_evals"]:
+        table.add_row("eval during training", f"step {line['step']}: {line['episodes']} episode, success "
+                                              f"{line['success_rate']:.0%}", f"{line['steps']}",
+                      where(line["results"]))
+    loop = summary["closed_loop"]
+    if loop is None:
+        table.add_row("eval sim", "closed loop skipped (no offscreen rendering)", "", "")
+    else:
+        table.add_row("eval sim", f"{loop['episodes']} episode of {loop['env']}, {loop['mode']}, success "
+                                  f"{loop['success_rate']:.0%}", f"{loop['steps']}", where(loop["summary"]))
     console.print(table)
     report_dir = pathlib.Path(summary["report"]).parent
     console.print(f"the report: `vlaforge report serve {report_dir}` (its gallery loads page by page); every count and "

@@ -48,12 +48,17 @@ class DemoSizes:
     """Loader batches streamed, one optimizer step each."""
     batch_size: int = 12
     """Samples per batch (both kinds, at the corpus's 1:6)."""
+    closed_loop_steps: int = 24
+    """Control steps of the closed-loop episode in gym-aloha at the end."""
+    eval_during_training: tuple[int, int] = (2, 4)
+    """(K, steps): `vlaforge train --eval-sim` runs one gym-aloha episode of `steps` control steps on the policy of
+    every K-th optimizer step, while the training waits."""
 
     @classmethod
     def quick(cls) -> "DemoSizes":
         # DROID keeps its 6 episodes: the random detectors' few chance agreements (the grounding samples) are on
         # those frames, and fewer would leave the grounding dataset empty.
-        return cls(lerobot_episodes=(2, 2), teleop=(1, 2.0), vl_rows=12, caption_frames=1)
+        return cls(lerobot_episodes=(2, 2), teleop=(1, 2.0), vl_rows=12, caption_frames=1, closed_loop_steps=12)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,7 @@
-"""The training end of `vlaforge demo`: batches of both kinds streamed from the corpus by `CorpusLoader`, then a few
-steps of pre-training step 1 of the tiny VLA model on DeepSpeed ZeRO-2 with 2 processes (`vlaforge train`)."""
+"""The training end of `vlaforge demo`: batches of both kinds streamed from the corpus by `CorpusLoader`, a few steps
+of pre-training step 1 of the tiny VLA model on DeepSpeed ZeRO-2 with 2 processes (`vlaforge train`, evaluating a
+mid-training policy closed loop with `--eval-sim`), and a short closed-loop evaluation of the policy it exported in
+gym-aloha (`vlaforge eval sim`)."""
 
 from __future__ import annotations
 
@@ -58,16 +60,18 @@ def _shapes(batch) -> str:
 
 
 def train_steps(corpus: pathlib.Path, vlm_dir: pathlib.Path, output: pathlib.Path, sizes: DemoSizes,
-                console: Console) -> list[dict]:
+                console: Console, *, eval_sim: bool) -> tuple[list[dict], list[dict]]:
     """Step 7: `sizes.batches` optimizer steps of pre-training step 1 (the tiny Qwen3-VL learning actions with
     Choice Policies, co-trained on the VL samples) on DeepSpeed ZeRO-2 with 2 processes over gloo, through the
-    `vlaforge train` command; returns its `train_log.jsonl` lines (losses averaged over ranks)."""
+    `vlaforge train` command; with `eval_sim`, `--eval-sim` runs a gym-aloha episode on the policy of every K-th step
+    (`sizes.eval_during_training`). Returns its `train_log.jsonl` lines (losses averaged over ranks) and its
+    `policy_eval_log.jsonl` lines."""
     import argparse
     import json
     import shutil
 
     from vlaforge.flows import train_cli
-    from vlaforge.training.trainer import TRAIN_LOG
+    from vlaforge.training.trainer import POLICY_EVAL_LOG, TRAIN_LOG
 
     console.rule("7. training: pre-training step 1 on DeepSpeed ZeRO-2, 2 processes (`vlaforge train`)")
     console.print("the tiny random-weight model: these steps show the batches train end to end, not a useful model",
@@ -79,7 +83,43 @@ def train_steps(corpus: pathlib.Path, vlm_dir: pathlib.Path, output: pathlib.Pat
     argv = ["train", "--phase", "step1_choice", "--corpus", str(corpus), "--vlm", str(vlm_dir), "--output",
             str(train_dir), "--nproc", "2", "--model", "tiny", "--max-steps", str(sizes.batches),
             "--micro-batch-size", str(sizes.batch_size // 2), "--image-size", "64x64", "--workers", "1"]
+    if eval_sim:
+        every, steps = sizes.eval_during_training
+        argv += ["--eval-sim", CLOSED_LOOP_ENV, "--eval-sim-every", str(every), "--eval-sim-episodes", "1",
+                 "--eval-sim-max-steps", str(steps)]
     console.print("$ vlaforge " + " ".join(argv), markup=False)
     if train_cli.run(parser.parse_args(argv), console) != 0:
         raise RuntimeError(f"training failed; its log is under {train_dir}")
-    return [json.loads(line) for line in (train_dir / TRAIN_LOG).read_text().splitlines()]
+    policy_evals = train_dir / POLICY_EVAL_LOG
+    return ([json.loads(line) for line in (train_dir / TRAIN_LOG).read_text().splitlines()],
+            [json.loads(line) for line in policy_evals.read_text().splitlines()] if policy_evals.exists() else [])
+
+
+CLOSED_LOOP_ENV = "aloha-transfer-cube"
+"""The bimanual ALOHA task: the demo's teleop datasets are that robot (`bimanual_2x6dof`, 14-D joints)."""
+
+
+def closed_loop(policy: pathlib.Path, output: pathlib.Path, steps: int, console: Console,
+                problem: str | None) -> dict | None:
+    """Step 8: the exported policy drives gym-aloha's simulated robot through the policy server, one short episode
+    of asynchronous execution (`vlaforge eval sim`, through the `evaluate` flow); its results.json document, or
+    None where MuJoCo cannot render offscreen here (`problem` says why; said, not hidden)."""
+    from vlaforge.flows.eval_cli import sim_table
+    from vlaforge.flows.evaluate import evaluate
+
+    console.rule(f"8. closed loop: the trained policy drives {CLOSED_LOOP_ENV} (`vlaforge eval sim`)")
+    if problem is not None:
+        console.print(f"skipped: {problem}", style="bold yellow", markup=False)
+        return None
+    target = output / "eval-sim"
+    argv = ["eval", "sim", "--policy", str(policy), "--env", CLOSED_LOOP_ENV, "--episodes", "1", "--max-steps",
+            str(steps), "--mode", "async", "--videos", "1", "--image-size", "64x64", "--output", str(target)]
+    console.print("$ vlaforge " + " ".join(argv), markup=False)
+    console.print("3 training steps of a tiny random-weight model do not make a policy that succeeds: this shows the "
+                  "loop (server, simulator process, asynchronous chunks), not skill", style="bold yellow")
+    results = evaluate(kind="sim", options={
+        "policy": str(policy), "env": CLOSED_LOOP_ENV, "episodes": 1, "max_steps": steps, "mode": "async",
+        "videos": 1, "image_size": (64, 64), "output": str(target)})
+    console.print(sim_table(results))
+    console.print(f"open {target / 'summary.html'} (the episode's video is in {target / 'videos'})", markup=False)
+    return results

@@ -68,6 +68,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--max-bad-fraction", type=float, default=0.01,
                        help="with --on-bad-sample skip: stop once more than this share of the samples drawn were "
                             "skipped (default 0.01, judged over at least 1,000 draws)")
+    train.add_argument("--eval-sim", metavar="ENV", help="evaluate the policy closed loop in this simulated "
+                                                         "environment during training (vlaforge eval sim)")
+    train.add_argument("--eval-sim-every", type=int, default=0, metavar="K",
+                       help="steps between those evaluations (default 0: none)")
+    train.add_argument("--eval-sim-episodes", type=int, default=10, help="episodes per evaluation (default 10)")
+    train.add_argument("--eval-sim-max-steps", type=int, help="episode step limit (default: the benchmark's)")
     train.add_argument("--s3-endpoint-url",
                        default=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
                        help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL)")
@@ -103,14 +109,37 @@ def build_config(args: argparse.Namespace):  # -> TrainerConfig
         on_bad_sample=args.on_bad_sample, max_bad_fraction=args.max_bad_fraction)
 
 
+def eval_sim_command(args: argparse.Namespace) -> tuple[str, ...]:
+    """`vlaforge eval sim` on the exported policy of a step (`{policy}`, `{output}`: the trainer fills them in), with
+    frames at the training size."""
+    command = [sys.executable, "-m", "vlaforge.flows.cli", "eval", "sim", "--policy", "{policy}", "--env",
+               args.eval_sim, "--episodes", str(args.eval_sim_episodes), "--videos", "0", "--output", "{output}",
+               "--image-size", f"{args.image_size[0]}x{args.image_size[1]}"]
+    if args.eval_sim_max_steps:
+        command += ["--max-steps", str(args.eval_sim_max_steps)]
+    return tuple(command)
+
+
+def with_policy_evaluation(config, args: argparse.Namespace):  # TrainerConfig -> TrainerConfig
+    """The config with `--eval-sim ENV --eval-sim-every K` as the trainer's policy evaluation."""
+    if bool(args.eval_sim) != bool(args.eval_sim_every):
+        raise ValueError("--eval-sim ENV and --eval-sim-every K go together (K > 0)")
+    if not args.eval_sim:
+        return config
+    import dataclasses
+
+    return dataclasses.replace(config, policy_eval_every=args.eval_sim_every,
+                               policy_eval_command=eval_sim_command(args))
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {args.nproc}")
-    config = build_config(args)
+    config = with_policy_evaluation(build_config(args), args)
     args.output.mkdir(parents=True, exist_ok=True)
     config_file = args.output / "trainer_config.json"
     config_file.write_text(json.dumps(config.to_dict(), indent=1))
-    environment = _device_environment()
+    environment = {**_device_environment(), **_prefect_environment()} if args.eval_sim else _device_environment()
     if args.nproc == 1:
         os.environ.update(environment)
         from vlaforge.training import train_main
@@ -124,6 +153,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             console.print(f"[red]training failed[/red] (torchrun exit code {completed.returncode})")
             return completed.returncode
     console.print(_log_table(args.output))
+    if args.eval_sim:
+        console.print(_policy_eval_table(args.output, args.eval_sim))
     return 0
 
 
@@ -152,3 +183,25 @@ def _shown(value) -> str:
     if value is None:
         return "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _prefect_environment() -> dict[str, str]:
+    """The Prefect API this command talks to, for the `vlaforge eval sim` runs the trainer starts: their `evaluate`
+    flow runs land on the same server (a child process would otherwise see only the environment's setting)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    return {"PREFECT_API_URL": url} if url else {}
+
+
+def _policy_eval_table(output: pathlib.Path, env: str) -> Table:
+    from vlaforge.training.trainer import POLICY_EVAL_LOG
+
+    lines = [json.loads(line) for line in (output / POLICY_EVAL_LOG).read_text().splitlines()]
+    table = Table(title=f"{output / POLICY_EVAL_LOG}: closed loop in {env} during training")
+    for label in ("step", "success", "episodes", "mean return", "results"):
+        table.add_column(label, justify="left" if label == "results" else "right")
+    for line in lines:
+        table.add_row(str(line["step"]), _shown(line.get("success_rate")), _shown(line.get("episodes")),
+                      _shown(line.get("mean_return")), str(line.get("results")))
+    return table

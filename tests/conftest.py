@@ -133,3 +133,32 @@ def scale_corpus(tmp_path_factory):
     corpus = root / "corpus.json"
     write_corpus(build_corpus(inputs, corpus, CorpusConfig()), corpus)
     return corpus
+
+
+ALOHA_MAP = {"embodiment": "bimanual_2x6dof", "cameras": {"images/top": "exterior_1"}, "state": "state",
+             "prompt": "prompt", "default_prompt": "transfer the cube", "image_size": [64, 64]}
+"""The observation map of gym-aloha's observations (`evaluation/sim_envs.py`), with the tiny policy's frame size."""
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir(tmp_path_factory):
+    """A tiny random-weight exported policy for the bimanual 14-D robot (chunks of 8, Λ mask), with an
+    `observation_map.json` for gym-aloha's observations, written through `Policy.save_pretrained`."""
+    from vlaforge.flows.sample_data.tiny_policy import TinyPolicySpec, write_tiny_policy
+
+    return write_tiny_policy(tmp_path_factory.mktemp("tiny-policy") / "policy",
+                             TinyPolicySpec(observation_map=ALOHA_MAP))
+
+
+@pytest.fixture(scope="session")
+def mujoco_renders():
+    """Skip (saying why) where MuJoCo cannot render offscreen with EGL: gym-aloha renders its cameras every step."""
+    import importlib.util
+
+    from vlaforge.evaluation.sim_evaluation import offscreen_rendering_problem
+
+    if importlib.util.find_spec("gym_aloha") is None:
+        pytest.skip("gym-aloha is not installed (pip install -e '.[eval]')")
+    problem = offscreen_rendering_problem("egl")
+    if problem is not None:
+        pytest.skip(problem)

@@ -3,7 +3,8 @@ the layers imported only downwards, with no import cycle.
 
 The layers, bottom to top (a module imports its own package and the layers below it, never above or beside):
 
-    datasets (0) < pipelines (1) < annotators, training (2, siblings) < flows.sample_data (3) < flows, benchmarks (4)
+    datasets (0) < pipelines (1) < annotators, training (2, siblings) < flows.sample_data, evaluation (3, siblings)
+    < flows, benchmarks (4)
 
 and inside training: model < data < the trainer and the policy (the model never reads the data path; the data path
 never reaches the trainer).
@@ -22,13 +23,14 @@ import sys
 import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TOP_LEVEL = ("datasets", "pipelines", "annotators", "training", "flows")
+TOP_LEVEL = ("datasets", "pipelines", "annotators", "training", "evaluation", "flows")
 LAYERS = {
     "vlaforge.datasets": 0,
     "vlaforge.pipelines": 1,
     "vlaforge.annotators": 2,
     "vlaforge.training": 2,
     "vlaforge.flows.sample_data": 3,
+    "vlaforge.evaluation": 3,
     "vlaforge.flows": 4,
     "benchmarks": 4,
 }

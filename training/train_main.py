@@ -15,15 +15,18 @@ import pathlib
 import sys
 import tempfile
 
+from vlaforge.training.policy_eval_command import PolicyCallback
 from vlaforge.training.trainer_config import TrainerConfig
 
 LOCAL_RANK = "LOCAL_RANK"
 
 
-def run(config: TrainerConfig, *, single_process: bool = False) -> list[dict]:
+def run(config: TrainerConfig, *, single_process: bool = False,
+        policy_callback: PolicyCallback | None = None) -> list[dict]:
     """Train one phase as one rank of the job torchrun started, or as the whole job in this process
     (`single_process`: a 1-rank gloo group through a file store, kept for later runs in this process, so a caller such
-    as `vlaforge train --nproc 1` or a test can run it in-process). Returns this run's log lines."""
+    as `vlaforge train --nproc 1` or a test can run it in-process). `policy_callback` (in-process callers) takes the
+    place of `config.policy_eval_command`. Returns this run's log lines."""
     import deepspeed
     import torch.distributed as dist
 
@@ -43,7 +46,8 @@ def run(config: TrainerConfig, *, single_process: bool = False) -> list[dict]:
     if single_process:
         os.environ[LOCAL_RANK] = "0"
     try:
-        trainer = Trainer(config, rank=dist.get_rank(), world_size=dist.get_world_size())
+        trainer = Trainer(config, rank=dist.get_rank(), world_size=dist.get_world_size(),
+                          policy_callback=policy_callback)
         trainer.setup()
         records = trainer.train()
         if config.export:

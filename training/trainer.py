@@ -20,6 +20,8 @@ What `output_dir` holds:
 - `eval_log.jsonl` (rank 0, with `eval_every`): one line per validation pass, its mean losses over all ranks.
 - `samples/rank<r>.jsonl` (with `log_sample_keys`): the sample keys each rank trained on, per step.
 - `policy/` (`export()`): a directory `Policy.from_pretrained` loads; after step 1 also the Choice Policies head.
+- `policy_evals/step<N>/policy/` and `policy_eval_log.jsonl` (rank 0, with `policy_eval_every`): the policy of every
+  K-th step, handed to the policy callback (for example a closed-loop simulation run), and the metrics it returned.
 """
 
 from __future__ import annotations
@@ -45,12 +47,15 @@ from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.vla import RobotBatch, VLAModel
 from vlaforge.training.phase_model import CHOICE, FLOW_MATCHING, LOSS, NEXT_TOKEN, PhaseModel
 from vlaforge.training.policy.policy import Policy
+from vlaforge.training.policy_eval_command import PolicyCallback, PolicyEvalCommand
 from vlaforge.training.trainer_config import TrainerConfig, deepspeed_config
 
 log = logging.getLogger(__name__)
 
 TRAIN_LOG = "train_log.jsonl"
 EVAL_LOG = "eval_log.jsonl"
+POLICY_EVAL_LOG = "policy_eval_log.jsonl"
+POLICY_EVALS_DIR = "policy_evals"
 _EVAL_STREAM = 2**31 - 1
 """Seeds validation batches apart from the training micro batches' (seed, rank, step, micro batch) draws."""
 SAMPLES_DIR = "samples"
@@ -72,7 +77,14 @@ def loader_state_file(directory: pathlib.Path, rank: int) -> pathlib.Path:
 class Trainer:
     """One phase of training on DeepSpeed ZeRO-2 (see the module docstring)."""
 
-    def __init__(self, config: TrainerConfig, *, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, config: TrainerConfig, *, rank: int = 0, world_size: int = 1,
+                 policy_callback: PolicyCallback | None = None) -> None:
+        if policy_callback is None and config.policy_eval_command:
+            policy_callback = PolicyEvalCommand(config.policy_eval_command)
+        if config.policy_eval_every and policy_callback is None:
+            raise ValueError(f"TrainerConfig.policy_eval_every={config.policy_eval_every} needs a policy callback: set "
+                             "policy_eval_command, or pass policy_callback to the Trainer")
+        self.policy_callback = policy_callback
         self.config = config
         self.rank = rank
         self.world_size = world_size
@@ -131,7 +143,8 @@ class Trainer:
     def _truncate_logs(self) -> None:
         """Drop log lines past the resumed step (written after the checkpoint, before a crash): no step twice."""
         files = [self._samples_file()] if self.config.log_sample_keys else []
-        files += [self.output / TRAIN_LOG, self.output / EVAL_LOG] if self.rank == 0 else []
+        if self.rank == 0:
+            files += [self.output / TRAIN_LOG, self.output / EVAL_LOG, self.output / POLICY_EVAL_LOG]
         for path in files:
             if path.exists():
                 kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= self.step]
@@ -153,6 +166,8 @@ class Trainer:
                 records.append(self._log_step(parts, time.perf_counter() - started))
                 if self.config.eval_every and self.step % self.config.eval_every == 0:
                     self.evaluate()
+                if self.config.policy_eval_every and self.step % self.config.policy_eval_every == 0:
+                    self.evaluate_policy()
                 if self.step % self.config.save_every == 0 or self.step == self.config.max_steps:
                     self.save()
         return records
@@ -179,6 +194,21 @@ class Trainer:
         if self.rank == 0:
             _append_line(self.output / EVAL_LOG, record)
             log.info("validation at step %d: %s", self.step, record)
+        return record
+
+    def evaluate_policy(self) -> dict[str, Any] | None:
+        """Export this step's policy to `policy_evals/step<N>/policy` and (rank 0) hand it to the policy callback;
+        its metrics are appended to `policy_eval_log.jsonl` and returned. Every rank must call it; the others wait
+        for the callback."""
+        directory = self.output / POLICY_EVALS_DIR / checkpoint_tag(self.step) / POLICY_DIR
+        self.export(directory)
+        record = None
+        if self.rank == 0:
+            record = {"step": self.step, **self.policy_callback(self.step, directory)}
+            _append_line(self.output / POLICY_EVAL_LOG, record)
+            log.info("policy evaluation at step %d: %s", self.step, record)
+        if self.world_size > 1:
+            dist.barrier()
         return record
 
     def _micro_step(self, batch: CorpusBatch, micro: int) -> dict[str, Any]:
@@ -240,11 +270,11 @@ class Trainer:
                                     exclude_frozen_parameters=True)
         return directory
 
-    def export(self) -> pathlib.Path | None:
-        """Rank 0 writes `output_dir/policy/` (complete or not at all); every rank must call it."""
-        target = self.output / POLICY_DIR
+    def export(self, target: pathlib.Path | None = None) -> pathlib.Path | None:
+        """Rank 0 writes `output_dir/policy/` (or `target`), complete or not at all; every rank must call it."""
+        target = target or self.output / POLICY_DIR
         if self.rank == 0:
-            staging = self.output / f"{POLICY_DIR}.partial"
+            staging = target.with_name(f"{target.name}.partial")
             shutil.rmtree(staging, ignore_errors=True)
             policy = Policy(self.module.model, self.loader.processor, self.loader.normalize)
             policy.save_pretrained(staging)

@@ -105,6 +105,13 @@ class TrainerConfig:
     read disjoint data."""
     export: bool = True
     """Write `policy/` (loadable by `Policy.from_pretrained`) at the end."""
+    policy_eval_every: int = 0
+    """Optimizer steps between policy evaluations (0: none): rank 0 exports the policy of that step to
+    `policy_evals/step<N>/policy/` and hands it to the trainer's policy callback, whose metrics go to
+    `policy_eval_log.jsonl`."""
+    policy_eval_command: tuple[str, ...] = ()
+    """The policy callback as a command (`policy_eval_command.py`: `{policy}` and `{output}` placeholders), for runs
+    whose ranks torchrun starts; empty: a callback must be passed to the trainer in-process."""
 
     def __post_init__(self) -> None:
         for name, kind in (("phase", Phase), ("precision", Precision), ("lr_decay", LrDecay)):
@@ -124,6 +131,8 @@ class TrainerConfig:
         for name in ("max_steps", "micro_batch_size", "gradient_accumulation", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.policy_eval_every < 0:
+            raise ValueError(f"TrainerConfig.policy_eval_every must be >= 0, got {self.policy_eval_every}")
         if self.eval_every < 0 or (self.eval_max_batches is not None and self.eval_max_batches < 1):
             raise ValueError(f"TrainerConfig needs eval_every >= 0 and eval_max_batches >= 1 (or None), got "
                              f"{self.eval_every} and {self.eval_max_batches}")

@@ -64,3 +64,35 @@ def test_demo_runs_every_step_from_raw_episodes_to_training_losses(prefect_serve
     assert any(loss["choice"] is not None for loss in losses) and any(loss["next_token"] is not None for loss in losses)
     assert "DeepSpeed ZeRO-2, 2 ranks" in out
     assert (output / "train" / "policy" / "policy.json").is_file()  # the exported policy
+
+    # 8. the exported policy closed loop in gym-aloha through the policy server, asynchronous chunks
+    from vlaforge.evaluation.sim_evaluation import offscreen_rendering_problem
+
+    loop = summary["closed_loop"]
+    problem = offscreen_rendering_problem("egl")
+    if problem is not None:  # said, not hidden: the demo skips this step where MuJoCo cannot render
+        assert loop is None and "skipped: MuJoCo cannot render offscreen" in " ".join(out.split())
+        assert summary["policy_evals"] == []
+        return
+    # 7. `vlaforge train --eval-sim`: rank 0 exported step 2's policy and ran `vlaforge eval sim` on it while the
+    # ranks waited; the metrics went to policy_eval_log.jsonl and its flow run to the same Prefect server
+    (evaluation,) = summary["policy_evals"]
+    assert evaluation["step"] == 2 and evaluation["episodes"] == 1 and evaluation["steps"] == 4
+    during = json.loads(pathlib.Path(evaluation["results"]).read_text())
+    assert during["settings"]["policy"] == str(output / "train" / "policy_evals" / "step00000002" / "policy")
+    assert during["overall"]["steps"] == 4 and during["settings"]["env"] == "aloha-transfer-cube"
+    assert "closed loop in aloha-transfer-cube during training" in " ".join(out.split())
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    evaluate_flow = FlowFilter(name=FlowFilterName(any_=["evaluate"]))
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+        outputs = [run.parameters["options"].get("output") for run in client.read_flow_runs(flow_filter=evaluate_flow)]
+    assert str(pathlib.Path(evaluation["results"]).parent) in outputs
+    assert loop["env"] == "aloha-transfer-cube" and loop["mode"] == "async"
+    assert loop["episodes"] == 1 and loop["steps"] == 12 and loop["starved_ticks"] == 0
+    results = json.loads((output / "eval-sim" / "results.json").read_text())
+    assert results["overall"]["steps"] == 12 and results["episodes"][0]["video"]
+    assert (output / "eval-sim" / results["episodes"][0]["video"]).stat().st_size > 0
+    assert (output / "eval-sim" / "summary.html").is_file()
+    assert "aloha-transfer-cube, async execution: 1 episodes" in out
