@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import ProcessorMixin
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from vlaforge.pipelines.corpus_manifest import ComponentKind as Kind
 from vlaforge.training.data.robot_transform import RobotExample
@@ -101,8 +102,14 @@ def robot_prompt(n_images: int, instruction: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content}]
 
 
-def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | None = None) -> RobotBatch:
-    """Stack robot examples; with a processor, also tokenize each sample's present frames + instruction."""
+def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | None = None, *,
+                  pixels_on_device: bool = False) -> RobotBatch:
+    """Stack robot examples; with a processor, also tokenize each sample's present frames + instruction.
+
+    `pixels_on_device`: make only the tokens (and `image_grid_thw`) here, exactly as the processor would, and leave
+    `pixel_values` to `device_batch.to_device`, which runs the processor's own image code on the uint8 frames where
+    the batch trains: the frames cross a process boundary once, as uint8, instead of also as float32 patches.
+    """
     vlm_inputs = None
     if processor is not None:
         texts, images = [], []
@@ -110,8 +117,11 @@ def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | 
             frames = [example.images[slot] for slot in np.flatnonzero(example.image_mask)]
             texts.append(processor.apply_chat_template(robot_prompt(len(frames), example.instruction), tokenize=False))
             images.extend(frames)
-        vlm_inputs = dict(processor(text=texts, images=images, padding=True, padding_side="right",
-                                    return_tensors="pt"))
+        if pixels_on_device:
+            vlm_inputs = prompt_tokens(processor, texts, [image.shape[:2] for image in images])
+        else:
+            vlm_inputs = dict(processor(text=texts, images=images, padding=True, padding_side="right",
+                                        return_tensors="pt"))
     return RobotBatch(
         keys=[e.key for e in examples], components=[e.component for e in examples],
         epochs=[e.epoch for e in examples], embodiments=[e.embodiment for e in examples],
@@ -125,6 +135,31 @@ def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | 
         valid_len=torch.tensor([e.valid_len for e in examples], dtype=torch.long),
         vlm_inputs=vlm_inputs,
     )
+
+
+def prompt_tokens(processor: ProcessorMixin, texts: Sequence[str],
+                  image_sizes: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """What the Qwen3-VL processor returns for `texts` and images of `image_sizes` (H, W), in order, without
+    `pixel_values`: each image placeholder expanded to the image's token count, the ids right-padded, the
+    multimodal token types, and `image_grid_thw` [N_img, 3]. Equal to the processor's own output (tested)."""
+    image_processor = processor.image_processor
+    factor = image_processor.patch_size * image_processor.merge_size
+    size = image_processor.size
+    grids = []
+    for height, width in image_sizes:
+        height, width = smart_resize(height, width, factor=factor, min_pixels=size.shortest_edge,
+                                     max_pixels=size.longest_edge)
+        grids.append([1, height // image_processor.patch_size, width // image_processor.patch_size])
+    counts = iter(t * h * w // image_processor.merge_size**2 for t, h, w in grids)
+    placeholder = processor.image_token
+    expanded = []
+    for text in texts:
+        pieces = text.split(placeholder)
+        expanded.append(pieces[0] + "".join(placeholder * next(counts) + piece for piece in pieces[1:]))
+    inputs = dict(processor.tokenizer(expanded, padding=True, padding_side="right", return_tensors="pt"))
+    inputs[MM_TOKEN_TYPE_IDS] = (inputs[INPUT_IDS] == processor.image_token_id).long()
+    inputs[IMAGE_GRID_THW] = torch.tensor(grids, dtype=torch.long).reshape(-1, 3)
+    return inputs
 
 
 def _pad(rows: Sequence[torch.Tensor], fill: int) -> torch.Tensor:
@@ -155,12 +190,14 @@ def collate_vl(examples: Sequence[VlExample], pad_token_id: int) -> VlBatch:
 Collate = Callable[[list[RobotExample], list[VlExample]], CorpusBatch]
 
 
-def make_collate(processor: ProcessorMixin | None, pad_token_id: int, robot_vlm_inputs: bool = True) -> Collate:
+def make_collate(processor: ProcessorMixin | None, pad_token_id: int, robot_vlm_inputs: bool = True, *,
+                 pixels_on_device: bool = False) -> Collate:
     """(robot examples, VL examples) -> CorpusBatch, with either list possibly empty."""
 
     def collate(robot: list[RobotExample], vl: list[VlExample]) -> CorpusBatch:
+        robot_processor = processor if robot_vlm_inputs else None
         return CorpusBatch(
-            robot=collate_robot(robot, processor if robot_vlm_inputs else None) if robot else None,
+            robot=collate_robot(robot, robot_processor, pixels_on_device=pixels_on_device) if robot else None,
             vl=collate_vl(vl, pad_token_id) if vl else None,
         )
 

@@ -48,6 +48,7 @@ hook is logged and passed over.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import json
 import logging
@@ -55,13 +56,14 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from transformers import AutoProcessor, ProcessorMixin
 
 from vlaforge.datasets.drops import Drop, count_by_reason
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusError, CorpusManifest
 from vlaforge.pipelines.shards.urls import ShardOpener, resolve_url
-from vlaforge.training.data import bad_samples
+from vlaforge.training.data import bad_samples, device_batch
 from vlaforge.training.data.bad_samples import BadSampleError, BadSamplePolicy
 from vlaforge.training.data.collate import Batcher, CorpusBatch, make_collate
 from vlaforge.training.data.corpus_stream import CorpusStream, StreamField
@@ -71,6 +73,14 @@ from vlaforge.training.data.stream_state import combine_states
 from vlaforge.training.data.vl_transform import VlSampleTransform
 
 log = logging.getLogger(__name__)
+
+
+class RobotPixels(str, enum.Enum):
+    """Where a robot batch's pixel values are made (`CorpusLoader.Config.robot_pixels`)."""
+
+    DEVICE = "device"
+    WORKER = "worker"
+
 
 STATE_FORMAT = "vlaforge.corpus-loader-state/1"
 CHECKPOINT_FORMAT = "vlaforge.corpus-loader-checkpoint/1"
@@ -127,13 +137,14 @@ class CorpusDataset(IterableDataset):
         worker = (physical + self.plan.rotation) % workers
         stream = CorpusStream(config.corpus_url, rank=self.plan.rank, world_size=self.plan.world_size,
                               worker_id=worker, num_workers=workers, seed=config.seed, split=config.split,
-                              one_pass=config.one_pass, verify_sha256=config.verify_sha256, config=config.stream)
+                              one_pass=config.one_pass, verify_sha256=config.verify_sha256, config=config.stream,
+                              kinds=config.kinds)
         vl = None
         if self.plan.processor is not None:
             vl = VlSampleTransform(VlSampleTransform.Config(processor=config.processor,
                                                             max_length=config.vl_max_length), self.plan.processor)
         collate = make_collate(None if vl is None else vl.processor, 0 if vl is None else vl.pad_token_id,
-                               config.robot_vlm_inputs)
+                               config.robot_vlm_inputs, pixels_on_device=config.robot_pixels is RobotPixels.DEVICE)
         batcher = Batcher(config.batch, collate, stream.state_dict)
         if worker in self.plan.resume:
             stream.load_state_dict(batcher.load(self.plan.resume[worker]))
@@ -208,6 +219,10 @@ class CorpusLoader:
         instruction when `robot_vlm_inputs`. None: robot batches carry frames only, and VL components are refused."""
         robot_vlm_inputs: bool = True
         """Tokenize robot samples' frames + instruction in the workers (needs `processor`)."""
+        robot_pixels: RobotPixels = RobotPixels.DEVICE
+        """Where a robot batch's pixel values are made: on the training device from the uint8 frames
+        (`to_device`; the frames cross the process boundary once, as uint8), or in the worker (the processor's
+        float32 patches travel beside the frames, about 8x their size)."""
         robot: RobotSampleTransform.Config = dataclasses.field(default_factory=RobotSampleTransform.Config)
         """Frame size, cameras, chunk length, normalization."""
         vl_max_length: int = 4096
@@ -233,9 +248,16 @@ class CorpusLoader:
         """Shuffle block, interleave, bad-shard policy, retries and S3 options."""
         bad_samples: BadSamplePolicy = BadSamplePolicy.RAISE
         """What a sample that does not decode does: stop the run, or be quarantined and counted."""
+        kinds: tuple[str, ...] = (ComponentKind.ROBOT.value, ComponentKind.VL.value)
+        """The component kinds to read: the stream opens only these components and draws among them, so leaving
+        "vl" out reads no VL sample at all (a robot-only training phase)."""
 
         def __post_init__(self) -> None:
             object.__setattr__(self, "bad_samples", BadSamplePolicy(self.bad_samples))
+            object.__setattr__(self, "robot_pixels", RobotPixels(self.robot_pixels))
+            object.__setattr__(self, "kinds", tuple(ComponentKind(kind).value for kind in self.kinds))
+            if not self.kinds:
+                raise ValueError("CorpusLoader.Config.kinds must name at least one kind (robot, vl)")
             if self.num_workers < 0:
                 raise ValueError(f"CorpusLoader.Config.num_workers must be >= 0, got {self.num_workers}")
             if self.prefetch_factor < 1:
@@ -292,6 +314,11 @@ class CorpusLoader:
         finally:
             if self._iterator is iterator:
                 self.close()
+
+    def to_device(self, batch: CorpusBatch, device: torch.device | str) -> CorpusBatch:
+        """`batch` ready for the model on `device`: tensors moved, robot pixel values made there (`robot_pixels`)."""
+        image_processor = None if self.processor is None else self.processor.image_processor
+        return device_batch.to_device(batch, device, image_processor)
 
     def close(self) -> None:
         """Shut the current iteration's workers down now (they close their shards and exit); idempotent.
@@ -369,7 +396,7 @@ class CorpusLoader:
         config = self.config
         stream = CorpusStream(config.corpus_url, rank=self.rank, world_size=self.world_size, worker_id=worker,
                               num_workers=self.slots, seed=config.seed, split=config.split,
-                              one_pass=config.one_pass, config=config.stream)
+                              one_pass=config.one_pass, config=config.stream, kinds=config.kinds)
         return stream.state_dict()
 
     def _load_stats(self) -> dict[str, dict[str, Any]]:
@@ -377,7 +404,8 @@ class CorpusLoader:
         opener = ShardOpener(self.config.stream.opener)
         url = self.config.corpus_url
         manifest = CorpusManifest.from_json(opener.read_bytes(url), url)
-        if self.config.processor is None and any(c.kind is ComponentKind.VL for c in manifest.components):
+        reads_vl = ComponentKind.VL.value in self.config.kinds
+        if self.config.processor is None and reads_vl and any(c.kind is ComponentKind.VL for c in manifest.components):
             raise CorpusError(f"{url}: the corpus has VL components; set CorpusLoader.Config.processor to the "
                               "Qwen3-VL processor that tokenizes them")
         stats = {}
