@@ -5,7 +5,7 @@
     trainer.train()                                               # up to config.max_steps optimizer steps
     trainer.export()                                              # rank 0: output_dir/policy/
 
-One optimizer step is `gradient_accumulation` micro batches of `micro_batch_size` samples per rank. Every micro
+One optimizer step is `accumulation(world_size)` micro batches of `micro_batch_size` samples per rank. Every micro
 batch reseeds torch from (seed, rank, step, micro batch), so the flow-matching noise, τ and prefix draws of a step do
 not depend on what ran before it: a resumed run repeats the uninterrupted one exactly.
 
@@ -62,7 +62,7 @@ from vlaforge.training.policy.policy import Policy
 from vlaforge.training.step_tally import StepTally
 from vlaforge.training.trainer_config import Precision, TrainerConfig, deepspeed_config
 
-__all__ = ["EVAL_LOG", "TRAIN_LOG", "Trainer", "checkpoint_tag", "loader_state_file"]
+__all__ = ["EVAL_LOG", "TIMING_FIELDS", "TRAIN_LOG", "Trainer", "checkpoint_tag", "loader_state_file"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ CHOICE_WEIGHTS = "choice_policies.safetensors"
 CHOICE_CONFIG = "choice_policies.json"
 LOGGED_LOSSES = (LOSS, FLOW_MATCHING, CHOICE, CHOICE_ACTION, CHOICE_SCORE, NEXT_TOKEN, LOSS_WEIGHT)
 DTYPES = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16}
+TIMING_FIELDS = ("seconds", "data_wait", "data_wait_share", "samples_per_s", "tokens_per_s", "tflops", "mfu")
+"""Fields of a `train_log.jsonl` line measured by the clock: a resumed run repeats every other field exactly."""
 
 
 def checkpoint_tag(step: int) -> str:
@@ -114,7 +116,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # the fresh DiT / Choice Policies weights
         module = self._phase_model()
         groups = module.parameter_groups(config.param_groups, config.lr, config.weight_decay)
-        ds_config = deepspeed_config(config, precision=self.precision, group_lrs=[g["lr"] for g in groups])
+        ds_config = deepspeed_config(config, precision=self.precision, group_lrs=[g["lr"] for g in groups],
+                                     world_size=self.world_size)
         self.engine, _, _, _ = deepspeed.initialize(model=module, optimizer=self._optimizer(groups),
                                                     config=ds_config)
         # DeepSpeed's default engine unpickles checkpoints in full; ours reads them with weights_only=True.
@@ -207,7 +210,7 @@ class Trainer:
                 self.step += 1
                 started = time.perf_counter()
                 tally, keys = StepTally(LOGGED_LOSSES), []
-                for micro in range(self.config.gradient_accumulation):
+                for micro in range(self.config.accumulation(self.world_size)):
                     waited = time.perf_counter()
                     batch = next(batches)
                     self._micro_step(batch, micro, tally, time.perf_counter() - waited)

@@ -93,6 +93,9 @@ class TrainerConfig:
     """Samples per rank per forward/backward (DeepSpeed's train_micro_batch_size_per_gpu)."""
     gradient_accumulation: int = 1
     """Micro batches per optimizer step; the global batch is micro_batch_size x this x ranks."""
+    global_batch_size: int | None = None
+    """Samples per optimizer step over all ranks (the report: 32,768 in pre-training, 2,048 in post-training). Set,
+    it decides the accumulation for the ranks a launch has (`accumulation`), and `gradient_accumulation` stays 1."""
     grad_clip: float = 1.0
     """Global gradient-norm clipping (0: none)."""
     precision: Precision = Precision.AUTO
@@ -168,6 +171,18 @@ class TrainerConfig:
         batch = dataclasses.replace(self.loader.batch, batch_size=self.micro_batch_size)
         object.__setattr__(self, "loader", dataclasses.replace(self.loader, batch=batch, kinds=self.kinds))
 
+    def accumulation(self, world_size: int) -> int:
+        """Micro batches per optimizer step on `world_size` ranks: `gradient_accumulation`, or what
+        `global_batch_size` needs, which must be a whole multiple of micro_batch_size x world_size."""
+        if self.global_batch_size is None:
+            return self.gradient_accumulation
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise ValueError(f"TrainerConfig.global_batch_size={self.global_batch_size} is not a multiple of "
+                             f"micro_batch_size x ranks = {self.micro_batch_size} x {world_size}; change "
+                             "micro_batch_size, the number of ranks, or global_batch_size")
+        return self.global_batch_size // per_step
+
     @property
     def reads_vl(self) -> bool:
         """Whether the run reads VL samples (`vl_co_training`, or the phase's default)."""
@@ -195,6 +210,9 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"TrainerConfig.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.global_batch_size is not None and (self.global_batch_size < 1 or self.gradient_accumulation != 1):
+            raise ValueError(f"TrainerConfig.global_batch_size={self.global_batch_size} must be >= 1 and decides the "
+                             f"accumulation itself; leave gradient_accumulation at 1 (got {self.gradient_accumulation})")
         if self.zero_stage not in (0, 1, 2):
             raise ValueError(f"TrainerConfig.zero_stage must be 0, 1 or 2, got {self.zero_stage}")
         if self.offload_optimizer and self.zero_stage == 0:
@@ -238,12 +256,13 @@ class TrainerConfig:
 
 
 def deepspeed_config(config: TrainerConfig, *, precision: Precision | None = None,
-                     group_lrs: list[float] | None = None) -> dict[str, Any]:
+                     group_lrs: list[float] | None = None, world_size: int = 1) -> dict[str, Any]:
     """The DeepSpeed config dict: the ZeRO stage and its options, batch sizes, clipping, precision, the
     learning-rate schedule (no "optimizer" block).
 
     `precision`: the resolved one (`Precision.resolve`; default the config's, auto counting as fp32). `group_lrs`:
     the peak lr of each optimizer parameter group, when there are several (`TrainerConfig.param_groups`).
+    `world_size`: the ranks of the launch, which decide the accumulation under `global_batch_size`.
     """
     precision = precision or config.precision.resolve(bf16_supported=False)
     zero: dict[str, Any] = {"stage": config.zero_stage, "contiguous_gradients": config.zero_stage > 0,
@@ -252,7 +271,7 @@ def deepspeed_config(config: TrainerConfig, *, precision: Precision | None = Non
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     ds: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation,
+        "gradient_accumulation_steps": config.accumulation(world_size),
         "gradient_clipping": config.grad_clip,
         "zero_optimization": zero,
         "bf16": {"enabled": precision is Precision.BF16},
