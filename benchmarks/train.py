@@ -3,24 +3,24 @@
     python benchmarks/train.py            # about 4-5 minutes on a quiet machine
     python benchmarks/train.py --quick    # about 1 minute
 
-Data and model: the tiny preset (`presets.vla_tiny()` with 4-action chunks) on the tiny random-weight Qwen3-VL that
-`flows/sample_data/tiny_vlm.py` saves for `from_pretrained`, over the test suite's small corpus
+Data and model: the tiny recipes (`training/recipes.py`: `<phase>_tiny`, 4-action chunks) on the tiny random-weight
+Qwen3-VL that `flows/sample_data/tiny_vlm.py` saves for `from_pretrained`, over the test suite's small corpus
 (`flows/sample_data/small_corpus.py`): two robot datasets and a VL one. Every run trains the same config, built by
-`build_trainer_config` (`training/train_recipe.py`, what `vlaforge train` calls with its options; `train_argv` gives
-the same options as flags): one 64x64 camera, micro batch 4 per rank, gradient accumulation 1, lr 1e-4, clipping
-1.0, fp32.
+`recipes.build` with the `--set` changes `SETTINGS` lists (what `vlaforge train --recipe ... --set ...` builds;
+`train_argv` gives the same as flags): one 64x64 camera, micro batch 4 per rank, gradient accumulation 1, lr 1e-4,
+clipping 1.0, one noise draw per VLM pass, fp32, VL co-training as the phase has it (step 1 only).
 
-1. Optimizer-step time, per phase (step1_choice, step2_dit, posttrain_async): `Trainer` on DeepSpeed ZeRO-2 as a
-   1-rank job in this process (`train_main.run(config, single_process=True)`, what `vlaforge train --nproc 1` does)
-   against a plain loop: the same `PhaseModel` built from the same seed, `torch.optim.AdamW` with the same settings,
-   `clip_grad_norm_` to the same norm, the same per-micro-batch reseeding. The loader is OUT of both: the batches are
-   collated once by a real `CorpusLoader` and replayed to both sides (the trainer's loader is swapped for a replay
-   inside this process only). The trainer's step time is its own (`seconds` in `train_log.jsonl`: forward, backward,
-   `engine.step()`, the losses read back); the plain loop's covers the same work. The first 3 steps of each run
-   (2 with `--quick`) are warm-up, not timed; the two sides alternate 6 times (once with `--quick`) and the table
-   shows the median step over all timed steps. Ratio = plain / DeepSpeed (below 1: what DeepSpeed's wrapper costs).
-   "max |d loss|" compares the two sides' losses step by step: the same work gives the same losses, to fp32
-   rounding (ZeRO-2 sums gradients in flat buffers).
+1. Optimizer-step time, per phase (step1_choice, step2_dit, posttrain_async): `Trainer` on DeepSpeed ZeRO-2, and on
+   ZeRO stage 0, as a 1-rank job in this process (`train_main.run(config, single_process=True)`, what `vlaforge
+   train --nproc 1` does) against a plain loop: the same `PhaseModel` built from the same seed, `torch.optim.AdamW`
+   with the same settings, `clip_grad_norm_` to the same norm, the same per-micro-batch reseeding. The loader is OUT
+   of all three: the batches are collated once by a real `CorpusLoader`, made model-ready (`to_device`) and replayed
+   (the trainer's loader is swapped for a replay inside this process only). The trainer's step time is its own
+   (`seconds` in `train_log.jsonl`: forward, backward, `engine.step()`, the losses read back); the plain loop's
+   covers the same work. The first 3 steps of each run (2 with `--quick`) are warm-up, not timed; the sides
+   alternate 6 times (once with `--quick`) and the table shows the median step over all timed steps. Ratio = plain /
+   DeepSpeed (below 1: what DeepSpeed's wrapper costs). "max |d loss|" compares the losses step by step: the same
+   work gives the same losses, to fp32 rounding (ZeRO-2 sums gradients in flat buffers).
 2. Scaling: `vlaforge train --nproc 2` (torchrun, 2 ranks over gloo, ZeRO-2) against `vlaforge train --nproc 1`, both
    as fresh processes with the REAL loader in (one DataLoader worker per rank: a batch must be decoded to train),
    the same per-rank micro batch (so 2 ranks train twice the samples per step). Steps/s and samples/s from the median
@@ -66,8 +66,8 @@ from vlaforge.training import trainer as trainer_module
 from vlaforge.training.data.collate import CorpusBatch
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.vla import VLAModel
+from vlaforge.training import recipes
 from vlaforge.training.phase_model import LOSS, PhaseModel
-from vlaforge.training.train_recipe import build_trainer_config
 from vlaforge.training.trainer import TRAIN_LOG
 from vlaforge.training.trainer_config import TrainerConfig
 
@@ -101,30 +101,36 @@ def write_inputs(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     return write_tiny_qwen3_vl(root / "tiny-qwen3-vl"), write_small_corpus(root / "corpus")
 
 
+def settings(steps: int, precision: str = "fp32") -> dict[str, Any]:
+    """The `--set` changes on top of a tiny recipe: one run as this benchmark times it."""
+    return {"chunk_len": CHUNK, "max_steps": steps, "micro_batch_size": MICRO_BATCH, "loader.robot.image_size": [64, 64],
+            "loader.robot.cameras": ["exterior_1"], "loader.num_workers": 1, "precision": precision, "lr": 1e-4,
+            "save_every": 10**6, "resume": False, "export": False, "model.flow.training_repeat": 1, "freeze": [],
+            "tensorboard": False, "progress": False}
+
+
 def train_argv(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: pathlib.Path, *, steps: int,
                nproc: int = 1, precision: str = "fp32") -> list[str]:
-    """`vlaforge train` arguments for one run: the tiny model, no checkpoint before the last step, no export."""
-    return ["train", "--phase", phase, "--corpus", str(corpus), "--vlm", str(vlm), "--output", str(output),
-            "--nproc", str(nproc), "--model", "tiny", "--chunk-len", str(CHUNK), "--max-steps", str(steps),
-            "--micro-batch-size", str(MICRO_BATCH), "--image-size", "64x64", "--cameras", "exterior_1",
-            "--workers", "1", "--precision", precision, "--save-every", str(10**6), "--no-resume", "--no-export"]
+    """`vlaforge train` arguments for one run: the tiny recipe, no checkpoint before the last step, no export."""
+    sets = [item for key, value in settings(steps, precision).items() for item in ("--set", f"{key}={json.dumps(value)}")]
+    return ["train", "--recipe", f"{phase}_tiny", "--corpus", str(corpus), "--vlm", str(vlm), "--output", str(output),
+            "--nproc", str(nproc), *sets]
 
 
 def trainer_config(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: pathlib.Path, *,
                    steps: int) -> TrainerConfig:
     """The TrainerConfig `vlaforge train` builds from `train_argv(phase, vlm, corpus, output, steps=steps)`: the same
-    options, through the function the command calls (`training/train_recipe.py`)."""
-    return build_trainer_config(phase=phase, corpus=str(corpus), output=output, vlm=str(vlm), model="tiny",
-                                chunk_len=CHUNK, max_steps=steps, micro_batch_size=MICRO_BATCH, image_size=(64, 64),
-                                cameras=("exterior_1",), workers=1, precision="fp32", save_every=10**6,
-                                resume=False, export=False)
+    recipe and changes, through the function the command calls (`recipes.build`)."""
+    where = recipes.RunLocation(corpus=str(corpus), output=str(output), vlm=str(vlm))
+    return recipes.build(f"{phase}_tiny", where, settings(steps))
 
 
 def collate_batches(config: TrainerConfig, count: int) -> list[CorpusBatch]:
-    """`count` batches from a real CorpusLoader (in this process), exactly as rank 0 of a 1-rank run gets them."""
+    """`count` batches from a real CorpusLoader (in this process), exactly as rank 0 of a 1-rank run gets them, made
+    model-ready (pixel values made, on the CPU)."""
     loader_config = dataclasses.replace(config.loader, num_workers=0)
     with CorpusLoader(loader_config) as loader:
-        return list(itertools.islice(loader, count))
+        return [loader.to_device(batch, "cpu") for batch in itertools.islice(loader, count)]
 
 
 class ReplayLoader:
@@ -144,6 +150,10 @@ class ReplayLoader:
 
     def state_dict(self) -> dict[str, Any]:
         return {"replayed": len(self.batches)}  # the trainer's final checkpoint writes it
+
+    @staticmethod
+    def to_device(batch: CorpusBatch, device: Any) -> CorpusBatch:
+        return batch  # replayed batches are model-ready on the CPU already
 
 
 def deepspeed_run(config: TrainerConfig, batches: Sequence[CorpusBatch]) -> tuple[list[float], list[float]]:
@@ -204,17 +214,21 @@ def side_by_side(config: TrainerConfig, batches: Sequence[CorpusBatch], sizes: S
 
 
 def wrapper_cost(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: Sizes) -> list[dict]:
-    """Measurement 1: per phase, DeepSpeed's step against the plain loop's on the same replayed batches."""
+    """Measurement 1: per phase, DeepSpeed's step (ZeRO-2, and ZeRO stage 0) against the plain loop's on the same
+    replayed batches."""
     rows = []
     total = sizes.warmup + sizes.steps
     for phase in PHASES:
         config = trainer_config(phase, vlm, corpus, work / f"ds-{phase}", steps=total)
+        stage0 = dataclasses.replace(config, zero_stage=0, output_dir=str(work / f"ds0-{phase}"))
         batches = collate_batches(config, total)
         result = side_by_side(config, batches, sizes, deepspeed_run, plain_run)
+        zero = side_by_side(config, batches, sizes, lambda _, b: deepspeed_run(stage0, b), plain_run)
         rows.append({"phase": phase, "deepspeed": result["first"], "plain": result["second"], "gap": result["gap"],
+                     "stage0": zero["first"], "plain0": zero["second"], "gap0": zero["gap"],
                      "timed": result["timed"], "samples": _samples(batches[sizes.warmup:])})
-        print(f"  {phase}: DeepSpeed {result['first'] * 1000:.1f} ms, plain {result['second'] * 1000:.1f} ms",
-              flush=True)
+        print(f"  {phase}: ZeRO-2 {result['first'] * 1000:.1f} ms, stage 0 {zero['first'] * 1000:.1f} ms, plain "
+              f"{result['second'] * 1000:.1f} / {zero['second'] * 1000:.1f} ms", flush=True)
     return rows
 
 
@@ -281,14 +295,16 @@ def scaling(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: 
 
 
 def print_wrapper_table(rows: list[dict], sizes: Sizes) -> None:
-    print(f"\n1. Optimizer step, DeepSpeed ZeRO-2 (1 rank, in-process) vs plain PyTorch AdamW loop; loader out of both "
-          f"(pre-collated batches replayed); fp32, micro batch {MICRO_BATCH}, {torch.get_num_threads()} threads; "
-          f"median of {rows[0]['timed']} timed steps per side ({sizes.warmup} warm-up steps dropped per run)")
-    print(f"  {'phase':<16} {'samples/step':>20} {'DeepSpeed ms':>13} {'plain ms':>9} {'plain/DS':>9} "
-          f"{'max |d loss|':>13}")
+    print(f"\n1. Optimizer step, DeepSpeed (1 rank, in-process; ZeRO-2 and ZeRO stage 0) vs a plain PyTorch AdamW loop "
+          f"run beside each; loader out (pre-collated batches replayed); fp32, micro batch {MICRO_BATCH}, "
+          f"{torch.get_num_threads()} threads; median of {rows[0]['timed']} timed steps per side ({sizes.warmup} "
+          f"warm-up steps dropped per run)")
+    print(f"  {'phase':<16} {'samples/step':>20} {'ZeRO-2 ms':>10} {'plain ms':>9} {'plain/Z2':>9} {'stage0 ms':>10} "
+          f"{'plain ms':>9} {'plain/Z0':>9} {'max |d loss|':>13}")
     for row in rows:
-        print(f"  {row['phase']:<16} {row['samples']:>20} {row['deepspeed'] * 1000:>13.1f} {row['plain'] * 1000:>9.1f}"
-              f" {row['plain'] / row['deepspeed']:>9.2f} {row['gap']:>13.2e}")
+        print(f"  {row['phase']:<16} {row['samples']:>20} {row['deepspeed'] * 1000:>10.1f} {row['plain'] * 1000:>9.1f}"
+              f" {row['plain'] / row['deepspeed']:>9.2f} {row['stage0'] * 1000:>10.1f} {row['plain0'] * 1000:>9.1f}"
+              f" {row['plain0'] / row['stage0']:>9.2f} {max(row['gap'], row['gap0']):>13.2e}")
 
 
 def print_scaling_table(runs: dict[str, Any], sizes: Sizes, cached_at_start: bool) -> None:

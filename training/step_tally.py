@@ -34,14 +34,21 @@ class StepTally:
         for name, value in counters.items():
             self._sums[base + COUNTERS.index(name)] += float(value)
 
+    def totals(self, device: torch.device) -> torch.Tensor:
+        """This rank's sums as the float64 vector the collective reduces, made on `device`."""
+        return torch.tensor(self._sums, dtype=torch.float64, device=device)
+
     def reduce(self, device: torch.device, world_size: int) -> dict[str, Any]:
         """{each loss's mean over the micro batches of all ranks that had it (None if none did), each counter's
         total over ranks (data_wait: the mean rank's)}; every rank must call it. The collective's tensor is made on
         `device`."""
-        totals = torch.tensor(self._sums, dtype=torch.float64, device=device)
+        totals = self.totals(device)
         if world_size > 1:
             dist.all_reduce(totals)
-        values = totals.tolist()
+        return self.record(totals.tolist(), world_size)
+
+    def record(self, values: list[float], world_size: int) -> dict[str, Any]:
+        """The mean record from reduced totals (`values`, as `totals` lays them out)."""
         record: dict[str, Any] = {}
         for slot, name in enumerate(self.losses):
             count = values[2 * slot + 1]

@@ -23,7 +23,7 @@ What `output_dir` holds:
 - `train_log.jsonl` (rank 0): one line per optimizer step: every loss component averaged over micro batches and
   ranks, samples of each kind, tokens, lr, grad norm, step seconds, seconds waiting for data (mean rank) and its
   share of the step, samples/s, tokens/s, model TFLOP/s and the MFU estimate (`flops.py`; None where the device's
-  peak is unknown). The same numbers go to TensorBoard (`tensorboard/`, `metrics_log.py`).
+  peak is unknown), and rank 0's peak memory. The same numbers go to TensorBoard (`tensorboard/`, `metrics_log.py`).
 - `eval_log.jsonl` (rank 0, with `eval_every`): one line per validation pass, its mean losses over all ranks.
 - `run.json` (rank 0): the resolved precision, world size, device and parameter counts of this launch.
 - `samples/rank<r>.jsonl` (with `log_sample_keys`): the sample keys each rank trained on, per step.
@@ -76,8 +76,10 @@ CHOICE_WEIGHTS = "choice_policies.safetensors"
 CHOICE_CONFIG = "choice_policies.json"
 LOGGED_LOSSES = (LOSS, FLOW_MATCHING, CHOICE, CHOICE_ACTION, CHOICE_SCORE, NEXT_TOKEN, LOSS_WEIGHT)
 DTYPES = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16}
-TIMING_FIELDS = ("seconds", "data_wait", "data_wait_share", "samples_per_s", "tokens_per_s", "tflops", "mfu")
-"""Fields of a `train_log.jsonl` line measured by the clock: a resumed run repeats every other field exactly."""
+TIMING_FIELDS = ("seconds", "data_wait", "data_wait_share", "samples_per_s", "tokens_per_s", "tflops", "mfu",
+                 "peak_memory_gb")
+"""Fields of a `train_log.jsonl` line measured by the clock or the allocator: a resumed run repeats every other field
+exactly."""
 
 
 def checkpoint_tag(step: int) -> str:
@@ -303,7 +305,8 @@ class Trainer:
                   "grad_norm": _number(self.engine.get_global_grad_norm()), "seconds": round(seconds, 4),
                   "data_wait_share": reduced["data_wait"] / seconds, "samples_per_s": samples / seconds,
                   "tokens_per_s": reduced["tokens"] / seconds, "tflops": tflops,
-                  "mfu": tflops / (self.peak_tflops * self.world_size) if self.peak_tflops else None}
+                  "mfu": tflops / (self.peak_tflops * self.world_size) if self.peak_tflops else None,
+                  "peak_memory_gb": _peak_memory_gb(self.engine.device)}
         if self.metrics is not None:
             self.metrics.train(record)
             log.info("step %d: %s", self.step, {k: v for k, v in record.items() if k != "step"})
@@ -378,6 +381,17 @@ def check_one_dtype(module: torch.nn.Module, dtype: torch.dtype, precision: Prec
         raise ValueError(f"the model mixes dtypes: precision {precision.value} needs every parameter in "
                          f"{str(dtype).removeprefix('torch.')}, but {found}; load every part in that dtype "
                          f"(Trainer does for the VLM, DiT and head) or choose the precision the checkpoint has")
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    """This rank's peak memory so far: the CUDA caching allocator's on a GPU, the process's resident high-water mark
+    on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kilobytes on Linux
 
 
 def _bf16_supported() -> bool:

@@ -56,7 +56,7 @@ def start(argv: list[str], log: pathlib.Path) -> subprocess.Popen:
     return subprocess.Popen(argv, env=ENVIRONMENT, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def finish(processes: list[subprocess.Popen], logs: list[pathlib.Path], timeout: float = 300) -> None:
+def finish(processes: list[subprocess.Popen], logs: list[pathlib.Path], timeout: float = 600) -> None:
     for process, log in zip(processes, logs, strict=True):
         assert process.wait(timeout=timeout) == 0, log.read_text()[-3000:]
 
