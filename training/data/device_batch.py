@@ -42,17 +42,20 @@ def _robot_to(robot: RobotBatch, device: torch.device, image_processor) -> Robot
             if image_processor is None:
                 raise ValueError("this robot batch's pixel values are made on the device: pass the processor's "
                                  "image_processor (CorpusLoader.to_device does)")
-            inputs[PIXEL_VALUES] = _pixel_values(moved["images"], moved["image_mask"], image_processor, device,
-                                                 inputs[IMAGE_GRID_THW])
+            inputs[PIXEL_VALUES] = _pixel_values(moved["images"], robot.image_mask, image_processor, device,
+                                                 robot.vlm_inputs[IMAGE_GRID_THW])
     return dataclasses.replace(robot, vlm_inputs=inputs, **moved)
 
 
 def _pixel_values(images: torch.Tensor, image_mask: torch.Tensor, image_processor, device: torch.device,
                   grids: torch.Tensor) -> torch.Tensor:
-    """[ΣP, C·T_p·P·P] pixel values of the present frames [B, N, H, W, 3] uint8, sample by sample, slot by slot."""
-    frames = images[image_mask.bool()].permute(0, 3, 1, 2)  # [N_img, 3, H, W], in the prompt's order
+    """[ΣP, C·T_p·P·P] pixel values of the present frames `images` [B, N, H, W, 3] uint8 (on `device`), sample by
+    sample, slot by slot; `image_mask` [B, N] and `grids` stay on the host (no device sync to find the frames)."""
+    # [3, H, W] views, sample by sample and slot by slot (the prompt's order); views rather than a boolean-mask
+    # gather, whose CPU kernel costs milliseconds under a loaded machine's thread contention.
+    frames = [images[sample, slot].permute(2, 0, 1) for sample, slot in image_mask.nonzero().tolist()]
     made = image_processor(images=frames, return_tensors="pt", device=device)
-    if not torch.equal(made[IMAGE_GRID_THW].to(grids.device), grids):
+    if not torch.equal(made[IMAGE_GRID_THW].cpu(), grids.cpu()):
         raise ValueError(f"the frames' patch grids {made[IMAGE_GRID_THW].tolist()} differ from the grids the tokens "
                          f"were made for {grids.tolist()}: the processor changed between collation and now")
     return made[PIXEL_VALUES].to(device)
