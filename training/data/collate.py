@@ -21,6 +21,7 @@ import collections
 import copy
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -103,12 +104,13 @@ def robot_prompt(n_images: int, instruction: str) -> list[dict[str, Any]]:
 
 
 def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | None = None, *,
-                  pixels_on_device: bool = False) -> RobotBatch:
+                  pixels_on_device: bool = False, tokens: PromptTokens | None = None) -> RobotBatch:
     """Stack robot examples; with a processor, also tokenize each sample's present frames + instruction.
 
-    `pixels_on_device`: make only the tokens (and `image_grid_thw`) here, exactly as the processor would, and leave
-    `pixel_values` to `device_batch.to_device`, which runs the processor's own image code on the uint8 frames where
-    the batch trains: the frames cross a process boundary once, as uint8, instead of also as float32 patches.
+    `pixels_on_device`: make only the tokens (and `image_grid_thw`) here, exactly as the processor would
+    (`PromptTokens`; pass `tokens` to keep its cache between batches), and leave `pixel_values` to
+    `device_batch.to_device`, which runs the processor's own image code on the uint8 frames where the batch trains:
+    the frames cross a process boundary once, as uint8, instead of also as float32 patches.
     """
     vlm_inputs = None
     if processor is not None:
@@ -118,7 +120,7 @@ def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | 
             texts.append(processor.apply_chat_template(robot_prompt(len(frames), example.instruction), tokenize=False))
             images.extend(frames)
         if pixels_on_device:
-            vlm_inputs = prompt_tokens(processor, texts, [image.shape[:2] for image in images])
+            vlm_inputs = (tokens or PromptTokens(processor))(texts, [image.shape[:2] for image in images])
         else:
             vlm_inputs = dict(processor(text=texts, images=images, padding=True, padding_side="right",
                                         return_tensors="pt"))
@@ -137,29 +139,46 @@ def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | 
     )
 
 
-def prompt_tokens(processor: ProcessorMixin, texts: Sequence[str],
-                  image_sizes: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
-    """What the Qwen3-VL processor returns for `texts` and images of `image_sizes` (H, W), in order, without
-    `pixel_values`: each image placeholder expanded to the image's token count, the ids right-padded, the
-    multimodal token types, and `image_grid_thw` [N_img, 3]. Equal to the processor's own output (tested)."""
-    image_processor = processor.image_processor
-    factor = image_processor.patch_size * image_processor.merge_size
-    size = image_processor.size
-    grids = []
-    for height, width in image_sizes:
-        height, width = smart_resize(height, width, factor=factor, min_pixels=size.shortest_edge,
-                                     max_pixels=size.longest_edge)
-        grids.append([1, height // image_processor.patch_size, width // image_processor.patch_size])
-    counts = iter(t * h * w // image_processor.merge_size**2 for t, h, w in grids)
-    placeholder = processor.image_token
-    expanded = []
-    for text in texts:
+class PromptTokens:
+    """What the Qwen3-VL processor returns for prompt texts and images of given sizes, without `pixel_values`: each
+    image placeholder expanded to the image's token count, the ids right-padded, the multimodal token types, and
+    `image_grid_thw` [N_img, 3]. Equal to the processor's own output (tested). A prompt's ids are kept once made
+    (`cache_size` prompts): an episode's steps share their instruction, and so their prompt."""
+
+    def __init__(self, processor: ProcessorMixin, cache_size: int = 4096) -> None:
+        self.processor = processor
+        image_processor = processor.image_processor
+        self._patch, self._merge = image_processor.patch_size, image_processor.merge_size
+        self._pixels = (image_processor.size.shortest_edge, image_processor.size.longest_edge)
+        self._ids = functools.lru_cache(maxsize=cache_size)(self._encode)
+
+    def __call__(self, texts: Sequence[str], image_sizes: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        grids = [self._grid(height, width) for height, width in image_sizes]
+        counts = iter(t * h * w // self._merge**2 for t, h, w in grids)
+        rows = []
+        for text in texts:
+            images = text.count(self.processor.image_token)
+            rows.append(self._ids(text, tuple(next(counts) for _ in range(images))))
+        tokenizer = self.processor.tokenizer
+        inputs = {INPUT_IDS: _pad([torch.tensor(row, dtype=torch.long) for row in rows], tokenizer.pad_token_id),
+                  ATTENTION_MASK: _pad([torch.ones(len(row), dtype=torch.long) for row in rows], 0)}
+        inputs[MM_TOKEN_TYPE_IDS] = (inputs[INPUT_IDS] == self.processor.image_token_id).long()
+        inputs[IMAGE_GRID_THW] = torch.tensor(grids, dtype=torch.long).reshape(-1, 3)
+        return inputs
+
+    def _grid(self, height: int, width: int) -> list[int]:
+        """[t, h, w] patches of an image, after the processor's own resize rule."""
+        height, width = smart_resize(height, width, factor=self._patch * self._merge, min_pixels=self._pixels[0],
+                                     max_pixels=self._pixels[1])
+        return [1, height // self._patch, width // self._patch]
+
+    def _encode(self, text: str, counts: tuple[int, ...]) -> tuple[int, ...]:
+        """The ids of `text` with its i-th image placeholder repeated counts[i] times."""
+        placeholder = self.processor.image_token
         pieces = text.split(placeholder)
-        expanded.append(pieces[0] + "".join(placeholder * next(counts) + piece for piece in pieces[1:]))
-    inputs = dict(processor.tokenizer(expanded, padding=True, padding_side="right", return_tensors="pt"))
-    inputs[MM_TOKEN_TYPE_IDS] = (inputs[INPUT_IDS] == processor.image_token_id).long()
-    inputs[IMAGE_GRID_THW] = torch.tensor(grids, dtype=torch.long).reshape(-1, 3)
-    return inputs
+        expanded = pieces[0] + "".join(placeholder * count + piece for count, piece in zip(counts, pieces[1:],
+                                                                                            strict=True))
+        return tuple(self.processor.tokenizer(expanded)[INPUT_IDS])
 
 
 def _pad(rows: Sequence[torch.Tensor], fill: int) -> torch.Tensor:
@@ -194,10 +213,13 @@ def make_collate(processor: ProcessorMixin | None, pad_token_id: int, robot_vlm_
                  pixels_on_device: bool = False) -> Collate:
     """(robot examples, VL examples) -> CorpusBatch, with either list possibly empty."""
 
+    robot_processor = processor if robot_vlm_inputs else None
+    tokens = PromptTokens(robot_processor) if robot_processor is not None and pixels_on_device else None
+
     def collate(robot: list[RobotExample], vl: list[VlExample]) -> CorpusBatch:
-        robot_processor = processor if robot_vlm_inputs else None
         return CorpusBatch(
-            robot=collate_robot(robot, robot_processor, pixels_on_device=pixels_on_device) if robot else None,
+            robot=collate_robot(robot, robot_processor, pixels_on_device=pixels_on_device, tokens=tokens)
+            if robot else None,
             vl=collate_vl(vl, pad_token_id) if vl else None,
         )
 
