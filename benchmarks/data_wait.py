@@ -16,8 +16,11 @@ DCT scale to 64x64, as a real 224x224 input is from larger frames); fp32, one ra
    phase with 1 and with 2 workers.
 2. Batch cost: `CorpusLoader` alone (step 1's kinds: robot and VL), batches drawn as fast as they come and made
    model-ready (`to_device` on the CPU: where the device path makes the pixel values), in-process (`num_workers=0`)
-   against one worker; ms per batch (median over batches after warm-up) and a batch's pickled size (what crosses the
-   process boundary). Target: a worker batch no slower than an in-process one.
+   against one worker; the four loaders take turns in blocks; ms per batch (median) and a batch's pickled size (what
+   crosses the process boundary). Target: a worker batch no slower than an in-process one.
+
+The trainer runs with one intra-op thread by default (`--threads`), leaving this 2-core machine's other core to the
+loader workers, as a GPU trainer leaves the CPU's cores to them.
 
 These machines are shared and noisy: compare the ratios, measured side by side in one run, not absolute numbers.
 """
@@ -50,15 +53,19 @@ PIXELS = (RobotPixels.DEVICE, RobotPixels.WORKER)
 WAIT_TARGET = 0.05
 
 
+BLOCK = 15
+"""Batches a loader hands out in one turn of measurement 2."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Sizes:
     warmup: int
     steps: int
-    batches: int
+    rounds: int
 
 
-QUICK = Sizes(warmup=3, steps=8, batches=30)
-DEFAULT = Sizes(warmup=4, steps=16, batches=80)
+QUICK = Sizes(warmup=3, steps=8, rounds=2)
+DEFAULT = Sizes(warmup=4, steps=16, rounds=5)
 
 
 def config(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: pathlib.Path, *, steps: int, workers: int,
@@ -87,25 +94,29 @@ def data_wait(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes
 
 
 def batch_cost(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: Sizes) -> list[dict[str, Any]]:
-    """Measurement 2: ms per model-ready batch, in-process and from one worker, and a batch's pickled size."""
-    rows = []
+    """Measurement 2: ms per model-ready batch, in-process and from one worker, and a batch's pickled size. The four
+    loaders take turns in blocks of `BLOCK` batches, `sizes.rounds` times; the first 3 of a block (which an idle
+    worker may have prefetched) are not timed."""
+    loaders, sizes_of, times = {}, {}, {}
     for pixels, workers in itertools.product(PIXELS, (0, 1)):
         loader_config = config("step1_choice", vlm, corpus, work / "loader", steps=1, workers=workers,
                                pixels=pixels).loader
-        times, size = [], 0
-        with CorpusLoader(loader_config) as loader:
-            batches = iter(loader)
-            for index in range(sizes.batches):
+        loader = CorpusLoader(loader_config)
+        loaders[pixels, workers] = (loader, iter(loader))
+        times[pixels, workers] = []
+    for _ in range(sizes.rounds):
+        for key, (loader, batches) in loaders.items():
+            for index in range(BLOCK):
                 started = time.perf_counter()
                 batch = next(batches)
-                size = size or len(pickle.dumps(batch))
                 loader.to_device(batch, "cpu")
-                if index >= 5:
-                    times.append(time.perf_counter() - started)
-        rows.append({"pixels": pixels.value, "workers": workers, "ms": median(times) * 1000, "bytes": size})
-        print(f"  pixels {pixels.value}, {workers} worker(s): {rows[-1]['ms']:.1f} ms a batch, {size / 1024:.0f} KiB",
-              flush=True)
-    return rows
+                if index >= 3:
+                    times[key].append(time.perf_counter() - started)
+                sizes_of.setdefault(key, len(pickle.dumps(batch)))
+    for loader, _ in loaders.values():
+        loader.close()
+    return [{"pixels": pixels.value, "workers": workers, "ms": median(times[pixels, workers]) * 1000,
+             "bytes": sizes_of[pixels, workers]} for pixels, workers in loaders]
 
 
 def print_tables(waits: list[dict], costs: list[dict], sizes: Sizes) -> None:
@@ -120,7 +131,7 @@ def print_tables(waits: list[dict], costs: list[dict], sizes: Sizes) -> None:
         print(f"  {phase:<16} {workers:>7} {device['share']:>17.1%} {device['step'] * 1000:>8.0f} "
               f"{worker['share']:>17.1%} {worker['step'] * 1000:>8.0f} {verdict:>11}")
     print("\n2. One model-ready batch (step 1: robot + VL), drawn as fast as it comes, then to_device on the CPU; "
-          f"median ms over {sizes.batches - 5} batches")
+          f"median ms over {sizes.rounds} turns of {BLOCK - 3} timed batches per loader, the four loaders in turn")
     print(f"  {'pixels made':<12} {'in-process ms':>14} {'1 worker ms':>12} {'worker/in-process':>18} "
           f"{'batch KiB':>10} {'target <=1':>11}")
     for pixels in PIXELS:
@@ -134,8 +145,12 @@ def print_tables(waits: list[dict], costs: list[dict], sizes: Sizes) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and batches")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="the trainer's intra-op threads (default 1, so the loader workers have a core of this "
+                             "2-core machine; a GPU trainer leaves the CPU to them)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else DEFAULT
+    torch.set_num_threads(args.threads)
     os.environ["DS_ACCELERATOR"] = "cpu"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vlaforge-data-wait-") as directory:

@@ -15,12 +15,14 @@ clipping 1.0, one noise draw per VLM pass, fp32, VL co-training as the phase has
    train --nproc 1` does) against a plain loop: the same `PhaseModel` built from the same seed, `torch.optim.AdamW`
    with the same settings, `clip_grad_norm_` to the same norm, the same per-micro-batch reseeding. The loader is OUT
    of all three: the batches are collated once by a real `CorpusLoader`, made model-ready (`to_device`) and replayed
-   (the trainer's loader is swapped for a replay inside this process only). The trainer's step time is its own
-   (`seconds` in `train_log.jsonl`: forward, backward, `engine.step()`, the losses read back); the plain loop's
-   covers the same work. The first 3 steps of each run (2 with `--quick`) are warm-up, not timed; the sides
-   alternate 6 times (once with `--quick`) and the table shows the median step over all timed steps. Ratio = plain /
-   DeepSpeed (below 1: what DeepSpeed's wrapper costs). "max |d loss|" compares the losses step by step: the same
-   work gives the same losses, to fp32 rounding (ZeRO-2 sums gradients in flat buffers).
+   (the trainer's loader is swapped for a replay inside this process only). The time is CPU time of the step's
+   forward, backward and optimizer step (the trainer's `_micro_step`: `engine.step()` with its gradient norm and
+   flat-buffer copies; the plain loop's same work), with one intra-op thread by default (`--threads`): on a shared,
+   loaded machine one thread's CPU time is what stays comparable, where wall time swings with the neighbours. The
+   first 3 steps of each run (2 with `--quick`) are warm-up, not timed; the sides alternate 6 times (once with
+   `--quick`) and the table shows the median step over all timed steps. Ratio = plain / DeepSpeed (below 1: what
+   DeepSpeed's wrapper costs). "max |d loss|" compares the losses step by step: the same work gives the same
+   losses, to fp32 rounding (ZeRO-2 sums gradients in flat buffers).
 2. Scaling: `vlaforge train --nproc 2` (torchrun, 2 ranks over gloo, ZeRO-2) against `vlaforge train --nproc 1`, both
    as fresh processes with the REAL loader in (one DataLoader worker per rank: a batch must be decoded to train),
    the same per-rank micro batch (so 2 ranks train twice the samples per step). Steps/s and samples/s from the median
@@ -32,7 +34,7 @@ clipping 1.0, one noise draw per VLM pass, fp32, VL co-training as the phase has
    and by default the first 2-rank launch gets an empty cache so it pays the build (`--no-cold-jit`: it does not;
    `--quick` leaves it out unless `--cold-jit`). The second 2-rank launch is the warm one.
 3. Precision: `Trainer` in bf16 against fp32 (DeepSpeed's bf16 mode: bf16 weights and activations, fp32 master
-   weights), step1_choice, loader out as in 1. Ratio = fp32 / bf16.
+   weights), step1_choice, loader out and CPU time as in 1. Ratio = fp32 / bf16.
 
 Every child process gets DS_ACCELERATOR=cpu. These machines are shared and noisy: compare the ratios, measured side
 by side in one run, not absolute numbers.
@@ -157,15 +159,26 @@ class ReplayLoader:
 
 
 def deepspeed_run(config: TrainerConfig, batches: Sequence[CorpusBatch]) -> tuple[list[float], list[float]]:
-    """The trainer in this process (1-rank ZeRO-2) on `batches`: (its logged step seconds, its losses)."""
+    """The trainer in this process (1-rank DeepSpeed) on `batches`: (CPU seconds of each step's forward, backward
+    and `engine.step()`, its losses)."""
     replay = lambda *args, **kwargs: ReplayLoader(batches)  # noqa: E731 - CorpusLoader(config, rank=, world_size=)
-    with mock.patch.object(trainer_module, "CorpusLoader", replay):
+    cpu: list[float] = []
+    micro_step = trainer_module.Trainer._micro_step
+
+    def timed(self, *args, **kwargs):  # gradient accumulation 1: one micro step is one optimizer step
+        started = time.process_time()
+        micro_step(self, *args, **kwargs)
+        cpu.append(time.process_time() - started)
+
+    with mock.patch.object(trainer_module, "CorpusLoader", replay), \
+            mock.patch.object(trainer_module.Trainer, "_micro_step", timed):
         records = train_main.run(config, single_process=True)
-    return [r["seconds"] for r in records], [r[LOSS] for r in records]
+    return cpu, [r[LOSS] for r in records]
 
 
 def plain_run(config: TrainerConfig, batches: Sequence[CorpusBatch]) -> tuple[list[float], list[float]]:
-    """What the trainer does, in plain PyTorch: the same module, optimizer, clipping and seeds; (seconds, losses)."""
+    """What the trainer does, in plain PyTorch: the same module, optimizer, clipping and seeds; (CPU seconds per
+    step, losses)."""
     torch.manual_seed(config.seed)  # as Trainer.setup: the fresh DiT / Choice Policies weights
     module = PhaseModel(VLAModel.from_vlm_pretrained(config.vlm_dir, config.model), config.phase, config.choice,
                         config.vl_loss_weight)
@@ -174,9 +187,9 @@ def plain_run(config: TrainerConfig, batches: Sequence[CorpusBatch]) -> tuple[li
     module.train()
     seconds, losses = [], []
     for step, batch in enumerate(batches[:config.max_steps], 1):
-        started = time.perf_counter()
+        started = time.process_time()
         losses.append(plain_step(config, module, parameters, optimizer, batch, step))
-        seconds.append(time.perf_counter() - started)
+        seconds.append(time.process_time() - started)
     return seconds, losses
 
 
@@ -295,10 +308,10 @@ def scaling(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: 
 
 
 def print_wrapper_table(rows: list[dict], sizes: Sizes) -> None:
-    print(f"\n1. Optimizer step, DeepSpeed (1 rank, in-process; ZeRO-2 and ZeRO stage 0) vs a plain PyTorch AdamW loop "
-          f"run beside each; loader out (pre-collated batches replayed); fp32, micro batch {MICRO_BATCH}, "
-          f"{torch.get_num_threads()} threads; median of {rows[0]['timed']} timed steps per side ({sizes.warmup} "
-          f"warm-up steps dropped per run)")
+    print(f"\n1. Optimizer step, CPU ms (forward, backward, optimizer), DeepSpeed (1 rank, in-process; ZeRO-2 and ZeRO "
+          f"stage 0) vs a plain PyTorch AdamW loop run beside each; loader out (pre-collated batches replayed); fp32, "
+          f"micro batch {MICRO_BATCH}, {torch.get_num_threads()} intra-op thread(s); median of {rows[0]['timed']} "
+          f"timed steps per side ({sizes.warmup} warm-up steps dropped per run)")
     print(f"  {'phase':<16} {'samples/step':>20} {'ZeRO-2 ms':>10} {'plain ms':>9} {'plain/Z2':>9} {'stage0 ms':>10} "
           f"{'plain ms':>9} {'plain/Z0':>9} {'max |d loss|':>13}")
     for row in rows:
@@ -337,8 +350,8 @@ def _throughput(run: dict, warmup: int) -> dict[str, float]:
 
 
 def print_precision_table(result: dict, sizes: Sizes) -> None:
-    print(f"\n3. DeepSpeed bf16 vs fp32 (1 rank, in-process), step1_choice, loader out; median of {result['timed']} "
-          f"timed steps per side ({sizes.warmup} warm-up steps dropped per run)")
+    print(f"\n3. DeepSpeed bf16 vs fp32 (1 rank, in-process), step1_choice, loader out, CPU ms per step; median of "
+          f"{result['timed']} timed steps per side ({sizes.warmup} warm-up steps dropped per run)")
     print(f"  {'fp32 ms':>8} {'bf16 ms':>8} {'fp32/bf16':>10} {'max |d loss|':>13}")
     print(f"  {result['fp32'] * 1000:>8.1f} {result['bf16'] * 1000:>8.1f} {result['fp32'] / result['bf16']:>10.2f} "
           f"{result['gap']:>13.2e}")
@@ -351,10 +364,15 @@ def main() -> None:
                         help="give the first 2-rank launch an empty TORCH_EXTENSIONS_DIR, so it pays DeepSpeed's JIT "
                              "comm op build (default: on, off with --quick)")
     parser.add_argument("--skip-bf16", action="store_true", help="leave out measurement 3")
+    parser.add_argument("--skip-scaling", action="store_true", help="leave out measurement 2")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads of the in-process runs (default 1: on a shared machine one thread's CPU "
+                             "time is what stays comparable)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else DEFAULT
     if args.cold_jit is not None:
         sizes = dataclasses.replace(sizes, cold_jit=args.cold_jit)
+    torch.set_num_threads(args.threads)
     cached_at_start = shm_op_cached(os.environ.get("TORCH_EXTENSIONS_DIR"))
     os.environ.update(DEVICE_ENV)  # the in-process runs; the launched ones get it in their environment
     started = time.perf_counter()
@@ -363,14 +381,17 @@ def main() -> None:
         vlm, corpus = write_inputs(work / "inputs")
         print("1. DeepSpeed vs plain loop", flush=True)
         wrapper = wrapper_cost(vlm, corpus, work, sizes)
-        print("2. 2 ranks vs 1", flush=True)
-        scaled = scaling(vlm, corpus, work, sizes)
+        scaled = None
+        if not args.skip_scaling:
+            print("2. 2 ranks vs 1", flush=True)
+            scaled = scaling(vlm, corpus, work, sizes)
         precision = None
         if not args.skip_bf16:
             print("3. bf16 vs fp32", flush=True)
             precision = precision_cost(vlm, corpus, work, sizes)
     print_wrapper_table(wrapper, sizes)
-    print_scaling_table(scaled, sizes, cached_at_start)
+    if scaled is not None:
+        print_scaling_table(scaled, sizes, cached_at_start)
     if precision is not None:
         print_precision_table(precision, sizes)
     print(f"\nwall time {time.perf_counter() - started:.0f} s")
