@@ -238,7 +238,8 @@ def print_table(report: dict[str, Any]) -> None:
             continue
         mfu = "-" if row["mfu"] is None else f"{row['mfu']:.1%}"
         print(f"  {row['phase']:<16} {row['precision']:>9} {str(row['offload']):>7} {row['samples_per_step']:>7} "
-              f"{row['step_s']:>7.2f} {row['peak_memory_gb']:>8.1f} {row['tflops']:>8.3g} {mfu:>6} {row['wall_s']:>7.0f}")
+              f"{row['step_s']:>7.2f} {row['peak_memory_gb']:>8.1f} {row['tflops']:>8.3g} {mfu:>6} "
+              f"{row['wall_s']:>7.0f}")
     latency = report["latency"]
     print(f"  sampling at batch 1 ({latency['vlm_tokens']} VLM tokens, {latency['euler_steps']} Euler steps): "
           f"{latency['sample_ms']:.1f} ms (prefill alone {latency['prefill_ms']:.1f} ms); report: "

@@ -105,7 +105,8 @@ def write_inputs(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
 
 def settings(steps: int, precision: str = "fp32") -> dict[str, Any]:
     """The `--set` changes on top of a tiny recipe: one run as this benchmark times it."""
-    return {"chunk_len": CHUNK, "max_steps": steps, "micro_batch_size": MICRO_BATCH, "loader.robot.image_size": [64, 64],
+    return {"chunk_len": CHUNK, "max_steps": steps, "micro_batch_size": MICRO_BATCH,
+            "loader.robot.image_size": [64, 64],
             "loader.robot.cameras": ["exterior_1"], "loader.num_workers": 1, "precision": precision, "lr": 1e-4,
             "save_every": 10**6, "resume": False, "export": False, "model.flow.training_repeat": 1, "freeze": [],
             "tensorboard": False, "progress": False}
@@ -114,7 +115,8 @@ def settings(steps: int, precision: str = "fp32") -> dict[str, Any]:
 def train_argv(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: pathlib.Path, *, steps: int,
                nproc: int = 1, precision: str = "fp32") -> list[str]:
     """`vlaforge train` arguments for one run: the tiny recipe, no checkpoint before the last step, no export."""
-    sets = [item for key, value in settings(steps, precision).items() for item in ("--set", f"{key}={json.dumps(value)}")]
+    sets = [item for key, value in settings(steps, precision).items()
+            for item in ("--set", f"{key}={json.dumps(value)}")]
     return ["train", "--recipe", f"{phase}_tiny", "--corpus", str(corpus), "--vlm", str(vlm), "--output", str(output),
             "--nproc", str(nproc), *sets]
 

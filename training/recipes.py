@@ -9,14 +9,16 @@ optimizer and schedule, the batch, the loader); `RunLocation` says where the run
 report's batch sizes and step counts; the `_tiny` ones run on this CPU (tests, the demo, benchmarks). Numbers the
 report and the release do not give are ours and say so.
 
-| recipe | phase | from the report / release | ours |
-|---|---|---|---|
-| `step1_choice` | step 1 | 40k steps, batch 32,768, AdamW, ZeRO-2, VL co-training (1:6 is the corpus's) | N = 8, lr 1e-4 cosine, 1k warm-up |
-| `step2_dit` | step 2 | 40k steps, batch 32,768, Beta(1.5, 1) τ, 5 steps, training_repeat 4 | lr 1e-4 cosine, 1k warm-up |
-| `posttrain_sync` | post-training | 40k steps, batch 2,048, robot data only; embeddings frozen (release) | lr 5e-5 cosine |
-| `posttrain_async` | post-training | as sync, plus Λ w = 4, prefixes p = 0.5 over 1..6, prefix keys dropped p = 0.5 keeping 2, sampled weights per element in [0.5, 5] | |
-| `posttrain_async_training_rtc` | ablation | the paper's "training RTC": prefixes with the causal mask | |
-| `posttrain_async_paper` | ablation | the paper's text: Δtc uniform over {0..6}, weights per sample | |
+- `step1_choice`: 40k steps at batch 32,768, AdamW, ZeRO-2, VL co-training (the 1:6 is the corpus's); ours: N = 8,
+  lr 1e-4 with cosine decay after 1k warm-up steps.
+- `step2_dit`: 40k steps at batch 32,768, τ from Beta(1.5, 1), 5 sampling steps, 4 noise draws per VLM pass;
+  robot data only; ours: the lr schedule.
+- `posttrain_sync`: 40k steps at batch 2,048 on robot data only, the token embeddings frozen (the release); ours:
+  lr 5e-5 with cosine decay.
+- `posttrain_async`: as sync, plus the Λ mask (w = 4), prefixes for half the samples of a length in 1..6, prefix
+  keys hidden with probability 0.5 keeping the last 2, sampled loss weights per element in [0.5, 5] (the release).
+- `posttrain_async_training_rtc`: the ablation "training RTC", prefixes under the causal mask.
+- `posttrain_async_paper`: the paper's text, Δtc uniform over {0..6} and weights per sample.
 """
 
 from __future__ import annotations

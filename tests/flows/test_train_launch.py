@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow
 TINY_RUN = ["--set", "chunk_len=4", "--set", 'loader.robot.cameras=["exterior_1"]', "--set",
             "loader.robot.image_size=[32,32]", "--set", "micro_batch_size=2", "--set", "seed=3", "--set",
             "export=false", "--set", "save_every=2", "--set", "log_sample_keys=true", "--set", "tensorboard=false"]
-ENVIRONMENT = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+ENVIRONMENT = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
 @pytest.fixture(scope="module")

@@ -177,7 +177,8 @@ class VLAModel(nn.Module):
         return self.dit(x, tau.to(dtype), state.to(dtype), context, prefix_lengths, mask).float()
 
     def flow_matching_loss(self, batch: RobotBatch) -> dict[str, torch.Tensor]:
-        """The current phase's loss: masked ‖v − (a − ε)‖², error-weighted on asynchronous samples with a prefix.
+        """The current phase's loss: masked ‖v − (a − ε)‖², error-weighted on asynchronous samples with a
+        prefix.
 
         The VLM runs once per sample; the DiT trains on `flow.training_repeat` draws of (ε, τ, Δtc) per sample.
         Returns the loss and, per draw [B·repeat], τ, the prefix lengths and the mean loss weight.
