@@ -77,10 +77,11 @@ def config(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: pathlib.
         "tensorboard": False, "progress": False})
 
 
-def data_wait(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: Sizes) -> list[dict[str, Any]]:
+def data_wait(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: Sizes,
+              phases: tuple[str, ...] = PHASES) -> list[dict[str, Any]]:
     """Measurement 1: one training run per (phase, workers, pixels)."""
     rows = []
-    for phase, workers, pixels in itertools.product(PHASES, (1, 2), PIXELS):
+    for phase, workers, pixels in itertools.product(phases, (1, 2), PIXELS):
         output = work / f"{phase}-{workers}-{pixels.value}"
         train_main.run(config(phase, vlm, corpus, output, steps=sizes.warmup + sizes.steps, workers=workers,
                               pixels=pixels), single_process=True)
@@ -119,12 +120,12 @@ def batch_cost(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, size
              "bytes": sizes_of[pixels, workers]} for pixels, workers in loaders]
 
 
-def print_tables(waits: list[dict], costs: list[dict], sizes: Sizes) -> None:
+def print_tables(waits: list[dict], costs: list[dict], sizes: Sizes, phases: tuple[str, ...] = PHASES) -> None:
     print(f"\n1. Data wait as a share of the step, Trainer (ZeRO-2, 1 rank, in-process, real loader), tiny recipes, "
           f"{torch.get_num_threads()} threads; median of {sizes.steps} steps after {sizes.warmup} warm-up")
     print(f"  {'phase':<16} {'workers':>7} {'wait (device px)':>17} {'step ms':>8} {'wait (worker px)':>17} "
           f"{'step ms':>8} {'target <5%':>11}")
-    for phase, workers in itertools.product(PHASES, (1, 2)):
+    for phase, workers in itertools.product(phases, (1, 2)):
         device, worker = (next(r for r in waits if (r["phase"], r["workers"], r["pixels"]) == (phase, workers, p.value))
                           for p in PIXELS)
         verdict = "ok" if device["share"] < WAIT_TARGET else "MISSED"
@@ -148,7 +149,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="the trainer's intra-op threads (default 1, so the loader workers have a core of this "
                              "2-core machine; a GPU trainer leaves the CPU to them)")
+    parser.add_argument("--phases", nargs="+", choices=PHASES, default=PHASES, help="the phases of measurement 1")
     args = parser.parse_args()
+    phases = tuple(args.phases)
     sizes = QUICK if args.quick else DEFAULT
     torch.set_num_threads(args.threads)
     os.environ["DS_ACCELERATOR"] = "cpu"
@@ -160,8 +163,8 @@ def main() -> None:
         print("2. batch cost", flush=True)
         costs = batch_cost(vlm, corpus, work, sizes)
         print("1. data wait", flush=True)
-        waits = data_wait(vlm, corpus, work, sizes)
-    print_tables(waits, costs, sizes)
+        waits = data_wait(vlm, corpus, work, sizes, phases)
+    print_tables(waits, costs, sizes, phases)
     print(f"\nwall time {time.perf_counter() - started:.0f} s")
 
 

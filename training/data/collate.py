@@ -72,8 +72,16 @@ class CorpusBatch:
     def pin_memory(self) -> "CorpusBatch":
         """Every tensor of both parts in page-locked memory, for asynchronous host-to-GPU copies (the DataLoader's
         pin-memory thread calls this)."""
-        return CorpusBatch(robot=None if self.robot is None else _pinned_fields(self.robot),
-                           vl=None if self.vl is None else _pinned_fields(self.vl))
+        return CorpusBatch(robot=_mapped_fields(self.robot, _pinned), vl=_mapped_fields(self.vl, _pinned))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (a batch leaving a DataLoader worker) with its tensors as numpy arrays, which travel inside the
+        pickle through the worker's pipe. Left as tensors, torch's multiprocessing pickler would give each its own
+        shared-memory file and file descriptor to pass and map: for a robot batch's dozen small tensors that cost the
+        trainer several ms a batch, more than copying the few hundred KB."""
+        parts = (self.robot, self.vl)
+        return _batch_from_arrays, tuple(None if part is None else (type(part), _field_values(part, _as_array))
+                                         for part in parts)
 
     def __len__(self) -> int:
         return sum(len(part) for part in (self.robot, self.vl) if part is not None)
@@ -83,17 +91,49 @@ class CorpusBatch:
         return [key for part in (self.robot, self.vl) if part is not None for key in part.keys]
 
 
-def _pinned_fields(part: Any) -> Any:
-    """A copy of the dataclass `part` with its tensors (also inside a dict) page-locked."""
-    return dataclasses.replace(part, **{f.name: _pinned(getattr(part, f.name)) for f in dataclasses.fields(part)})
+def _field_values(part: Any, convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """The dataclass `part`'s fields, each (also inside a dict) passed through `convert`."""
+    return {f.name: _mapped(getattr(part, f.name), convert) for f in dataclasses.fields(part)}
+
+
+def _mapped_fields(part: Any, convert: Callable[[Any], Any]) -> Any:
+    """A copy of the dataclass `part` (or None) with `convert` applied to its values (also inside a dict)."""
+    return None if part is None else dataclasses.replace(part, **_field_values(part, convert))
+
+
+def _mapped(value: Any, convert: Callable[[Any], Any]) -> Any:
+    if isinstance(value, dict):
+        return {name: convert(item) for name, item in value.items()}
+    return convert(value)
 
 
 def _pinned(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.pin_memory()
-    if isinstance(value, dict):
-        return {name: _pinned(item) for name, item in value.items()}
+    return value.pin_memory() if isinstance(value, torch.Tensor) else value
+
+
+_NUMPY_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool, torch.float16,
+                 torch.float32, torch.float64}
+"""Tensor dtypes numpy holds as they are (bfloat16 is not among them: such a tensor travels as a tensor)."""
+
+
+class _Array(np.ndarray):
+    """A numpy array that stands for a tensor in a pickled batch (a plain ndarray field stays an ndarray)."""
+
+
+def _as_array(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.dtype in _NUMPY_DTYPES and not value.requires_grad:
+        return value.detach().cpu().numpy().view(_Array)
     return value
+
+
+def _as_tensor(value: Any) -> Any:
+    return torch.from_numpy(value.view(np.ndarray)) if isinstance(value, _Array) else value
+
+
+def _batch_from_arrays(*parts: tuple[type, dict[str, Any]] | None) -> "CorpusBatch":
+    robot, vl = (None if part is None else part[0](**{name: _mapped(value, _as_tensor)
+                                                      for name, value in part[1].items()}) for part in parts)
+    return CorpusBatch(robot=robot, vl=vl)
 
 
 def robot_prompt(n_images: int, instruction: str) -> list[dict[str, Any]]:
