@@ -10,7 +10,8 @@
 Each DataLoader worker runs one `CorpusStream` slot (worker ids from `get_worker_info()`), turns raw samples into
 examples (`robot_transform`, `vl_transform`), groups them by the mixing policy and collates them (`collate`), so
 decoding and tokenization happen in the workers and batches reach the trainer prefetched (`prefetch_factor` per
-worker).
+worker). A thread of the trainer's process takes them off the workers' queue ahead of the trainer
+(`batch_receiver.py`), so that cost overlaps the training step instead of adding to its data wait.
 
 Resume. Every batch carries its worker's resume record (the `Batcher`'s: stream state and consumed draws) and the
 main process keeps, per worker, the record of the last batch the trainer took: batches still prefetched in the queue
@@ -53,7 +54,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -65,6 +66,7 @@ from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusError, Corpu
 from vlaforge.pipelines.shards.urls import ShardOpener, resolve_url
 from vlaforge.training.data import bad_samples, device_batch
 from vlaforge.training.data.bad_samples import BadSampleError, BadSamplePolicy
+from vlaforge.training.data.batch_receiver import BatchReceiver
 from vlaforge.training.data.collate import Batcher, CorpusBatch, make_collate
 from vlaforge.training.data.corpus_stream import CorpusStream, StreamField
 from vlaforge.training.data.normalization import Normalize
@@ -282,6 +284,7 @@ class CorpusLoader:
         self._next_worker = 0
         self._batches = 0
         self._iterator: Iterator[WorkerMessage] | None = None
+        self._receiver: BatchReceiver[WorkerMessage] | None = None
 
     @property
     def normalize(self) -> Normalize:
@@ -305,8 +308,12 @@ class CorpusLoader:
         loader = DataLoader(CorpusDataset(plan), batch_size=None, num_workers=self.config.num_workers,
                             pin_memory=self.config.pin_memory, **options)
         self._iterator = iterator = iter(loader)
+        messages: Iterable[WorkerMessage] = iterator
+        if self.config.num_workers:
+            self._receiver = messages = BatchReceiver(iterator, depth=self.config.prefetch_factor,
+                                                      name=f"corpus-loader-rank{self.rank}")
         try:
-            for item in iterator:
+            for item in messages:
                 self._take(item)
                 yield item.batch
             if self.config.one_pass:  # the pass is complete: the next `for` starts the next one
@@ -327,6 +334,9 @@ class CorpusLoader:
         can hold it much longer, so a trainer that stops iterating before the end should call `close()` or use the
         loader as a context manager. The position (`state_dict()`) is kept: the next `for` continues from it.
         """
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.stop()
         iterator, self._iterator = self._iterator, None
         shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's multiprocessing iterator (idempotent)
         if shutdown is not None:
