@@ -177,7 +177,9 @@ class Trainer:
         document = {"precision": self.precision.value, "world_size": self.world_size,
                     "device": _device_name(self.engine.device) or str(self.engine.device),
                     "parameters": sum(p.numel() for p in module.parameters()), "trainable_parameters": trainable,
-                    "peak_tflops_per_device": self.peak_tflops, "resumed_at": self.step}
+                    "peak_tflops_per_device": self.peak_tflops, "resumed_at": self.step,
+                    "optimizer": type(self.engine.basic_optimizer).__name__,
+                    "zero_optimization": self.engine.config["zero_optimization"]}
         self.output.mkdir(parents=True, exist_ok=True)
         (self.output / RUN_FILE).write_text(json.dumps(document, indent=1))
         log.info("run: %s", document)
