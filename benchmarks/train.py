@@ -3,24 +3,26 @@
     python benchmarks/train.py            # about 4-5 minutes on a quiet machine
     python benchmarks/train.py --quick    # about 1 minute
 
-Data and model: the tiny preset (`presets.vla_tiny()` with 4-action chunks) on the tiny random-weight Qwen3-VL that
-`flows/sample_data/tiny_vlm.py` saves for `from_pretrained`, over the test suite's small corpus
+Data and model: the tiny recipes (`training/recipes.py`: `<phase>_tiny`, 4-action chunks) on the tiny random-weight
+Qwen3-VL that `flows/sample_data/tiny_vlm.py` saves for `from_pretrained`, over the test suite's small corpus
 (`flows/sample_data/small_corpus.py`): two robot datasets and a VL one. Every run trains the same config, built by
-`build_trainer_config` (`training/train_recipe.py`, what `vlaforge train` calls with its options; `train_argv` gives
-the same options as flags): one 64x64 camera, micro batch 4 per rank, gradient accumulation 1, lr 1e-4, clipping
-1.0, fp32.
+`recipes.build` with the `--set` changes `SETTINGS` lists (what `vlaforge train --recipe ... --set ...` builds;
+`train_argv` gives the same as flags): one 64x64 camera, micro batch 4 per rank, gradient accumulation 1, lr 1e-4,
+clipping 1.0, one noise draw per VLM pass, fp32, VL co-training as the phase has it (step 1 only).
 
-1. Optimizer-step time, per phase (step1_choice, step2_dit, posttrain_async): `Trainer` on DeepSpeed ZeRO-2 as a
-   1-rank job in this process (`train_main.run(config, single_process=True)`, what `vlaforge train --nproc 1` does)
-   against a plain loop: the same `PhaseModel` built from the same seed, `torch.optim.AdamW` with the same settings,
-   `clip_grad_norm_` to the same norm, the same per-micro-batch reseeding. The loader is OUT of both: the batches are
-   collated once by a real `CorpusLoader` and replayed to both sides (the trainer's loader is swapped for a replay
-   inside this process only). The trainer's step time is its own (`seconds` in `train_log.jsonl`: forward, backward,
-   `engine.step()`, the losses read back); the plain loop's covers the same work. The first 3 steps of each run
-   (2 with `--quick`) are warm-up, not timed; the two sides alternate 6 times (once with `--quick`) and the table
-   shows the median step over all timed steps. Ratio = plain / DeepSpeed (below 1: what DeepSpeed's wrapper costs).
-   "max |d loss|" compares the two sides' losses step by step: the same work gives the same losses, to fp32
-   rounding (ZeRO-2 sums gradients in flat buffers).
+1. Optimizer-step time, per phase (step1_choice, step2_dit, posttrain_async): `Trainer` on DeepSpeed ZeRO-2, and on
+   ZeRO stage 0, as a 1-rank job in this process (`train_main.run(config, single_process=True)`, what `vlaforge
+   train --nproc 1` does) against a plain loop: the same `PhaseModel` built from the same seed, `torch.optim.AdamW`
+   with the same settings, `clip_grad_norm_` to the same norm, the same per-micro-batch reseeding. The loader is OUT
+   of all three: the batches are collated once by a real `CorpusLoader`, made model-ready (`to_device`) and replayed
+   (the trainer's loader is swapped for a replay inside this process only). The time is CPU time of the step's
+   forward, backward and optimizer step (the trainer's `_micro_step`: `engine.step()` with its gradient norm and
+   flat-buffer copies; the plain loop's same work), with one intra-op thread by default (`--threads`): on a shared,
+   loaded machine one thread's CPU time is what stays comparable, where wall time swings with the neighbours. The
+   first 3 steps of each run (2 with `--quick`) are warm-up, not timed; the sides alternate 6 times (once with
+   `--quick`) and the table shows the median step over all timed steps. Ratio = plain / DeepSpeed (below 1: what
+   DeepSpeed's wrapper costs). "max |d loss|" compares the losses step by step: the same work gives the same
+   losses, to fp32 rounding (ZeRO-2 sums gradients in flat buffers).
 2. Scaling: `vlaforge train --nproc 2` (torchrun, 2 ranks over gloo, ZeRO-2) against `vlaforge train --nproc 1`, both
    as fresh processes with the REAL loader in (one DataLoader worker per rank: a batch must be decoded to train),
    the same per-rank micro batch (so 2 ranks train twice the samples per step). Steps/s and samples/s from the median
@@ -32,7 +34,7 @@ the same options as flags): one 64x64 camera, micro batch 4 per rank, gradient a
    and by default the first 2-rank launch gets an empty cache so it pays the build (`--no-cold-jit`: it does not;
    `--quick` leaves it out unless `--cold-jit`). The second 2-rank launch is the warm one.
 3. Precision: `Trainer` in bf16 against fp32 (DeepSpeed's bf16 mode: bf16 weights and activations, fp32 master
-   weights), step1_choice, loader out as in 1. Ratio = fp32 / bf16.
+   weights), step1_choice, loader out and CPU time as in 1. Ratio = fp32 / bf16.
 
 Every child process gets DS_ACCELERATOR=cpu. These machines are shared and noisy: compare the ratios, measured side
 by side in one run, not absolute numbers.
@@ -61,13 +63,12 @@ import torch
 
 from vlaforge.flows.sample_data.small_corpus import CHUNK, write_small_corpus
 from vlaforge.flows.sample_data.tiny_vlm import write_tiny_qwen3_vl
-from vlaforge.training import train_main
+from vlaforge.training import recipes, train_main
 from vlaforge.training import trainer as trainer_module
 from vlaforge.training.data.collate import CorpusBatch
 from vlaforge.training.data.corpus_loader import CorpusLoader
 from vlaforge.training.model.vla import VLAModel
 from vlaforge.training.phase_model import LOSS, PhaseModel
-from vlaforge.training.train_recipe import build_trainer_config
 from vlaforge.training.trainer import TRAIN_LOG
 from vlaforge.training.trainer_config import TrainerConfig
 
@@ -101,30 +102,38 @@ def write_inputs(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     return write_tiny_qwen3_vl(root / "tiny-qwen3-vl"), write_small_corpus(root / "corpus")
 
 
+def settings(steps: int, precision: str = "fp32") -> dict[str, Any]:
+    """The `--set` changes on top of a tiny recipe: one run as this benchmark times it."""
+    return {"chunk_len": CHUNK, "max_steps": steps, "micro_batch_size": MICRO_BATCH,
+            "loader.robot.image_size": [64, 64],
+            "loader.robot.cameras": ["exterior_1"], "loader.num_workers": 1, "precision": precision, "lr": 1e-4,
+            "save_every": 10**6, "resume": False, "export": False, "model.flow.training_repeat": 1, "freeze": [],
+            "tensorboard": False, "progress": False}
+
+
 def train_argv(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: pathlib.Path, *, steps: int,
                nproc: int = 1, precision: str = "fp32") -> list[str]:
-    """`vlaforge train` arguments for one run: the tiny model, no checkpoint before the last step, no export."""
-    return ["train", "--phase", phase, "--corpus", str(corpus), "--vlm", str(vlm), "--output", str(output),
-            "--nproc", str(nproc), "--model", "tiny", "--chunk-len", str(CHUNK), "--max-steps", str(steps),
-            "--micro-batch-size", str(MICRO_BATCH), "--image-size", "64x64", "--cameras", "exterior_1",
-            "--workers", "1", "--precision", precision, "--save-every", str(10**6), "--no-resume", "--no-export"]
+    """`vlaforge train` arguments for one run: the tiny recipe, no checkpoint before the last step, no export."""
+    sets = [item for key, value in settings(steps, precision).items()
+            for item in ("--set", f"{key}={json.dumps(value)}")]
+    return ["train", "--recipe", f"{phase}_tiny", "--corpus", str(corpus), "--vlm", str(vlm), "--output", str(output),
+            "--nproc", str(nproc), *sets]
 
 
 def trainer_config(phase: str, vlm: pathlib.Path, corpus: pathlib.Path, output: pathlib.Path, *,
                    steps: int) -> TrainerConfig:
     """The TrainerConfig `vlaforge train` builds from `train_argv(phase, vlm, corpus, output, steps=steps)`: the same
-    options, through the function the command calls (`training/train_recipe.py`)."""
-    return build_trainer_config(phase=phase, corpus=str(corpus), output=output, vlm=str(vlm), model="tiny",
-                                chunk_len=CHUNK, max_steps=steps, micro_batch_size=MICRO_BATCH, image_size=(64, 64),
-                                cameras=("exterior_1",), workers=1, precision="fp32", save_every=10**6,
-                                resume=False, export=False)
+    recipe and changes, through the function the command calls (`recipes.build`)."""
+    where = recipes.RunLocation(corpus=str(corpus), output=str(output), vlm=str(vlm))
+    return recipes.build(f"{phase}_tiny", where, settings(steps))
 
 
 def collate_batches(config: TrainerConfig, count: int) -> list[CorpusBatch]:
-    """`count` batches from a real CorpusLoader (in this process), exactly as rank 0 of a 1-rank run gets them."""
+    """`count` batches from a real CorpusLoader (in this process), exactly as rank 0 of a 1-rank run gets them, made
+    model-ready (pixel values made, on the CPU)."""
     loader_config = dataclasses.replace(config.loader, num_workers=0)
     with CorpusLoader(loader_config) as loader:
-        return list(itertools.islice(loader, count))
+        return [loader.to_device(batch, "cpu") for batch in itertools.islice(loader, count)]
 
 
 class ReplayLoader:
@@ -145,17 +154,32 @@ class ReplayLoader:
     def state_dict(self) -> dict[str, Any]:
         return {"replayed": len(self.batches)}  # the trainer's final checkpoint writes it
 
+    @staticmethod
+    def to_device(batch: CorpusBatch, device: Any) -> CorpusBatch:
+        return batch  # replayed batches are model-ready on the CPU already
+
 
 def deepspeed_run(config: TrainerConfig, batches: Sequence[CorpusBatch]) -> tuple[list[float], list[float]]:
-    """The trainer in this process (1-rank ZeRO-2) on `batches`: (its logged step seconds, its losses)."""
+    """The trainer in this process (1-rank DeepSpeed) on `batches`: (CPU seconds of each step's forward, backward
+    and `engine.step()`, its losses)."""
     replay = lambda *args, **kwargs: ReplayLoader(batches)  # noqa: E731 - CorpusLoader(config, rank=, world_size=)
-    with mock.patch.object(trainer_module, "CorpusLoader", replay):
+    cpu: list[float] = []
+    micro_step = trainer_module.Trainer._micro_step
+
+    def timed(self, *args, **kwargs):  # gradient accumulation 1: one micro step is one optimizer step
+        started = time.process_time()
+        micro_step(self, *args, **kwargs)
+        cpu.append(time.process_time() - started)
+
+    with mock.patch.object(trainer_module, "CorpusLoader", replay), \
+            mock.patch.object(trainer_module.Trainer, "_micro_step", timed):
         records = train_main.run(config, single_process=True)
-    return [r["seconds"] for r in records], [r[LOSS] for r in records]
+    return cpu, [r[LOSS] for r in records]
 
 
 def plain_run(config: TrainerConfig, batches: Sequence[CorpusBatch]) -> tuple[list[float], list[float]]:
-    """What the trainer does, in plain PyTorch: the same module, optimizer, clipping and seeds; (seconds, losses)."""
+    """What the trainer does, in plain PyTorch: the same module, optimizer, clipping and seeds; (CPU seconds per
+    step, losses)."""
     torch.manual_seed(config.seed)  # as Trainer.setup: the fresh DiT / Choice Policies weights
     module = PhaseModel(VLAModel.from_vlm_pretrained(config.vlm_dir, config.model), config.phase, config.choice,
                         config.vl_loss_weight)
@@ -164,9 +188,9 @@ def plain_run(config: TrainerConfig, batches: Sequence[CorpusBatch]) -> tuple[li
     module.train()
     seconds, losses = [], []
     for step, batch in enumerate(batches[:config.max_steps], 1):
-        started = time.perf_counter()
+        started = time.process_time()
         losses.append(plain_step(config, module, parameters, optimizer, batch, step))
-        seconds.append(time.perf_counter() - started)
+        seconds.append(time.process_time() - started)
     return seconds, losses
 
 
@@ -204,17 +228,21 @@ def side_by_side(config: TrainerConfig, batches: Sequence[CorpusBatch], sizes: S
 
 
 def wrapper_cost(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: Sizes) -> list[dict]:
-    """Measurement 1: per phase, DeepSpeed's step against the plain loop's on the same replayed batches."""
+    """Measurement 1: per phase, DeepSpeed's step (ZeRO-2, and ZeRO stage 0) against the plain loop's on the same
+    replayed batches."""
     rows = []
     total = sizes.warmup + sizes.steps
     for phase in PHASES:
         config = trainer_config(phase, vlm, corpus, work / f"ds-{phase}", steps=total)
+        stage0 = dataclasses.replace(config, zero_stage=0, output_dir=str(work / f"ds0-{phase}"))
         batches = collate_batches(config, total)
         result = side_by_side(config, batches, sizes, deepspeed_run, plain_run)
+        zero = side_by_side(config, batches, sizes, lambda _, b: deepspeed_run(stage0, b), plain_run)
         rows.append({"phase": phase, "deepspeed": result["first"], "plain": result["second"], "gap": result["gap"],
+                     "stage0": zero["first"], "plain0": zero["second"], "gap0": zero["gap"],
                      "timed": result["timed"], "samples": _samples(batches[sizes.warmup:])})
-        print(f"  {phase}: DeepSpeed {result['first'] * 1000:.1f} ms, plain {result['second'] * 1000:.1f} ms",
-              flush=True)
+        print(f"  {phase}: ZeRO-2 {result['first'] * 1000:.1f} ms, stage 0 {zero['first'] * 1000:.1f} ms, plain "
+              f"{result['second'] * 1000:.1f} / {zero['second'] * 1000:.1f} ms", flush=True)
     return rows
 
 
@@ -281,14 +309,16 @@ def scaling(vlm: pathlib.Path, corpus: pathlib.Path, work: pathlib.Path, sizes: 
 
 
 def print_wrapper_table(rows: list[dict], sizes: Sizes) -> None:
-    print(f"\n1. Optimizer step, DeepSpeed ZeRO-2 (1 rank, in-process) vs plain PyTorch AdamW loop; loader out of both "
-          f"(pre-collated batches replayed); fp32, micro batch {MICRO_BATCH}, {torch.get_num_threads()} threads; "
-          f"median of {rows[0]['timed']} timed steps per side ({sizes.warmup} warm-up steps dropped per run)")
-    print(f"  {'phase':<16} {'samples/step':>20} {'DeepSpeed ms':>13} {'plain ms':>9} {'plain/DS':>9} "
-          f"{'max |d loss|':>13}")
+    print(f"\n1. Optimizer step, CPU ms (forward, backward, optimizer), DeepSpeed (1 rank, in-process; ZeRO-2 and ZeRO "
+          f"stage 0) vs a plain PyTorch AdamW loop run beside each; loader out (pre-collated batches replayed); fp32, "
+          f"micro batch {MICRO_BATCH}, {torch.get_num_threads()} intra-op thread(s); median of {rows[0]['timed']} "
+          f"timed steps per side ({sizes.warmup} warm-up steps dropped per run)")
+    print(f"  {'phase':<16} {'samples/step':>20} {'ZeRO-2 ms':>10} {'plain ms':>9} {'plain/Z2':>9} {'stage0 ms':>10} "
+          f"{'plain ms':>9} {'plain/Z0':>9} {'max |d loss|':>13}")
     for row in rows:
-        print(f"  {row['phase']:<16} {row['samples']:>20} {row['deepspeed'] * 1000:>13.1f} {row['plain'] * 1000:>9.1f}"
-              f" {row['plain'] / row['deepspeed']:>9.2f} {row['gap']:>13.2e}")
+        print(f"  {row['phase']:<16} {row['samples']:>20} {row['deepspeed'] * 1000:>10.1f} {row['plain'] * 1000:>9.1f}"
+              f" {row['plain'] / row['deepspeed']:>9.2f} {row['stage0'] * 1000:>10.1f} {row['plain0'] * 1000:>9.1f}"
+              f" {row['plain0'] / row['stage0']:>9.2f} {max(row['gap'], row['gap0']):>13.2e}")
 
 
 def print_scaling_table(runs: dict[str, Any], sizes: Sizes, cached_at_start: bool) -> None:
@@ -321,8 +351,8 @@ def _throughput(run: dict, warmup: int) -> dict[str, float]:
 
 
 def print_precision_table(result: dict, sizes: Sizes) -> None:
-    print(f"\n3. DeepSpeed bf16 vs fp32 (1 rank, in-process), step1_choice, loader out; median of {result['timed']} "
-          f"timed steps per side ({sizes.warmup} warm-up steps dropped per run)")
+    print(f"\n3. DeepSpeed bf16 vs fp32 (1 rank, in-process), step1_choice, loader out, CPU ms per step; median of "
+          f"{result['timed']} timed steps per side ({sizes.warmup} warm-up steps dropped per run)")
     print(f"  {'fp32 ms':>8} {'bf16 ms':>8} {'fp32/bf16':>10} {'max |d loss|':>13}")
     print(f"  {result['fp32'] * 1000:>8.1f} {result['bf16'] * 1000:>8.1f} {result['fp32'] / result['bf16']:>10.2f} "
           f"{result['gap']:>13.2e}")
@@ -335,10 +365,15 @@ def main() -> None:
                         help="give the first 2-rank launch an empty TORCH_EXTENSIONS_DIR, so it pays DeepSpeed's JIT "
                              "comm op build (default: on, off with --quick)")
     parser.add_argument("--skip-bf16", action="store_true", help="leave out measurement 3")
+    parser.add_argument("--skip-scaling", action="store_true", help="leave out measurement 2")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads of the in-process runs (default 1: on a shared machine one thread's CPU "
+                             "time is what stays comparable)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else DEFAULT
     if args.cold_jit is not None:
         sizes = dataclasses.replace(sizes, cold_jit=args.cold_jit)
+    torch.set_num_threads(args.threads)
     cached_at_start = shm_op_cached(os.environ.get("TORCH_EXTENSIONS_DIR"))
     os.environ.update(DEVICE_ENV)  # the in-process runs; the launched ones get it in their environment
     started = time.perf_counter()
@@ -347,14 +382,17 @@ def main() -> None:
         vlm, corpus = write_inputs(work / "inputs")
         print("1. DeepSpeed vs plain loop", flush=True)
         wrapper = wrapper_cost(vlm, corpus, work, sizes)
-        print("2. 2 ranks vs 1", flush=True)
-        scaled = scaling(vlm, corpus, work, sizes)
+        scaled = None
+        if not args.skip_scaling:
+            print("2. 2 ranks vs 1", flush=True)
+            scaled = scaling(vlm, corpus, work, sizes)
         precision = None
         if not args.skip_bf16:
             print("3. bf16 vs fp32", flush=True)
             precision = precision_cost(vlm, corpus, work, sizes)
     print_wrapper_table(wrapper, sizes)
-    print_scaling_table(scaled, sizes, cached_at_start)
+    if scaled is not None:
+        print_scaling_table(scaled, sizes, cached_at_start)
     if precision is not None:
         print_precision_table(precision, sizes)
     print(f"\nwall time {time.perf_counter() - started:.0f} s")

@@ -80,9 +80,10 @@ def train_steps(corpus: pathlib.Path, vlm_dir: pathlib.Path, output: pathlib.Pat
     shutil.rmtree(train_dir, ignore_errors=True)  # a rerun of the demo trains again rather than resuming at the end
     parser = argparse.ArgumentParser(prog="vlaforge")
     train_cli.add_parser(parser.add_subparsers(dest="verb"))
-    argv = ["train", "--phase", "step1_choice", "--corpus", str(corpus), "--vlm", str(vlm_dir), "--output",
-            str(train_dir), "--nproc", "2", "--model", "tiny", "--max-steps", str(sizes.batches),
-            "--micro-batch-size", str(sizes.batch_size // 2), "--image-size", "64x64", "--workers", "1"]
+    argv = ["train", "--recipe", "step1_choice_tiny", "--corpus", str(corpus), "--vlm", str(vlm_dir), "--output",
+            str(train_dir), "--nproc", "2", "--set", f"max_steps={sizes.batches}", "--set",
+            f"micro_batch_size={sizes.batch_size // 2}", "--set", "loader.robot.image_size=[64,64]", "--set",
+            "loader.num_workers=1"]
     if eval_sim:
         every, steps = sizes.eval_during_training
         argv += ["--eval-sim", CLOSED_LOOP_ENV, "--eval-sim-every", str(every), "--eval-sim-episodes", "1",

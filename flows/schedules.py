@@ -2,8 +2,8 @@
 
     [[deployment]]
     name = "droid-nightly"                 # unique; the Prefect deployment is "<flow>/<name>"
-    flow = "ingest"                        # ingest | ingest-vl | relabel | annotate
-    cron = "0 2 * * *"                     # or: interval_s = 3600
+    flow = "ingest"                        # ingest | ingest-vl | relabel | annotate | train | pipeline
+    cron = "0 2 * * *"                     # or: interval_s = 3600; or neither: runs when triggered
     timezone = "UTC"                       # for cron (default UTC)
     tags = ["droid"]
     [deployment.parameters]                # the flow's own parameters, checked against its signature
@@ -12,7 +12,9 @@
     output = "/shards/droid"
 
 `vlaforge serve --schedules FILE` registers every deployment with the server `PREFECT_API_URL` names and runs their
-scheduled (and manually triggered) flow runs in that process, each exactly as the matching CLI verb would.
+scheduled (and manually triggered) flow runs in that process, each exactly as the matching CLI verb would. A
+deployment with neither cron nor interval_s has no schedule: it runs when triggered (`prefect deployment run
+'pipeline/robot-to-policy'`), which suits training.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ FLOWS = {
     "ingest-vl": ("vlaforge.flows.vl_ingest", "ingest_vl"),
     "relabel": ("vlaforge.flows.relabel", "relabel"),
     "annotate": ("vlaforge.flows.annotate", "annotate"),
+    "train": ("vlaforge.flows.train", "train"),
+    "pipeline": ("vlaforge.flows.pipeline", "pipeline"),
 }
 """Flow name in a schedule file -> (module, function) of the Prefect flow."""
 
@@ -59,8 +63,11 @@ class ScheduledFlow:
         """The Prefect `RunnerDeployment` that `prefect.serve` registers and runs."""
         from prefect.client.schemas.schedules import CronSchedule
 
-        schedule = {"schedule": CronSchedule(cron=self.cron, timezone=self.timezone)} if self.cron else {
-            "interval": self.interval_s}
+        schedule: dict[str, Any] = {}
+        if self.cron:
+            schedule = {"schedule": CronSchedule(cron=self.cron, timezone=self.timezone)}
+        elif self.interval_s is not None:
+            schedule = {"interval": self.interval_s}
         return self.flow_function().to_deployment(name=self.name, parameters=self.parameters, tags=list(self.tags),
                                                   description=f"vlaforge {self.flow}, scheduled", **schedule)
 
@@ -69,8 +76,8 @@ _KEYS = {"name", "flow", "cron", "interval_s", "timezone", "tags", "parameters"}
 
 
 def load_schedules(path: pathlib.Path) -> list[ScheduledFlow]:
-    """Every deployment of a schedule file, checked: known flow, one valid cron or a positive interval, parameters
-    the flow takes and all it requires, unique names."""
+    """Every deployment of a schedule file, checked: known flow, at most one valid cron or positive interval,
+    parameters the flow takes and all it requires, unique names."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
@@ -95,8 +102,9 @@ def _entry(path: pathlib.Path, index: int, entry: dict[str, Any]) -> ScheduledFl
         raise ScheduleError(f"{where}: needs a name")
     if entry.get("flow") not in FLOWS:
         raise ScheduleError(f"{where}: flow {entry.get('flow')!r} is not one of {sorted(FLOWS)}")
-    if ("cron" in entry) == ("interval_s" in entry):
-        raise ScheduleError(f"{where}: give exactly one of cron (e.g. \"0 2 * * *\") and interval_s")
+    if "cron" in entry and "interval_s" in entry:
+        raise ScheduleError(f"{where}: give at most one of cron (e.g. \"0 2 * * *\") and interval_s (neither: the "
+                            "deployment runs when triggered)")
     scheduled = ScheduledFlow(name=entry["name"], flow=entry["flow"], parameters=dict(entry.get("parameters", {})),
                               cron=entry.get("cron"), interval_s=entry.get("interval_s"),
                               timezone=entry.get("timezone", "UTC"), tags=tuple(entry.get("tags", ())))
@@ -114,7 +122,8 @@ def _check_timing(where: str, scheduled: ScheduledFlow) -> None:
         except ValueError as error:
             raise ScheduleError(f"{where}: cron {scheduled.cron!r} / timezone {scheduled.timezone!r} is not valid "
                                 f"({error.errors()[0]['msg'] if hasattr(error, 'errors') else error})") from None
-    elif not isinstance(scheduled.interval_s, (int, float)) or scheduled.interval_s <= 0:
+    elif scheduled.interval_s is not None and (not isinstance(scheduled.interval_s, (int, float))
+                                               or scheduled.interval_s <= 0):
         raise ScheduleError(f"{where}: interval_s must be a positive number of seconds, got {scheduled.interval_s!r}")
 
 

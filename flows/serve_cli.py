@@ -31,7 +31,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     for column in ("deployment", "when", "parameters"):
         table.add_column(column)
     for s in schedules:
-        when = f"cron {s.cron} ({s.timezone})" if s.cron else f"every {s.interval_s:g} s"
+        when = (f"cron {s.cron} ({s.timezone})" if s.cron else f"every {s.interval_s:g} s"
+                if s.interval_s is not None else "when triggered")
         table.add_row(f"{s.flow}/{s.name}", when, ", ".join(f"{k}={v}" for k, v in sorted(s.parameters.items())))
     console.print(table)
     if args.check:

@@ -1,8 +1,10 @@
-"""The process `torchrun` starts for each rank: `python -m vlaforge.training.train_main --config trainer_config.json`.
+"""The process a launcher starts for each rank: `python -m vlaforge.training.train_main --config trainer_config.json`.
 
-An entry point, so it is where the distributed environment (RANK, WORLD_SIZE, MASTER_ADDR, ... as torchrun sets
-them) is read and logging is set up. Everything else is `Trainer`. DeepSpeed picks its accelerator (CUDA, or its
-CPU accelerator with gloo: set DS_ACCELERATOR=cpu to be explicit) and the matching communication backend.
+An entry point, so it is where the distributed environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, ... as
+torchrun or DeepSpeed's launcher set them) is read and logging is set up. Everything else is `Trainer`. DeepSpeed
+picks its accelerator (CUDA, or its CPU accelerator with gloo: set DS_ACCELERATOR=cpu to be explicit) and the
+matching communication backend (NCCL on GPUs). On a GPU node each rank takes the GPU of its LOCAL_RANK before the
+process group forms, so NCCL's first collective (a barrier) runs on that rank's own GPU.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def run(config: TrainerConfig, *, single_process: bool = False,
         deepspeed.init_distributed(auto_mpi_discovery=False, init_method=f"file://{store}", rank=0, world_size=1,
                                    verbose=False)
     elif not single_process:
+        _take_local_gpu()
         deepspeed.init_distributed(verbose=False)
     # deepspeed.initialize insists on LOCAL_RANK in the environment, which only launchers set: set it for this run.
     previous_local_rank = os.environ.get(LOCAL_RANK)
@@ -57,6 +60,14 @@ def run(config: TrainerConfig, *, single_process: bool = False,
         if single_process:
             _restore(LOCAL_RANK, previous_local_rank)
     return records
+
+
+def _take_local_gpu() -> None:
+    """Make LOCAL_RANK's GPU this process's current device (no-op without CUDA)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get(LOCAL_RANK, "0")))
 
 
 def _restore(name: str, value: str | None) -> None:

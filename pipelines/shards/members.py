@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import tarfile
 from collections.abc import Iterator
 from typing import IO, Any
 
-import numpy as np
-
+from vlaforge.pipelines.shards.npy import load_npy
 from vlaforge.pipelines.shards.tar_reader import TarMember, TarReader
 
 _SAFE_MEMBER = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]+$")
@@ -34,7 +32,7 @@ def check_member(shard: str, member: tarfile.TarInfo | TarMember) -> None:
 def decode_member(name: str, data: bytes) -> Any:
     """`.npy` without pickle, `.json` as JSON; anything else stays bytes."""
     if name.endswith(".npy"):
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return load_npy(data)
     if name.endswith(".json"):
         return json.loads(data)
     return data

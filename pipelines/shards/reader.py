@@ -6,9 +6,11 @@ sha256 differs (with `verify_sha256`: a remote shard is then spooled to a tempor
 sample of a bad shard is used and the shard is downloaded once), when a member has an unsafe name or an extension
 outside `extensions` (`.pyd`, `.pkl` and friends are never allowed), or when it holds a different number of samples.
 
-A local (or spooled) shard is checked whole before its first sample is handed out. A remote shard read without
-verification is checked as it streams: a bad member stops it at that member, and the samples before it (complete,
-with safe names) will have been used. A sample is handed out only once the next member header (or the
+A local (or spooled) shard is checked whole before its first sample is handed out: one pass over its member headers
+(seeking over the data) checks every name and counts the samples, and keeps where each member's data lies, so the
+samples are then read by offset without parsing a header twice, and unwanted samples are never read. A remote shard
+read without verification is checked as it streams: a bad member stops it at that member, and the samples before it
+(complete, with safe names) will have been used. A sample is handed out only once the next member header (or the
 end-of-archive block) shows it is complete: a sample cut short by a truncated archive is never handed out.
 """
 
@@ -33,6 +35,8 @@ _PICKLING = frozenset({".pyd", ".pkl", ".pickle", ".pth", ".pt", ".joblib", ".np
 
 Interval = tuple[int, int]
 """[start, stop) sample indices within one shard."""
+SampleIndex = tuple[str, list[tuple[str, int, int]]]
+"""One sample of an indexed shard: its key, and per member (extension, data offset, size)."""
 
 
 class StreamField(str, enum.Enum):
@@ -118,9 +122,10 @@ class ShardReader:
             if self.config.verify_sha256:
                 source = stack.enter_context(self._verified(source, shard))
             if source.seekable():
-                self._prescan(source, shard)
-                source.seek(0)
-            yield from self._stream(source, shard, wanted)
+                index = self._index(source, shard)
+                yield from self._read_indexed(source, shard, index, wanted)
+            else:
+                yield from self._stream(source, shard, wanted)
 
     @contextlib.contextmanager
     def _verified(self, source: IO[bytes], shard: ShardEntry) -> Iterator[IO[bytes]]:
@@ -142,24 +147,44 @@ class ShardReader:
             readable.seek(0)
             yield readable
 
-    def _prescan(self, source: IO[bytes], shard: ShardEntry) -> None:
-        """Check every member header, and count samples, before any sample is used (seeks over the data)."""
-        keys = 0
-        last = None
+    def _index(self, source: IO[bytes], shard: ShardEntry) -> list[SampleIndex]:
+        """Check every member header and count samples before any sample is used (seeking over the data); each
+        sample's key and members as (extension, data offset, size)."""
+        index: list[SampleIndex] = []
         try:
             for member in TarReader(source, seekable=True).members():
                 key = self._checked_key(shard, member)
-                keys += key != last
-                last = key
+                if not index or index[-1][0] != key:
+                    index.append((key, []))
+                index[-1][1].append((member.name.split(".", 1)[1], member.offset, member.size))
         except TarFormatError as error:
             raise BadShardError(shard.url, BadShardReason.CORRUPT, f"is not a readable tar ({error})") from None
-        if keys != shard.samples:
+        if len(index) != shard.samples:
             raise BadShardError(shard.url, BadShardReason.SAMPLE_COUNT_MISMATCH,
-                                f"holds {keys} samples, the manifest says {shard.samples}; rebuild the corpus manifest")
+                                f"holds {len(index)} samples, the manifest says {shard.samples}; rebuild the corpus "
+                                "manifest")
+        return index
+
+    @staticmethod
+    def _read_indexed(source: IO[bytes], shard: ShardEntry, index: list[SampleIndex],
+                      wanted: Sequence[Interval]) -> Iterator[dict[str, Any]]:
+        """The samples at `wanted` of an indexed (seekable) shard, each member read at its offset."""
+        for start, stop in wanted:
+            for position in range(start, stop):
+                key, members = index[position]
+                sample = {StreamField.KEY.value: key, StreamField.URL.value: shard.url}
+                for extension, offset, size in members:
+                    source.seek(offset)
+                    data = source.read(size)
+                    if len(data) != size:
+                        raise BadShardError(shard.url, BadShardReason.TRUNCATED, f"ends inside member {key}."
+                                            f"{extension} ({len(data)} of {size} bytes); restore the shard")
+                    sample[extension] = data
+                yield sample
 
     def _checked_key(self, shard: ShardEntry, member: TarMember) -> str:
         try:
-            check_member(shard.url, member.tarinfo())
+            check_member(shard.url, member)
         except UnsafeShardError as error:
             raise BadShardError(shard.url, BadShardReason.UNSAFE_MEMBER, f"refused: {error}") from None
         if os.path.splitext(member.name)[1].lower() not in self.config.extensions:

@@ -36,6 +36,8 @@ class TarMember:
     type: bytes
     """The typeflag: b"0" (or NUL) for a regular file."""
     _reader: TarReader
+    offset: int = 0
+    """Where the member's data starts, in bytes from where the reader started."""
 
     def isreg(self) -> bool:
         return self.type in _REGULAR
@@ -60,6 +62,8 @@ class TarReader:
         self._unread = 0
         """Bytes of the current member (data and padding) not yet consumed."""
         self._current: TarMember | None = None
+        self._position = 0
+        """Bytes consumed from `source` so far."""
 
     def members(self) -> Iterator[TarMember]:
         """Every member up to the end-of-archive block; raises TarFormatError if the archive is cut or bad."""
@@ -82,7 +86,7 @@ class TarReader:
             if "size" in overrides:
                 size = _integer(overrides["size"], "pax size")
                 self._unread = size + _padding(size)
-            member = TarMember(overrides.get("path", name), size, kind, self)
+            member = TarMember(overrides.get("path", name), size, kind, self, self._position)
             overrides = {}
             self._current = member
             yield member
@@ -102,9 +106,9 @@ class TarReader:
         return data
 
     def _exact(self, size: int, what: str) -> bytes:
-        data = self._source.read(size)
+        data = self._read(size)
         while len(data) < size:
-            more = self._source.read(size - len(data))
+            more = self._read(size - len(data))
             if not more:
                 if not data and what == "a header":
                     raise TarFormatError("the archive ends without its end-of-archive blocks (cut short?)")
@@ -117,13 +121,20 @@ class TarReader:
             return
         if self._seekable:
             self._source.seek(count, 1)
+            self._position += count
         else:
             while count:
-                data = self._source.read(min(count, 1 << 20))
+                data = self._read(min(count, 1 << 20))
                 if not data:
                     raise TarFormatError(f"the archive ends {count} bytes inside a member's data")
                 count -= len(data)
         self._unread = 0
+
+
+    def _read(self, size: int) -> bytes:
+        data = self._source.read(size)
+        self._position += len(data)
+        return data
 
 
 def _padding(size: int) -> int:

@@ -12,8 +12,8 @@ from vlaforge.flows.cli import build_parser
 from vlaforge.flows.train_cli import build_config, eval_sim_command, with_policy_evaluation
 from vlaforge.training.trainer_config import TrainerConfig
 
-BASE = ["train", "--phase", "posttrain_sync", "--corpus", "c.json", "--vlm", "vlm", "--output", "out", "--model",
-        "tiny", "--image-size", "64x64"]
+BASE = ["train", "--recipe", "posttrain_sync_tiny", "--corpus", "c.json", "--vlm", "vlm", "--output", "out",
+        "--set", "loader.robot.image_size=[64,64]"]
 
 
 def parse(*extra):
@@ -23,7 +23,7 @@ def parse(*extra):
 def test_the_flags_become_the_trainers_policy_evaluation_command():
     args = parse("--eval-sim", "aloha-insertion", "--eval-sim-every", "500", "--eval-sim-episodes", "20",
                  "--eval-sim-max-steps", "200")
-    command = eval_sim_command(args)
+    command = eval_sim_command(args, (64, 64))
     assert command[:3] == (sys.executable, "-m", "vlaforge.flows.cli")
     assert command[3:] == ("eval", "sim", "--policy", "{policy}", "--env", "aloha-insertion", "--episodes", "20",
                            "--videos", "0", "--output", "{output}", "--image-size", "64x64", "--max-steps", "200")
@@ -38,7 +38,7 @@ def test_the_flags_become_the_trainers_policy_evaluation_command():
 
 def test_the_command_is_one_the_cli_accepts():
     args = parse("--eval-sim", "aloha-transfer-cube", "--eval-sim-every", "1")
-    argv = [part.replace("{policy}", "p").replace("{output}", "o") for part in eval_sim_command(args)[3:]]
+    argv = [part.replace("{policy}", "p").replace("{output}", "o") for part in eval_sim_command(args, (64, 64))[3:]]
     parsed = build_parser().parse_args(argv)
     assert (parsed.kind, parsed.env, parsed.image_size, parsed.videos) == ("sim", "aloha-transfer-cube", (64, 64), 0)
     help_text = subprocess.run([sys.executable, "-m", "vlaforge.flows.cli", "eval", "sim", "--help"],

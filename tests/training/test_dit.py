@@ -107,3 +107,34 @@ def test_dit_needs_query_heads_that_share_the_vlm_kv_heads(build_model):
     bad = dataclasses.replace(presets.vla_tiny(), dit=dataclasses.replace(presets.dit_tiny(), num_heads=3))
     with pytest.raises(ValueError, match="num_heads=3 must be a multiple of the VLM's 2 KV heads"):
         build_model(bad)
+
+
+def prefix_gradients(model, inputs, kind, prefix_length):
+    """Per noisy timestep k, the largest |d velocity_k / d prefix action| over the batch."""
+    context = model.vlm.encode(inputs)
+    actions = torch.randn(2, T, 32, generator=torch.Generator().manual_seed(7)).requires_grad_()
+    lengths = torch.full((2,), prefix_length)
+    state = torch.randn(2, 32, generator=torch.Generator().manual_seed(8))
+    mask = masks.dit_mask(kind, T, WINDOW, lengths)
+    out = model.dit(actions, torch.full((2,), 0.4), state, context, lengths, mask)
+    reach = {}
+    for k in range(prefix_length, T):
+        (grad,) = torch.autograd.grad(out[:, k].sum(), actions, retain_graph=True)
+        reach[k] = grad[:, :prefix_length].abs().max().item()
+    return reach
+
+
+def test_through_stacked_layers_lambda_lets_every_noisy_output_depend_on_the_prefix_and_strict_lambda_does_not(
+        build_model, inputs):
+    """4 layers, w = 2, T = 8: a prefix of 2 reaches timestep 1 + 4·2 = 9 under Λ, past the chunk's end, as the
+    report's 16 layers with w = 4 reach past T = 30. The strict variant bounds the reach to the window, by gradient."""
+    config = dataclasses.replace(presets.vla_tiny(), dit=dataclasses.replace(presets.dit_tiny(), num_layers=4))
+    model = build_model(config)
+    prefix_length = 2
+    assert masks.prefix_reach(prefix_length, WINDOW, 4) >= T - 1
+    plain = prefix_gradients(model, inputs, AttentionKind.LAMBDA, prefix_length)
+    assert all(value > 0 for value in plain.values()), plain
+    strict = prefix_gradients(model, inputs, AttentionKind.LAMBDA_STRICT, prefix_length)
+    near = range(prefix_length, prefix_length + WINDOW)
+    assert all(strict[k] > 0 for k in near)
+    assert all(strict[k] == 0.0 for k in range(prefix_length + WINDOW, T)), strict

@@ -9,7 +9,17 @@ import torch
 from vlaforge.training.model.choice_policies import ChoicePoliciesConfig
 from vlaforge.training.model.phase import Phase
 from vlaforge.training.model.vla import RobotBatch
-from vlaforge.training.phase_model import CHOICE, FLOW_MATCHING, LOSS, NEXT_TOKEN, PhaseModel
+from vlaforge.training.phase_model import (
+    CHOICE,
+    CHOICE_ACTION,
+    CHOICE_SCORE,
+    FLOW_MATCHING,
+    LOSS,
+    LOSS_WEIGHT,
+    NEXT_TOKEN,
+    ParamGroup,
+    PhaseModel,
+)
 
 TRAINABLE = {
     Phase.STEP1_CHOICE: {"model.vlm", "choice"},
@@ -47,9 +57,11 @@ def test_the_robot_loss_follows_the_phase_and_vl_trains_only_a_trainable_vlm(bui
     vl = make_inputs([("chelsea", "what animal is this?")])
     labels = vl["input_ids"].clone()
     step1 = PhaseModel(build_model(), Phase.STEP1_CHOICE, ChoicePoliciesConfig(chunk_len=8, num_candidates=3))
-    assert set(step1(batch, vl, labels)) == {LOSS, CHOICE, NEXT_TOKEN}
+    parts = step1(batch, vl, labels)
+    assert set(parts) == {LOSS, CHOICE, CHOICE_ACTION, CHOICE_SCORE, NEXT_TOKEN}
+    assert parts[CHOICE].item() == pytest.approx(parts[CHOICE_ACTION].item() + parts[CHOICE_SCORE].item(), rel=1e-5)
     step2 = PhaseModel(build_model(), Phase.STEP2_DIT)
-    assert set(step2(batch, vl, labels)) == {LOSS, FLOW_MATCHING}
+    assert set(step2(batch, vl, labels)) == {LOSS, FLOW_MATCHING, LOSS_WEIGHT}
     losses = PhaseModel(build_model(), Phase.POSTTRAIN_ASYNC)(batch, vl, labels)
     assert losses[LOSS].item() == pytest.approx(losses[FLOW_MATCHING].item() + losses[NEXT_TOKEN].item())
 
@@ -61,3 +73,18 @@ def test_a_batch_without_robot_samples_still_gives_every_trainable_parameter_a_z
     losses[LOSS].backward()
     assert losses[LOSS].item() == 0.0
     assert all(p.grad is not None and not p.grad.any() for p in module.trainable_parameters())
+
+
+def test_freeze_patterns_and_parameter_groups_select_by_name(build_model):
+    module = PhaseModel(build_model(live=False), Phase.POSTTRAIN_SYNC,
+                        freeze=["model.vlm.model.model.language_model.embed_tokens.*"])
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    assert frozen == {"model.vlm.model.model.language_model.embed_tokens.weight"}
+    groups = module.parameter_groups([ParamGroup(pattern="model.dit.*", lr_scale=3.0),
+                                      ParamGroup(pattern="model.vlm.model.model.visual.*", lr_scale=0.1)], 1e-4, 0.01)
+    assert [g["lr"] for g in groups] == [pytest.approx(3e-4), pytest.approx(1e-5), 1e-4]
+    dit = {id(p) for p in module.model.dit.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == dit
+    assert sum(len(g["params"]) for g in groups) == len(module.trainable_parameters())
+    with pytest.raises(ValueError, match="freeze pattern 'model.vln.*' matches no parameter"):
+        PhaseModel(build_model(live=False), Phase.POSTTRAIN_SYNC, freeze=["model.vln.*"])

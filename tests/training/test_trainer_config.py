@@ -84,7 +84,7 @@ def test_the_config_survives_its_json_round_trip():
                   model=dataclasses.replace(presets.vla_tiny(), attention="lambda"))
     again = TrainerConfig.from_dict(json.loads(json.dumps(made.to_dict())))
     assert again == made
-    assert isinstance(again.loader.robot.image_size, tuple) and again.model.prefix.prefix_lengths == (0, 1, 2, 3)
+    assert isinstance(again.loader.robot.image_size, tuple) and again.model.prefix.prefix_lengths == (1, 2, 3)
     with pytest.raises(ValueError, match="trainer config format"):
         TrainerConfig.from_dict({**made.to_dict(), "format": "other/9"})
 

@@ -91,3 +91,85 @@ def test_config_round_trips_through_a_dict_and_checks_prefix_against_chunk():
     assert VLAConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="leaves no noisy action in a chunk of 4"):
         VLAConfig(dit=dataclasses.replace(presets.dit_report(), chunk_len=4))
+
+
+def async_model(build_model, **prefix):
+    """The tiny model in asynchronous post-training with every draw prefixed, and `prefix` changes."""
+    config = presets.vla_tiny()
+    settings = dict(async_probability=1.0, prefix_lengths=(1, 2, 3), mask_probability=0.0, **prefix)
+    config = dataclasses.replace(config, prefix=dataclasses.replace(config.prefix, **settings),
+                                 flow=dataclasses.replace(config.flow, training_repeat=100))
+    model = build_model(config)
+    model.set_phase(Phase.POSTTRAIN_ASYNC)
+    return model
+
+
+def weight_by_tau(model, batch) -> tuple[float, float]:
+    """Mean loss weight of the noisiest draws (τ < 0.3) and of the cleanest (τ > 0.7)."""
+    torch.manual_seed(5)
+    with torch.no_grad():
+        result = model.flow_matching_loss(batch)
+    tau, weights = result["tau"], result["weights"]
+    return weights[tau < 0.3].mean().item(), weights[tau > 0.7].mean().item()
+
+
+def test_sampled_loss_weights_follow_the_execution_error_not_tau(build_model, batch):
+    """A DiT that always predicts velocity 0 makes the same error at every τ: the release's sampled prediction (a
+    full sampling pass) weights it evenly, while the one-step estimate x_τ + (1 − τ)·v, whose error is
+    (1 − τ)|v − u|, weights noisy draws up and clean ones down."""
+    sampled = async_model(build_model)
+    one_step = async_model(build_model, weight_mode="one_step")
+    for model in (sampled, one_step):
+        torch.nn.init.zeros_(model.dit.action_decoder[-1].weight)
+        torch.nn.init.zeros_(model.dit.action_decoder[-1].bias)
+    noisy, clean = weight_by_tau(one_step, batch)
+    assert noisy > 1.5 * clean
+    noisy, clean = weight_by_tau(sampled, batch)
+    assert 0.85 < noisy / clean < 1.15
+
+
+def test_training_repeat_draws_several_noises_per_vlm_forward(build_model, batch):
+    model = build_model(dataclasses.replace(presets.vla_tiny(), flow=dataclasses.replace(
+        presets.vla_tiny().flow, training_repeat=4)))
+    model.set_phase(Phase.POSTTRAIN_SYNC)
+    calls = []
+    model.vlm.register_forward_pre_hook(lambda module, args: calls.append(1))
+    original = model.vlm.encode
+    model.vlm.encode = lambda inputs: calls.append("encode") or original(inputs)
+    result = model.flow_matching_loss(batch)
+    assert calls.count("encode") == 1 and len(result["tau"]) == 4 * len(batch)
+    result["loss"].backward()
+    assert model.dit.sink.grad is not None
+
+
+def test_training_rtc_keeps_the_prefix_under_a_causal_mask(build_model, batch):
+    """The paper's "training RTC" ablation: asynchronous post-training (clean prefixes, error weights) with the
+    causal mask instead of Λ."""
+    model = build_model()
+    model.set_phase(Phase.POSTTRAIN_ASYNC, attention=AttentionKind.CAUSAL)
+    assert model.config.attention is AttentionKind.CAUSAL and model.phase.clean_prefixes
+    torch.manual_seed(1)
+    assert torch.cat([model.flow_matching_loss(batch)["prefix_lengths"] for _ in range(5)]).max() > 0
+
+
+def test_activation_checkpointing_recomputes_blocks_and_gives_the_same_gradients(build_model, batch):
+    def gradients(model):
+        torch.manual_seed(2)
+        model.zero_grad()
+        model.flow_matching_loss(batch)["loss"].backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    model = build_model()
+    model.set_phase(Phase.POSTTRAIN_SYNC)
+    model.train()
+    plain = gradients(model)
+    runs = []
+    # Pre-hooks: the recomputation stops as soon as it has what the backward pass needs, before a forward hook.
+    model.dit.blocks[0].register_forward_pre_hook(lambda *args: runs.append("dit"))
+    model.vlm.model.model.visual.blocks[0].attn.register_forward_pre_hook(lambda *args: runs.append("vision"))
+    model.dit.activation_checkpointing = True
+    model.vlm.set_activation_checkpointing(True)
+    recomputed = gradients(model)
+    assert runs.count("dit") == 2 and runs.count("vision") == 2  # forward, then again in the backward pass
+    assert plain.keys() == recomputed.keys()
+    assert all(torch.allclose(plain[k], recomputed[k], atol=1e-6, rtol=1e-4) for k in plain)

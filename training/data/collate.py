@@ -21,12 +21,14 @@ import collections
 import copy
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import ProcessorMixin
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from vlaforge.pipelines.corpus_manifest import ComponentKind as Kind
 from vlaforge.training.data.robot_transform import RobotExample
@@ -70,8 +72,16 @@ class CorpusBatch:
     def pin_memory(self) -> "CorpusBatch":
         """Every tensor of both parts in page-locked memory, for asynchronous host-to-GPU copies (the DataLoader's
         pin-memory thread calls this)."""
-        return CorpusBatch(robot=None if self.robot is None else _pinned_fields(self.robot),
-                           vl=None if self.vl is None else _pinned_fields(self.vl))
+        return CorpusBatch(robot=_mapped_fields(self.robot, _pinned), vl=_mapped_fields(self.vl, _pinned))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (a batch leaving a DataLoader worker) with its tensors as numpy arrays, which travel inside the
+        pickle through the worker's pipe. Left as tensors, torch's multiprocessing pickler would give each its own
+        shared-memory file and file descriptor to pass and map: for a robot batch's dozen small tensors that cost the
+        trainer several ms a batch, more than copying the few hundred KB."""
+        parts = (self.robot, self.vl)
+        return _batch_from_arrays, tuple(None if part is None else (type(part), _field_values(part, _as_array))
+                                         for part in parts)
 
     def __len__(self) -> int:
         return sum(len(part) for part in (self.robot, self.vl) if part is not None)
@@ -81,17 +91,49 @@ class CorpusBatch:
         return [key for part in (self.robot, self.vl) if part is not None for key in part.keys]
 
 
-def _pinned_fields(part: Any) -> Any:
-    """A copy of the dataclass `part` with its tensors (also inside a dict) page-locked."""
-    return dataclasses.replace(part, **{f.name: _pinned(getattr(part, f.name)) for f in dataclasses.fields(part)})
+def _field_values(part: Any, convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """The dataclass `part`'s fields, each (also inside a dict) passed through `convert`."""
+    return {f.name: _mapped(getattr(part, f.name), convert) for f in dataclasses.fields(part)}
+
+
+def _mapped_fields(part: Any, convert: Callable[[Any], Any]) -> Any:
+    """A copy of the dataclass `part` (or None) with `convert` applied to its values (also inside a dict)."""
+    return None if part is None else dataclasses.replace(part, **_field_values(part, convert))
+
+
+def _mapped(value: Any, convert: Callable[[Any], Any]) -> Any:
+    if isinstance(value, dict):
+        return {name: convert(item) for name, item in value.items()}
+    return convert(value)
 
 
 def _pinned(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.pin_memory()
-    if isinstance(value, dict):
-        return {name: _pinned(item) for name, item in value.items()}
+    return value.pin_memory() if isinstance(value, torch.Tensor) else value
+
+
+_NUMPY_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool, torch.float16,
+                 torch.float32, torch.float64}
+"""Tensor dtypes numpy holds as they are (bfloat16 is not among them: such a tensor travels as a tensor)."""
+
+
+class _Array(np.ndarray):
+    """A numpy array that stands for a tensor in a pickled batch (a plain ndarray field stays an ndarray)."""
+
+
+def _as_array(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.dtype in _NUMPY_DTYPES and not value.requires_grad:
+        return value.detach().cpu().numpy().view(_Array)
     return value
+
+
+def _as_tensor(value: Any) -> Any:
+    return torch.from_numpy(value.view(np.ndarray)) if isinstance(value, _Array) else value
+
+
+def _batch_from_arrays(*parts: tuple[type, dict[str, Any]] | None) -> "CorpusBatch":
+    robot, vl = (None if part is None else part[0](**{name: _mapped(value, _as_tensor)
+                                                      for name, value in part[1].items()}) for part in parts)
+    return CorpusBatch(robot=robot, vl=vl)
 
 
 def robot_prompt(n_images: int, instruction: str) -> list[dict[str, Any]]:
@@ -101,8 +143,15 @@ def robot_prompt(n_images: int, instruction: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content}]
 
 
-def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | None = None) -> RobotBatch:
-    """Stack robot examples; with a processor, also tokenize each sample's present frames + instruction."""
+def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | None = None, *,
+                  pixels_on_device: bool = False, tokens: PromptTokens | None = None) -> RobotBatch:
+    """Stack robot examples; with a processor, also tokenize each sample's present frames + instruction.
+
+    `pixels_on_device`: make only the tokens (and `image_grid_thw`) here, exactly as the processor would
+    (`PromptTokens`; pass `tokens` to keep its cache between batches), and leave `pixel_values` to
+    `device_batch.to_device`, which runs the processor's own image code on the uint8 frames where the batch trains:
+    the frames cross a process boundary once, as uint8, instead of also as float32 patches.
+    """
     vlm_inputs = None
     if processor is not None:
         texts, images = [], []
@@ -110,8 +159,11 @@ def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | 
             frames = [example.images[slot] for slot in np.flatnonzero(example.image_mask)]
             texts.append(processor.apply_chat_template(robot_prompt(len(frames), example.instruction), tokenize=False))
             images.extend(frames)
-        vlm_inputs = dict(processor(text=texts, images=images, padding=True, padding_side="right",
-                                    return_tensors="pt"))
+        if pixels_on_device:
+            vlm_inputs = (tokens or PromptTokens(processor))(texts, [image.shape[:2] for image in images])
+        else:
+            vlm_inputs = dict(processor(text=texts, images=images, padding=True, padding_side="right",
+                                        return_tensors="pt"))
     return RobotBatch(
         keys=[e.key for e in examples], components=[e.component for e in examples],
         epochs=[e.epoch for e in examples], embodiments=[e.embodiment for e in examples],
@@ -125,6 +177,48 @@ def collate_robot(examples: Sequence[RobotExample], processor: ProcessorMixin | 
         valid_len=torch.tensor([e.valid_len for e in examples], dtype=torch.long),
         vlm_inputs=vlm_inputs,
     )
+
+
+class PromptTokens:
+    """What the Qwen3-VL processor returns for prompt texts and images of given sizes, without `pixel_values`: each
+    image placeholder expanded to the image's token count, the ids right-padded, the multimodal token types, and
+    `image_grid_thw` [N_img, 3]. Equal to the processor's own output (tested). A prompt's ids are kept once made
+    (`cache_size` prompts): an episode's steps share their instruction, and so their prompt."""
+
+    def __init__(self, processor: ProcessorMixin, cache_size: int = 4096) -> None:
+        self.processor = processor
+        image_processor = processor.image_processor
+        self._patch, self._merge = image_processor.patch_size, image_processor.merge_size
+        self._pixels = (image_processor.size.shortest_edge, image_processor.size.longest_edge)
+        self._ids = functools.lru_cache(maxsize=cache_size)(self._encode)
+
+    def __call__(self, texts: Sequence[str], image_sizes: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        grids = [self._grid(height, width) for height, width in image_sizes]
+        counts = iter(t * h * w // self._merge**2 for t, h, w in grids)
+        rows = []
+        for text in texts:
+            images = text.count(self.processor.image_token)
+            rows.append(self._ids(text, tuple(next(counts) for _ in range(images))))
+        tokenizer = self.processor.tokenizer
+        inputs = {INPUT_IDS: _pad([torch.tensor(row, dtype=torch.long) for row in rows], tokenizer.pad_token_id),
+                  ATTENTION_MASK: _pad([torch.ones(len(row), dtype=torch.long) for row in rows], 0)}
+        inputs[MM_TOKEN_TYPE_IDS] = (inputs[INPUT_IDS] == self.processor.image_token_id).long()
+        inputs[IMAGE_GRID_THW] = torch.tensor(grids, dtype=torch.long).reshape(-1, 3)
+        return inputs
+
+    def _grid(self, height: int, width: int) -> list[int]:
+        """[t, h, w] patches of an image, after the processor's own resize rule."""
+        height, width = smart_resize(height, width, factor=self._patch * self._merge, min_pixels=self._pixels[0],
+                                     max_pixels=self._pixels[1])
+        return [1, height // self._patch, width // self._patch]
+
+    def _encode(self, text: str, counts: tuple[int, ...]) -> tuple[int, ...]:
+        """The ids of `text` with its i-th image placeholder repeated counts[i] times."""
+        placeholder = self.processor.image_token
+        pieces = text.split(placeholder)
+        expanded = pieces[0] + "".join(placeholder * count + piece for count, piece in zip(counts, pieces[1:],
+                                                                                            strict=True))
+        return tuple(self.processor.tokenizer(expanded)[INPUT_IDS])
 
 
 def _pad(rows: Sequence[torch.Tensor], fill: int) -> torch.Tensor:
@@ -155,12 +249,17 @@ def collate_vl(examples: Sequence[VlExample], pad_token_id: int) -> VlBatch:
 Collate = Callable[[list[RobotExample], list[VlExample]], CorpusBatch]
 
 
-def make_collate(processor: ProcessorMixin | None, pad_token_id: int, robot_vlm_inputs: bool = True) -> Collate:
+def make_collate(processor: ProcessorMixin | None, pad_token_id: int, robot_vlm_inputs: bool = True, *,
+                 pixels_on_device: bool = False) -> Collate:
     """(robot examples, VL examples) -> CorpusBatch, with either list possibly empty."""
+
+    robot_processor = processor if robot_vlm_inputs else None
+    tokens = PromptTokens(robot_processor) if robot_processor is not None and pixels_on_device else None
 
     def collate(robot: list[RobotExample], vl: list[VlExample]) -> CorpusBatch:
         return CorpusBatch(
-            robot=collate_robot(robot, processor if robot_vlm_inputs else None) if robot else None,
+            robot=collate_robot(robot, robot_processor, pixels_on_device=pixels_on_device, tokens=tokens)
+            if robot else None,
             vl=collate_vl(vl, pad_token_id) if vl else None,
         )
 

@@ -10,7 +10,8 @@
 Each DataLoader worker runs one `CorpusStream` slot (worker ids from `get_worker_info()`), turns raw samples into
 examples (`robot_transform`, `vl_transform`), groups them by the mixing policy and collates them (`collate`), so
 decoding and tokenization happen in the workers and batches reach the trainer prefetched (`prefetch_factor` per
-worker).
+worker). A thread of the trainer's process takes them off the workers' queue ahead of the trainer
+(`batch_receiver.py`), so that cost overlaps the training step instead of adding to its data wait.
 
 Resume. Every batch carries its worker's resume record (the `Batcher`'s: stream state and consumed draws) and the
 main process keeps, per worker, the record of the last batch the trainer took: batches still prefetched in the queue
@@ -51,21 +52,24 @@ hook is logged and passed over.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from transformers import AutoProcessor, ProcessorMixin
 
 from vlaforge.datasets.drops import Drop, count_by_reason
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusError, CorpusManifest
 from vlaforge.pipelines.shards.urls import ShardOpener, resolve_url
-from vlaforge.training.data import bad_samples
+from vlaforge.training.data import bad_samples, device_batch
 from vlaforge.training.data.bad_samples import BadSampleBudget, BadSampleError, BadSamplePolicy
+from vlaforge.training.data.batch_receiver import BatchReceiver
 from vlaforge.training.data.collate import Batcher, CorpusBatch, make_collate
 from vlaforge.training.data.corpus_stream import CorpusStream, StreamField
 from vlaforge.training.data.normalization import Normalize
@@ -74,6 +78,14 @@ from vlaforge.training.data.stream_state import combine_states
 from vlaforge.training.data.vl_transform import VlSampleTransform
 
 log = logging.getLogger(__name__)
+
+
+class RobotPixels(str, enum.Enum):
+    """Where a robot batch's pixel values are made (`CorpusLoader.Config.robot_pixels`)."""
+
+    DEVICE = "device"
+    WORKER = "worker"
+
 
 STATE_FORMAT = "vlaforge.corpus-loader-state/1"
 CHECKPOINT_FORMAT = "vlaforge.corpus-loader-checkpoint/1"
@@ -130,13 +142,14 @@ class CorpusDataset(IterableDataset):
         worker = (physical + self.plan.rotation) % workers
         stream = CorpusStream(config.corpus_url, rank=self.plan.rank, world_size=self.plan.world_size,
                               worker_id=worker, num_workers=workers, seed=config.seed, split=config.split,
-                              one_pass=config.one_pass, verify_sha256=config.verify_sha256, config=config.stream)
+                              one_pass=config.one_pass, verify_sha256=config.verify_sha256, config=config.stream,
+                              kinds=config.kinds)
         vl = None
         if self.plan.processor is not None:
             vl = VlSampleTransform(VlSampleTransform.Config(processor=config.processor,
                                                             max_length=config.vl_max_length), self.plan.processor)
         collate = make_collate(None if vl is None else vl.processor, 0 if vl is None else vl.pad_token_id,
-                               config.robot_vlm_inputs)
+                               config.robot_vlm_inputs, pixels_on_device=config.robot_pixels is RobotPixels.DEVICE)
         batcher = Batcher(config.batch, collate, stream.state_dict)
         if worker in self.plan.resume:
             stream.load_state_dict(batcher.load(self.plan.resume[worker]))
@@ -217,6 +230,10 @@ class CorpusLoader:
         instruction when `robot_vlm_inputs`. None: robot batches carry frames only, and VL components are refused."""
         robot_vlm_inputs: bool = True
         """Tokenize robot samples' frames + instruction in the workers (needs `processor`)."""
+        robot_pixels: RobotPixels = RobotPixels.DEVICE
+        """Where a robot batch's pixel values are made: on the training device from the uint8 frames
+        (`to_device`; the frames cross the process boundary once, as uint8), or in the worker (the processor's
+        float32 patches travel beside the frames, about 8x their size)."""
         robot: RobotSampleTransform.Config = dataclasses.field(default_factory=RobotSampleTransform.Config)
         """Frame size, cameras, chunk length, normalization."""
         vl_max_length: int = 4096
@@ -245,9 +262,16 @@ class CorpusLoader:
         ("skip")."""
         bad_sample_budget: BadSampleBudget = BadSampleBudget()
         """Under "skip": the share of the samples drawn that may be skipped before the run stops."""
+        kinds: tuple[str, ...] = (ComponentKind.ROBOT.value, ComponentKind.VL.value)
+        """The component kinds to read: the stream opens only these components and draws among them, so leaving
+        "vl" out reads no VL sample at all (a robot-only training phase)."""
 
         def __post_init__(self) -> None:
             object.__setattr__(self, "bad_samples", BadSamplePolicy(self.bad_samples))
+            object.__setattr__(self, "robot_pixels", RobotPixels(self.robot_pixels))
+            object.__setattr__(self, "kinds", tuple(ComponentKind(kind).value for kind in self.kinds))
+            if not self.kinds:
+                raise ValueError("CorpusLoader.Config.kinds must name at least one kind (robot, vl)")
             if self.num_workers < 0:
                 raise ValueError(f"CorpusLoader.Config.num_workers must be >= 0, got {self.num_workers}")
             if self.prefetch_factor < 1:
@@ -274,6 +298,7 @@ class CorpusLoader:
         self._next_worker = 0
         self._batches = 0
         self._iterator: Iterator[WorkerMessage] | None = None
+        self._receiver: BatchReceiver[WorkerMessage] | None = None
 
     @property
     def normalize(self) -> Normalize:
@@ -297,8 +322,12 @@ class CorpusLoader:
         loader = DataLoader(CorpusDataset(plan), batch_size=None, num_workers=self.config.num_workers,
                             pin_memory=self.config.pin_memory, **options)
         self._iterator = iterator = iter(loader)
+        messages: Iterable[WorkerMessage] = iterator
+        if self.config.num_workers:
+            self._receiver = messages = BatchReceiver(iterator, depth=self.config.prefetch_factor,
+                                                      name=f"corpus-loader-rank{self.rank}")
         try:
-            for item in iterator:
+            for item in messages:
                 self._take(item)
                 yield item.batch
             if self.config.one_pass:  # the pass is complete: the next `for` starts the next one
@@ -307,6 +336,11 @@ class CorpusLoader:
             if self._iterator is iterator:
                 self.close()
 
+    def to_device(self, batch: CorpusBatch, device: torch.device | str) -> CorpusBatch:
+        """`batch` ready for the model on `device`: tensors moved, robot pixel values made there (`robot_pixels`)."""
+        image_processor = None if self.processor is None else self.processor.image_processor
+        return device_batch.to_device(batch, device, image_processor)
+
     def close(self) -> None:
         """Shut the current iteration's workers down now (they close their shards and exit); idempotent.
 
@@ -314,6 +348,9 @@ class CorpusLoader:
         can hold it much longer, so a trainer that stops iterating before the end should call `close()` or use the
         loader as a context manager. The position (`state_dict()`) is kept: the next `for` continues from it.
         """
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.stop()
         iterator, self._iterator = self._iterator, None
         shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's multiprocessing iterator (idempotent)
         if shutdown is not None:
@@ -389,7 +426,7 @@ class CorpusLoader:
         config = self.config
         stream = CorpusStream(config.corpus_url, rank=self.rank, world_size=self.world_size, worker_id=worker,
                               num_workers=self.slots, seed=config.seed, split=config.split,
-                              one_pass=config.one_pass, config=config.stream)
+                              one_pass=config.one_pass, config=config.stream, kinds=config.kinds)
         return stream.state_dict()
 
     def _load_stats(self) -> dict[str, dict[str, Any]]:
@@ -397,7 +434,8 @@ class CorpusLoader:
         opener = ShardOpener(self.config.stream.opener)
         url = self.config.corpus_url
         manifest = CorpusManifest.from_json(opener.read_bytes(url), url)
-        if self.config.processor is None and any(c.kind is ComponentKind.VL for c in manifest.components):
+        reads_vl = ComponentKind.VL.value in self.config.kinds
+        if self.config.processor is None and reads_vl and any(c.kind is ComponentKind.VL for c in manifest.components):
             raise CorpusError(f"{url}: the corpus has VL components; set CorpusLoader.Config.processor to the "
                               "Qwen3-VL processor that tokenizes them")
         stats = {}

@@ -41,7 +41,7 @@ import hashlib
 import logging
 from typing import Any
 
-from vlaforge.pipelines.corpus_manifest import CorpusError, CorpusManifest
+from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusError, CorpusManifest
 from vlaforge.pipelines.shards.reader import ShardEntry, ShardReader, StreamField
 from vlaforge.pipelines.shards.urls import ShardOpener, resolve_url
 from vlaforge.training.data.component_cursor import (
@@ -89,14 +89,18 @@ class CorpusStream:
 
     def __init__(self, corpus_url: str, *, rank: int = 0, world_size: int = 1, worker_id: int = 0,
                  num_workers: int = 1, seed: int | None = None, split: str = "train", one_pass: bool = False,
-                 verify_sha256: bool = False, config: CorpusStream.Config | None = None) -> None:
-        """`one_pass`: every sample of `split` once over all slots, each component in full, then StopIteration."""
+                 verify_sha256: bool = False, config: CorpusStream.Config | None = None,
+                 kinds: tuple[str, ...] | None = None) -> None:
+        """`one_pass`: every sample of `split` once over all slots, each component in full, then StopIteration.
+        `kinds`: read only components of these kinds ("robot", "vl"; None: all): the others are never opened, and
+        the mixture draws among the kinds left (a robot-only phase reads no VL sample)."""
         _check_slot("rank", rank, "world_size", world_size)
         _check_slot("worker_id", worker_id, "num_workers", num_workers)
         self.config = config or CorpusStream.Config()
         self.corpus_url = corpus_url
         self.split = split
         self.one_pass = one_pass
+        self.kinds = None if kinds is None else frozenset(ComponentKind(kind) for kind in kinds)
         opener = ShardOpener(self.config.opener)
         data = opener.read_bytes(corpus_url)
         self.corpus_sha256 = hashlib.sha256(data).hexdigest()
@@ -177,6 +181,8 @@ class CorpusStream:
         """The components with samples in this split, their shard URLs resolved against the corpus URL."""
         components = {}
         for component in self.manifest.components:
+            if self.kinds is not None and component.kind not in self.kinds:
+                continue
             shards = tuple(ShardEntry(resolve_url(self.corpus_url, s.url), s.samples, s.bytes, s.sha256)
                            for s in component.shards_of(self.split))
             total = sum(shard.samples for shard in shards)
@@ -191,7 +197,8 @@ class CorpusStream:
                     "leave the component out of the corpus")
             components[component.name] = ComponentShards(component.name, component.kind.value, shards)
         if not components:
-            raise CorpusError(f"{self.corpus_url}: no component has {self.split!r} samples")
+            kinds = "" if self.kinds is None else f" of kind {sorted(kind.value for kind in self.kinds)}"
+            raise CorpusError(f"{self.corpus_url}: no component{kinds} has {self.split!r} samples")
         return components
 
 

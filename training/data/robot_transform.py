@@ -17,7 +17,6 @@ policy scales that robot exactly as training did.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +27,7 @@ from PIL import Image
 
 from vlaforge.datasets.drops import DropReason
 from vlaforge.datasets.schema import Camera, MetaField, SampleKey
+from vlaforge.pipelines.shards.npy import load_npy
 from vlaforge.pipelines.shards.reader import StreamField
 from vlaforge.training.data.bad_samples import BadSampleError
 from vlaforge.training.data.normalization import MODEL_WIDTH, Normalize, NormKind
@@ -179,7 +179,7 @@ class RobotSampleTransform:
         if isinstance(raw, np.ndarray):
             return raw.astype(np.float32, copy=False)
         try:
-            return np.load(io.BytesIO(raw), allow_pickle=False).astype(np.float32, copy=False)
+            return load_npy(raw).astype(np.float32, copy=False)
         except ValueError as error:
             raise BadSampleError(url=url, key=key, reason=DropReason.BAD_RECORD,
                                  message=f"{member} is not a plain .npy array ({error}); rewrite the shard") from None

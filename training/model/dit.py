@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vlaforge.training.model import rope
 from vlaforge.training.model.masks import joint_mask
@@ -149,6 +150,9 @@ class DiT(nn.Module):
         for layer in (self.time_modulation, self.final_modulation):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.activation_checkpointing = False
+        """Recompute each block's activations in the backward pass instead of keeping them (a training setting the
+        trainer turns on; not part of the config, so a saved policy does not carry it)."""
 
     def token_taus(self, tau: torch.Tensor, prefix_lengths: torch.Tensor) -> torch.Tensor:
         """τ per token [B, S]: the sample's τ, except 1 (clean) on the committed prefix actions."""
@@ -168,7 +172,7 @@ class DiT(nn.Module):
     ) -> torch.Tensor:
         """Velocity [B, T, A] for the chunk `actions` [B, T, A] (clean on the prefix, x_τ after it).
 
-        τ [B], state [B, D_s], prefix_lengths [B]; `dit_to_dit` [S, S] is the causal or Λ mask from `masks.py`.
+        τ [B], state [B, D_s], prefix_lengths [B]; `dit_to_dit` [S, S] or [B, S, S] is the mask from `masks.py`.
         """
         batch = actions.shape[0]
         tokens = torch.cat(
@@ -189,8 +193,12 @@ class DiT(nn.Module):
         inv_freq = rope.inverse_frequencies(self.geometry.head_dim, self.geometry.rope_theta).to(positions.device)
         cos, sin = rope.rotary_cos_sin(positions, inv_freq)
         mask = joint_mask(context.valid, dit_to_dit)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block, cache_k, cache_v in zip(self.blocks, context.keys, context.values, strict=True):
-            tokens = block(tokens, shared, cache_k, cache_v, cos, sin, mask)
+            if recompute:
+                tokens = checkpoint(block, tokens, shared, cache_k, cache_v, cos, sin, mask, use_reentrant=False)
+            else:
+                tokens = block(tokens, shared, cache_k, cache_v, cos, sin, mask)
         shift, scale = self.final_modulation(time).chunk(2, dim=-1)
         out = self.final_norm(tokens) * (1 + scale) + shift
         return self.action_decoder(out[:, rope.NUM_CONTEXT_TOKENS :])

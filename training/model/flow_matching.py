@@ -23,7 +23,11 @@ class FlowMatchingConfig:
     tau_max: float = 0.999
     """τ is clamped to [0, tau_max]: the report trains on τ ∈ [0, 0.999], never on a fully clean input."""
     num_steps: int = 5
-    """Euler steps from τ = 0 to τ = 1 at inference (5 in the report)."""
+    """Euler steps from τ = 0 to τ = 1 at inference (5 in the report), and in the sampling pass that weights the
+    asynchronous loss."""
+    training_repeat: int = 1
+    """Noise draws per sample that share one VLM forward pass in training (the release: 4): the VLM context is
+    computed once and the DiT trains on `training_repeat` (ε, τ, prefix) draws of each sample."""
 
     def __post_init__(self) -> None:
         for name in ("noise_beta_alpha", "noise_beta_beta"):
@@ -31,8 +35,9 @@ class FlowMatchingConfig:
                 raise ValueError(f"FlowMatchingConfig.{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.tau_max <= 1:
             raise ValueError(f"FlowMatchingConfig.tau_max must be in (0, 1], got {self.tau_max}")
-        if self.num_steps < 1:
-            raise ValueError(f"FlowMatchingConfig.num_steps must be >= 1, got {self.num_steps}")
+        for name in ("num_steps", "training_repeat"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"FlowMatchingConfig.{name} must be >= 1, got {getattr(self, name)}")
 
 
 def sample_tau(batch_size: int, config: FlowMatchingConfig, device: torch.device | str = "cpu") -> torch.Tensor:

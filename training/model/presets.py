@@ -94,8 +94,8 @@ def report_scale_async() -> VLAConfig:
 
 
 def vla_tiny() -> VLAConfig:
-    """The tiny model (pair with `qwen3_vl_tiny()`); prefixes up to 3 steps fit its 8-action chunks."""
-    return VLAConfig(dit=dit_tiny(), prefix=ActionPrefixConfig(prefix_lengths=(0, 1, 2, 3)))
+    """The tiny model (pair with `qwen3_vl_tiny()`); prefixes of 1 to 3 steps fit its 8-action chunks (and 4)."""
+    return VLAConfig(dit=dit_tiny(), prefix=ActionPrefixConfig(prefix_lengths=(1, 2, 3)))
 
 
 def qwen3_tokenizer_dir() -> pathlib.Path:

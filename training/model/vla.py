@@ -12,13 +12,13 @@ from torch import nn
 from transformers import Qwen3VLConfig
 
 from vlaforge.training.model import action_prefix, flow_matching, masks
-from vlaforge.training.model.action_prefix import ActionPrefixConfig
+from vlaforge.training.model.action_prefix import ActionPrefixConfig, WeightMode
 from vlaforge.training.model.dit import DiT, DiTConfig
 from vlaforge.training.model.flow_matching import FlowMatchingConfig
 from vlaforge.training.model.masks import AttentionKind
 from vlaforge.training.model.phase import Phase
 from vlaforge.training.model.renamed_fields import current_names
-from vlaforge.training.model.vlm import VLMBackbone, VLMContext
+from vlaforge.training.model.vlm import IMAGE_GRID_THW, PIXEL_VALUES, VLMBackbone, VLMContext
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -105,6 +105,9 @@ class RobotBatch:
         """`vlm_inputs`, which the model needs: it reads each sample's frames and instruction as tokens."""
         if self.vlm_inputs is None:
             raise ValueError("this robot batch was collated without a processor; set CorpusLoader.Config.processor")
+        if IMAGE_GRID_THW in self.vlm_inputs and PIXEL_VALUES not in self.vlm_inputs:
+            raise ValueError("this robot batch's pixel values are made on the training device: pass it through "
+                             "CorpusLoader.to_device(batch, device) first")
         return self.vlm_inputs
 
     def element_mask(self) -> torch.Tensor:
@@ -137,14 +140,16 @@ class VLAModel(nn.Module):
         vlm = VLMBackbone.from_pretrained(name_or_path, num_kv_layers=config.dit.num_layers, **vlm_options)
         return cls(vlm, config)
 
-    def set_phase(self, phase: Phase) -> None:
-        """Freeze or unfreeze the VLM and pick the DiT mask that `phase` trains with."""
+    def set_phase(self, phase: Phase, attention: AttentionKind | None = None) -> None:
+        """Freeze or unfreeze the VLM and pick the DiT mask `phase` trains with (or `attention`, for an ablation such
+        as "training RTC": asynchronous post-training with the causal mask)."""
         self.phase = Phase(phase)
         frozen = self.phase.freezes_vlm
         self.vlm.requires_grad_(not frozen)
         # A frozen conditioner also stays in eval mode, so no dropout or norm statistics move under it.
         self.vlm.train(self.training and not frozen)
-        self.config = dataclasses.replace(self.config, attention=self.phase.attention)
+        kind = self.phase.attention if attention is None else AttentionKind(attention)
+        self.config = dataclasses.replace(self.config, attention=kind)
 
     def train(self, mode: bool = True) -> "VLAModel":
         super().train(mode)
@@ -158,38 +163,91 @@ class VLAModel(nn.Module):
         with torch.no_grad() if frozen else contextlib.nullcontext():
             return self.vlm.encode(vlm_inputs)
 
-    def velocity(self, x, tau, state, context, prefix_lengths, action_mask) -> torch.Tensor:
-        """The DiT's velocity [B, T, A] for chunk x [B, T, A]; padded action dimensions are zeroed on the way in."""
-        mask = masks.dit_mask(self.config.attention, self.config.dit.chunk_len, self.config.dit.attention_window)
+    def dit_mask(self, prefix_lengths: torch.Tensor) -> torch.Tensor:
+        """The DiT-to-DiT mask the model samples with, for these prefix lengths [B]: [S, S] or [B, S, S]."""
+        dit = self.config.dit
+        return masks.dit_mask(self.config.attention, dit.chunk_len, dit.attention_window, prefix_lengths)
+
+    def velocity(self, x, tau, state, context, prefix_lengths, action_mask, dit_to_dit=None) -> torch.Tensor:
+        """The DiT's velocity [B, T, A] for chunk x [B, T, A]; padded action dimensions are zeroed on the way in.
+        `dit_to_dit`: the mask (default: `dit_mask(prefix_lengths)`)."""
+        mask = self.dit_mask(prefix_lengths) if dit_to_dit is None else dit_to_dit
         dtype = self.dit.sink.dtype
         x = (x * action_mask[:, None, :].to(x.dtype)).to(dtype)
         return self.dit(x, tau.to(dtype), state.to(dtype), context, prefix_lengths, mask).float()
 
     def flow_matching_loss(self, batch: RobotBatch) -> dict[str, torch.Tensor]:
-        """The current phase's loss: masked ‖v − (a − ε)‖², error-weighted on async samples with a prefix."""
-        actions = batch.actions.float()
+        """The current phase's loss: masked ‖v − (a − ε)‖², error-weighted on asynchronous samples with a
+        prefix.
+
+        The VLM runs once per sample; the DiT trains on `flow.training_repeat` draws of (ε, τ, Δtc) per sample.
+        Returns the loss and, per draw [B·repeat], τ, the prefix lengths and the mean loss weight.
+        """
+        repeat = self.config.flow.training_repeat
+        context = self.encode(batch.require_vlm_inputs()).repeat(repeat)
+        actions = batch.actions.float().repeat_interleave(repeat, dim=0)
+        state = batch.state.repeat_interleave(repeat, dim=0)
+        action_mask = batch.action_mask.repeat_interleave(repeat, dim=0)
+        element_mask = batch.element_mask().repeat_interleave(repeat, dim=0)
         size, length = actions.shape[:2]
-        context = self.encode(batch.require_vlm_inputs())
         noise = torch.randn_like(actions)
         tau = flow_matching.sample_tau(size, self.config.flow, actions.device)
         prefix_lengths = self._training_prefix_lengths(size, length).to(actions.device)
+        mask = self._training_mask(prefix_lengths)
         x_tau = flow_matching.interpolate(actions, noise, tau)
         is_prefix = ~action_prefix.noisy_timesteps(prefix_lengths, length)
         x_in = torch.where(is_prefix[..., None], actions, x_tau)
-        velocity = self.velocity(x_in, tau, batch.state, context, prefix_lengths, batch.action_mask)
-        loss_mask = batch.element_mask() & ~is_prefix[..., None]
+        velocity = self.velocity(x_in, tau, state, context, prefix_lengths, action_mask, mask)
+        loss_mask = element_mask & ~is_prefix[..., None]
         weights = None
-        if self.phase.clean_prefixes:
-            predicted = flow_matching.one_step_actions(x_tau, velocity, tau)
+        if self.phase.clean_prefixes and self.config.prefix.weight_mode is not WeightMode.NONE:
+            predicted = self._online_prediction(x_tau, velocity, tau, noise, actions, state, context, prefix_lengths,
+                                                action_mask, mask)
             weights = action_prefix.error_weights(predicted, actions, loss_mask, prefix_lengths, self.config.prefix)
         target = flow_matching.velocity_target(actions, noise)
         loss = flow_matching.masked_mse(velocity, target, loss_mask, weights)
-        return {"loss": loss, "tau": tau, "prefix_lengths": prefix_lengths}
+        mean_weight = torch.ones(size, device=actions.device) if weights is None else (
+            (weights * loss_mask).sum(dim=(1, 2)) / loss_mask.sum(dim=(1, 2)).clamp_min(1))
+        return {"loss": loss, "tau": tau, "prefix_lengths": prefix_lengths, "weights": mean_weight.detach()}
 
     def _training_prefix_lengths(self, size: int, length: int) -> torch.Tensor:
         if self.phase.clean_prefixes:
             return action_prefix.sample_prefix_lengths(size, length, self.config.prefix)
         return torch.zeros(size, dtype=torch.long)
+
+    def _training_mask(self, prefix_lengths: torch.Tensor) -> torch.Tensor:
+        """The DiT mask for a training draw: the model's, with random prefix actions hidden from the noisy tokens
+        (`prefix.mask_probability`) when the phase trains with prefixes."""
+        mask = self.dit_mask(prefix_lengths)
+        prefix = self.config.prefix
+        if self.phase.clean_prefixes and prefix.mask_probability > 0 and bool((prefix_lengths > 0).any()):
+            mask = masks.drop_prefix_keys(mask, prefix_lengths, prefix.mask_probability, prefix.mask_keep_last)
+        return mask
+
+    def _online_prediction(self, x_tau, velocity, tau, noise, actions, state, context, prefix_lengths, action_mask,
+                           mask) -> torch.Tensor:
+        """The chunk [B, T, A] whose error against the ground truth weights the loss (`prefix.weight_mode`).
+
+        Sampled (the release): a full `flow.num_steps` Euler pass from the draw's own noise, holding the clean
+        prefix, under the training mask, without gradient; only the draws with a prefix run it (the others keep
+        weight 1 anyway). One step: x_τ + (1 − τ)·v of this forward pass.
+        """
+        if self.config.prefix.weight_mode is WeightMode.ONE_STEP:
+            return flow_matching.one_step_actions(x_tau, velocity.detach(), tau)
+        predicted = actions.clone()
+        rows = torch.nonzero(prefix_lengths > 0).flatten()
+        if len(rows) == 0:
+            return predicted
+        sub_mask = mask[rows] if mask.dim() == 3 else mask
+        sub_context, sub_lengths = context.select(rows), prefix_lengths[rows]
+
+        def velocity_fn(x: torch.Tensor, step_tau: torch.Tensor) -> torch.Tensor:
+            return self.velocity(x, step_tau, state[rows], sub_context, sub_lengths, action_mask[rows], sub_mask)
+
+        with torch.no_grad():
+            predicted[rows] = flow_matching.euler_sample(velocity_fn, noise[rows], self.config.flow.num_steps,
+                                                         actions[rows], sub_lengths)
+        return predicted
 
     @torch.no_grad()
     def sample_actions(
@@ -205,8 +263,9 @@ class VLAModel(nn.Module):
         context = self.vlm.encode(vlm_inputs)
         lengths = torch.zeros(noise.shape[0], dtype=torch.long, device=noise.device)
         lengths = lengths if prefix_lengths is None else prefix_lengths.to(noise.device)
+        mask = self.dit_mask(lengths)
 
         def velocity_fn(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-            return self.velocity(x, tau, state, context, lengths, action_mask)
+            return self.velocity(x, tau, state, context, lengths, action_mask, mask)
 
         return flow_matching.euler_sample(velocity_fn, noise.float(), self.config.flow.num_steps, prefix, lengths)

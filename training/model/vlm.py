@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -51,6 +52,21 @@ class VLMContext:
     next_position: torch.Tensor
     """[B] the first RoPE position after each sample's last valid token: where the DiT sequence starts."""
 
+    def repeat(self, times: int) -> "VLMContext":
+        """Each sample's context `times` times in a row ([B·times, ...]): several noise draws of a sample share one
+        VLM forward pass (`FlowMatchingConfig.training_repeat`)."""
+        if times == 1:
+            return self
+        return VLMContext(keys=tuple(k.repeat_interleave(times, dim=0) for k in self.keys),
+                          values=tuple(v.repeat_interleave(times, dim=0) for v in self.values),
+                          valid=self.valid.repeat_interleave(times, dim=0),
+                          next_position=self.next_position.repeat_interleave(times, dim=0))
+
+    def select(self, rows: torch.Tensor) -> "VLMContext":
+        """The context of the samples `rows` (indices [R] or a boolean mask [B])."""
+        return VLMContext(keys=tuple(k[rows] for k in self.keys), values=tuple(v[rows] for v in self.values),
+                          valid=self.valid[rows], next_position=self.next_position[rows])
+
 
 class VLMBackbone(nn.Module):
     """Qwen3-VL plus the bookkeeping the DiT and the Choice Policies head need.
@@ -87,6 +103,29 @@ class VLMBackbone(nn.Module):
         """A randomly initialised Qwen3-VL (tiny tests, or the report-scale shape on the meta device)."""
         return cls(Qwen3VLForConditionalGeneration(config), num_kv_layers)
 
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute activations in the backward pass instead of keeping them: the vision tower's blocks always,
+        the language model's layers except while `encode` fills the KV cache the DiT reads (transformers drops the
+        cache of a checkpointed layer, so those layers keep their activations there; the release checkpoints the
+        vision tower only)."""
+        for tower in (self.model.model.visual, self.model.model.language_model):
+            if enabled:
+                tower.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                tower.activation_checkpointing_disable()
+
+    @contextlib.contextmanager
+    def _text_layers_keep_cache(self) -> Iterator[None]:
+        """Turn the language model's layer checkpointing off for one call that needs their KV cache."""
+        layers = [m for m in self.model.model.language_model.modules() if getattr(m, "gradient_checkpointing", False)]
+        for layer in layers:
+            layer.gradient_checkpointing = False
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.gradient_checkpointing = True
+
     @property
     def geometry(self) -> AttentionGeometry:
         text = self.model.config.text_config
@@ -114,15 +153,16 @@ class VLMBackbone(nn.Module):
     def encode(self, inputs: Mapping[str, torch.Tensor]) -> VLMContext:
         """Run images + instruction once; return the KV cache of the last `num_kv_layers` layers."""
         positions = self.position_ids(inputs)
-        output = self.model.model(
-            input_ids=inputs[INPUT_IDS],
-            attention_mask=inputs[ATTENTION_MASK],
-            position_ids=positions,
-            pixel_values=inputs.get(PIXEL_VALUES),
-            image_grid_thw=inputs.get(IMAGE_GRID_THW),
-            mm_token_type_ids=inputs.get(MM_TOKEN_TYPE_IDS),
-            use_cache=True,
-        )
+        with self._text_layers_keep_cache():
+            output = self.model.model(
+                input_ids=inputs[INPUT_IDS],
+                attention_mask=inputs[ATTENTION_MASK],
+                position_ids=positions,
+                pixel_values=inputs.get(PIXEL_VALUES),
+                image_grid_thw=inputs.get(IMAGE_GRID_THW),
+                mm_token_type_ids=inputs.get(MM_TOKEN_TYPE_IDS),
+                use_cache=True,
+            )
         cache_layers = output.past_key_values.layers[-self.num_kv_layers :]
         valid = inputs[ATTENTION_MASK].bool()
         last = positions.amax(dim=0).masked_fill(~valid, -1).amax(dim=-1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -198,3 +200,23 @@ def test_pin_memory_pins_every_tensor_of_both_parts(robot_examples, vl_transform
     assert pinned.robot.actions.is_pinned() and pinned.robot.images.is_pinned()
     assert all(tensor.is_pinned() for tensor in pinned.vl.inputs.values()) and pinned.vl.labels.is_pinned()
     assert pinned.robot.keys == [e.key for e in robot_examples[:2]]
+
+
+def test_a_batch_crosses_a_process_boundary_as_bytes_in_the_pickle_and_arrives_equal(robot_examples, processor):
+    """A worker's batch travels inside its pickle (one pipe write), not as one shared-memory file per tensor, and
+    comes back with the same tensors, dtypes and lineage."""
+    from multiprocessing.reduction import ForkingPickler
+
+    robot = collate_robot(robot_examples, processor)
+    batch = CorpusBatch(robot=robot, vl=None)
+    payload = bytes(ForkingPickler.dumps(batch))
+    assert len(payload) > robot.images.numel()  # the frames' bytes are in the pickle itself
+    back = pickle.loads(payload)
+    assert back.vl is None and back.robot.keys == robot.keys and back.robot.instructions == robot.instructions
+    for name in ("images", "image_mask", "state", "state_mask", "actions", "action_mask", "valid_len"):
+        sent, received = getattr(robot, name), getattr(back.robot, name)
+        assert isinstance(received, torch.Tensor) and received.dtype == sent.dtype and torch.equal(received, sent)
+    assert set(back.robot.vlm_inputs) == set(robot.vlm_inputs)
+    assert all(torch.equal(back.robot.vlm_inputs[k], v) for k, v in robot.vlm_inputs.items())
+    odd = CorpusBatch(robot=dataclasses.replace(robot, state=robot.state.bfloat16()), vl=None)  # numpy has no bf16
+    assert pickle.loads(ForkingPickler.dumps(odd)).robot.state.dtype == torch.bfloat16

@@ -307,3 +307,31 @@ def test_config_and_state_errors_name_the_problem(corpus, processor_dir):
         other.load_state_dict(dict(state, world_size=2))  # one rank of two cannot resume a different layout alone
     with pytest.raises(ValueError, match="rank 1's"):
         other.load_state_dict(dict(state, rank=1))
+
+
+def test_a_robot_only_loader_gives_robot_batches_only(corpus, processor_dir):
+    loader = make_loader(corpus, processor_dir, kinds=("robot",), num_workers=1)
+    batches = list(itertools.islice(loader, 4))
+    assert all(b.vl is None and len(b.robot) == 7 for b in batches)
+
+
+def test_robot_pixels_made_on_the_device_equal_the_processors_and_ship_as_uint8(corpus, processor_dir):
+    import pickle
+
+    import torch
+
+    from vlaforge.training.data.corpus_loader import RobotPixels
+
+    options = dict(kinds=("robot",), num_workers=0, robot_vlm_inputs=True)
+    on_device = make_loader(corpus, processor_dir, robot_pixels=RobotPixels.DEVICE, **options)
+    in_worker = make_loader(corpus, processor_dir, robot_pixels=RobotPixels.WORKER, **options)
+    shipped, reference = next(iter(on_device)), next(iter(in_worker))
+    assert "pixel_values" not in shipped.robot.vlm_inputs
+    with pytest.raises(ValueError, match="pass it through CorpusLoader.to_device"):
+        shipped.robot.require_vlm_inputs()
+    ready = on_device.to_device(shipped, "cpu").robot.require_vlm_inputs()
+    expected = reference.robot.vlm_inputs
+    assert set(ready) == set(expected)
+    for name in expected:
+        assert torch.equal(ready[name], expected[name]), name
+    assert len(pickle.dumps(shipped)) < 0.5 * len(pickle.dumps(reference))

@@ -353,3 +353,23 @@ def test_a_shard_with_a_pyd_member_is_refused_and_never_unpickled(tmp_path):
     assert {s["__url__"].rsplit("/", 1)[1] for s in samples} == {"good.tar"}
     assert stream.stats["bad_shards"]["unsafe_member"] >= 1
     assert not marker.exists()
+
+
+def test_a_robot_only_stream_never_opens_a_vl_shard_and_keeps_the_robot_weights(small_corpus, monkeypatch):
+    """Step 2 and post-training read robot data only: the stream leaves the VL component out before reading, so
+    no VL shard is opened and no VL sample is decoded and thrown away."""
+    from vlaforge.pipelines.shards.reader import ShardReader
+
+    opened = []
+    original = ShardReader.samples
+    monkeypatch.setattr(ShardReader, "samples", lambda self, shard, wanted: opened.append(shard.url) or
+                        original(self, shard, wanted))
+    stream = CorpusStream(str(small_corpus), config=CONFIG, kinds=("robot",))
+    samples = take(stream, 500)
+    assert {s["kind"] for s in samples} == {"robot"}
+    assert opened and not any("/vl/" in url for url in opened)
+    counts = collections.Counter(s["component"] for s in samples)
+    # the robot components keep their weights (by size, 150:100) with the VL share gone
+    assert counts["arm_a"] / counts["arm_b"] == pytest.approx(SIZES["arm_a"] / SIZES["arm_b"], abs=0.02)
+    with pytest.raises(ValueError, match="'text' is not a valid ComponentKind"):
+        CorpusStream(str(small_corpus), config=CONFIG, kinds=("text",))
