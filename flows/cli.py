@@ -22,6 +22,7 @@ VERBS = {
     "relabel": "vlaforge.flows.relabel_cli",
     "train": "vlaforge.flows.train_cli",
     "serve": "vlaforge.flows.serve_cli",
+    "plan": "vlaforge.flows.plan_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 
