@@ -2,7 +2,7 @@
 
     [[deployment]]
     name = "droid-nightly"                 # unique; the Prefect deployment is "<flow>/<name>"
-    flow = "ingest"                        # ingest | ingest-vl | relabel | annotate
+    flow = "ingest"                        # ingest | ingest-vl | relabel | annotate | corpus
     cron = "0 2 * * *"                     # or: interval_s = 3600
     timezone = "UTC"                       # for cron (default UTC)
     tags = ["droid"]
@@ -29,6 +29,7 @@ FLOWS = {
     "ingest-vl": ("vlaforge.flows.vl_ingest", "ingest_vl"),
     "relabel": ("vlaforge.flows.relabel", "relabel"),
     "annotate": ("vlaforge.flows.annotate", "annotate"),
+    "corpus": ("vlaforge.flows.corpus", "corpus"),
 }
 """Flow name in a schedule file -> (module, function) of the Prefect flow."""
 
