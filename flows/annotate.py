@@ -79,6 +79,7 @@ def annotate(
     ray_address: str | None = None,
     workers: int | None = None,
     num_gpus_per_worker: float = 0,
+    stage_pools: dict[str, dict[str, float]] | None = None,
     units_per_task: int = 64,
     progress: bool = False,
     report: bool = True,
@@ -96,7 +97,7 @@ def annotate(
         job = annotate_job(recipe, str(root), str(target), hosted_token=token)
         record_recipe(target, recipe, root)
         summaries[root.name] = run_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
-                                                num_gpus_per_worker=num_gpus_per_worker,
+                                                num_gpus_per_worker=num_gpus_per_worker, stage_pools=stage_pools,
                                                 units_per_task=units_per_task, progress=progress)
         outputs.append(str(target))
     page = build_report_task(outputs, str(pathlib.Path(output) / REPORT_DIR)) if report else None

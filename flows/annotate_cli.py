@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vlaforge.annotators.annotate_recipe import default_recipe
-from vlaforge.flows.cli_options import add_runner_options
+from vlaforge.flows.cli_options import add_runner_options, add_stage_pool_options
 
 
 def _csv(text: str) -> list[str]:
@@ -69,9 +69,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="train", help="robot split to ground ('all' for every split)")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="any other recipe field, e.g. --set consensus.keep_images=all")
-    p.add_argument("--num-gpus", type=float, default=0, help="GPUs per Ray worker (fractions share a GPU)")
     p.add_argument("--no-report", action="store_true", help="do not build the HTML report")
     add_runner_options(p)
+    add_stage_pool_options(p)
 
 
 def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     result = annotate(
         shards=args.shards, output=args.output, recipe=recipe, runner=args.runner,
         ray_address=args.ray_address, workers=args.workers, num_gpus_per_worker=args.num_gpus,
-        progress=not args.no_progress, report=not args.no_report,
+        stage_pools=dict(args.stage_pools) or None, progress=not args.no_progress, report=not args.no_report,
     )
     print_summary(result, console)
     return 0

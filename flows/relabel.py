@@ -36,6 +36,7 @@ def relabel(
     ray_address: str | None = None,
     workers: int | None = None,
     num_gpus_per_worker: float = 0,
+    stage_pools: dict[str, dict[str, float]] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run `generator` (caption, vqa, eqa, plan, trajectory) over `shards` with the VLM `vlm` (`local:DIR` or
@@ -47,7 +48,7 @@ def relabel(
                       options=options, split=split, shards_per_unit=shards_per_unit,
                       shard_config=ShardConfig(max_samples=shard_samples, max_bytes=256 * 2**20))
     summary = run_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
-                               num_gpus_per_worker=num_gpus_per_worker, progress=progress)
+                               num_gpus_per_worker=num_gpus_per_worker, stage_pools=stage_pools, progress=progress)
     get_run_logger().info("relabel %s of %s finished: %d samples, drops %s", generator, shards, summary["samples"],
                           summary["drops_by_reason"])
     return summary
