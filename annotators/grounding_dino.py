@@ -32,6 +32,12 @@ ARCHITECTURES = {
 class GroundingDinoDetector(Stage):
     """Frames with phrases -> the same frames with one more `DetectorRun` each."""
 
+    pooled = True  # a model: on a cluster, its own actor pool
+
+    @property
+    def pool_name(self) -> str:
+        return self.config.name
+
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Config(StageConfig):
         name: str = "grounding_dino"

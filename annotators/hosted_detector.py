@@ -222,6 +222,12 @@ def encode_image(pixels: np.ndarray, jpeg: bytes, max_side: int) -> tuple[str, f
 class HostedDetector(Stage):
     """Frames with phrases -> the same frames with one more `DetectorRun` each, from the hosted API."""
 
+    pooled = True  # one quota for the whole run: on a cluster, one pool shares it
+
+    @property
+    def pool_name(self) -> str:
+        return self.config.name
+
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Config(StageConfig):
         name: str = "gdino_1_5"

@@ -109,6 +109,11 @@ def parse_vlm_phrases(text: str) -> list[str] | None:
 class PhraseStage(Stage):
     """Frames -> the same frames with `phrases` and `negatives`; an episode with nothing to ground is dropped."""
 
+    @property
+    def pooled(self) -> bool:  # type: ignore[override]
+        """Pooled when a VLM extracts the phrases; rules alone run with the CPU stages."""
+        return self.config.vlm is not None
+
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Config(StageConfig):
         ontology: tuple[str, ...] = ()

@@ -25,6 +25,12 @@ BACKENDS = ("transformers", "segment_anything")
 class SamMasker(Stage):
     """Frames with detector runs -> the same frames with `mask` set on every detection of every run that is OK."""
 
+    pooled = True  # a model: on a cluster, its own actor pool
+
+    @property
+    def pool_name(self) -> str:
+        return "sam"
+
     @dataclasses.dataclass(frozen=True, kw_only=True)
     class Config(StageConfig):
         model: str = "facebook/sam-vit-base"

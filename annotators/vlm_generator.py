@@ -56,6 +56,15 @@ class GeneratorConfig(StageConfig):
 class VlmGenerator(Stage):
     """Base of the VLM-backed generators; subclasses set `task` and `prompt_name` and implement `__call__`."""
 
+    @property
+    def pooled(self) -> bool:  # type: ignore[override]
+        """Pooled when it asks a VLM (a model, or connections to one); the trajectory generator asks none."""
+        return self.config.vlm is not None
+
+    @property
+    def pool_name(self) -> str:
+        return "vlm"
+
     task: ClassVar[VlTask]
     prompt_name: ClassVar[str]
     needs_vlm: ClassVar[bool] = True

@@ -113,6 +113,10 @@ class DropLedger:
         """Record bad input that was set aside; `message` says what is wrong and how to fix it."""
         self._drops.append(Drop(file, episode, reason, message, quarantined=True, steps=steps))
 
+    def extend(self, drops: list[Drop]) -> None:
+        """Record drops another ledger took (a stage that ran in another process hands its drops back)."""
+        self._drops.extend(drops)
+
     def take(self) -> list[Drop]:
         """Hand over everything recorded so far and start empty."""
         drops, self._drops = self._drops, []

@@ -80,6 +80,7 @@ def annotate(
     ray_address: str | None = None,
     workers: int | None = None,
     num_gpus_per_worker: float = 0,
+    stage_pools: dict[str, dict[str, float]] | None = None,
     units_per_task: int = 64,
     progress: bool = False,
     report: bool = True,
@@ -99,7 +100,7 @@ def annotate(
         if not overwrite:
             check_resumable(target, recipe)
         summaries[root.name] = run_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
-                                                num_gpus_per_worker=num_gpus_per_worker,
+                                                num_gpus_per_worker=num_gpus_per_worker, stage_pools=stage_pools,
                                                 units_per_task=units_per_task, progress=progress,
                                                 overwrite=overwrite)
         record_recipe(target, recipe, root)  # after the run: an --overwrite clears the output when it starts

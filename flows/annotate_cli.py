@@ -15,6 +15,7 @@ from vlaforge.flows.cli_options import (
     add_consensus_options,
     add_overwrite_option,
     add_runner_options,
+    add_stage_pool_options,
     apply_settings,
     consensus_recipe,
 )
@@ -72,10 +73,10 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--validation-fraction", type=float, default=0.05, help="episodes held out (default 0.05)")
     p.add_argument("--shards-per-unit", type=int, default=4, help="robot shards per unit of work")
     p.add_argument("--split", default="train", help="robot split to ground ('all' for every split)")
-    p.add_argument("--num-gpus", type=float, default=0, help="GPUs per Ray worker (fractions share a GPU)")
     p.add_argument("--no-report", action="store_true", help="do not build the HTML report")
     add_runner_options(p)
     add_overwrite_option(p)
+    add_stage_pool_options(p)
 
 
 def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,7 +158,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     result = annotate(
         shards=args.shards, output=args.output, recipe=recipe, runner=args.runner,
         ray_address=args.ray_address, workers=args.workers, num_gpus_per_worker=args.num_gpus,
-        progress=not args.no_progress, report=not args.no_report, overwrite=args.overwrite,
+        stage_pools=dict(args.stage_pools) or None, progress=not args.no_progress, report=not args.no_report,
+        overwrite=args.overwrite,
     )
     print_summary(result, console)
     return 0

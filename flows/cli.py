@@ -15,6 +15,7 @@ import sys
 from rich.console import Console
 
 from vlaforge.flows.failures import PREFECT_TIMEOUT_SETTING, QuietRunFailures, explain
+from vlaforge.flows.object_arguments import mirrored_arguments
 
 VERBS = {
     "ingest": "vlaforge.flows.ingest_cli",
@@ -32,6 +33,7 @@ VERBS = {
     "convert": "vlaforge.flows.convert_cli",
     "serve-policy": "vlaforge.flows.serve_policy_cli",
     "eval": "vlaforge.flows.eval_cli",
+    "plan": "vlaforge.flows.plan_cli",
 }
 """Verb -> the module that defines it. Explicit, so the command line is readable in one place."""
 PREFECT_STARTUP_TIMEOUT_S = 90
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         # Prefect reads its log level when it is first imported (verb modules import it): set it before parsing.
         # Each flow run's INFO lines would land between the tables; the progress bars and tables say enough.
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    mirrored = mirrored_arguments(arguments) if any("s3://" in argument for argument in arguments) else None
+    if mirrored is not None:  # s3:// paths become their local mirrors (flows/object_arguments.py)
+        arguments = mirrored.argv
     args = build_parser().parse_args(arguments)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
@@ -75,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         if line is None:  # a bug: its traceback is what helps
             raise
         return _error(line, args.verbose)
+    finally:
+        if mirrored is not None:
+            mirrored.push()  # what the run committed reaches the bucket, whether it finished or not
 
 
 def _error(line: str, verbose: bool) -> int:

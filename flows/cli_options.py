@@ -50,6 +50,32 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
 
 
 
+def stage_pool(text: str) -> tuple[str, dict[str, float]]:
+    """A `--stage-pool NAME=num_gpus=0.5,actors=2,num_cpus=1` option's value: a pooled stage's placement on Ray."""
+    name, _, fields = text.partition("=")
+    placement: dict[str, float] = {}
+    for part in filter(None, fields.split(",")):
+        key, _, value = part.partition("=")
+        if key not in ("num_gpus", "num_cpus", "actors"):
+            raise argparse.ArgumentTypeError(f"--stage-pool {text!r}: {key!r} is not one of num_gpus, num_cpus, actors")
+        try:
+            placement[key] = int(value) if key == "actors" else float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--stage-pool {text!r}: {key} takes a number, got {value!r}") from None
+    if not name or not placement:
+        raise argparse.ArgumentTypeError(f"--stage-pool takes NAME=num_gpus=G,actors=N,num_cpus=C; got {text!r}")
+    return name, placement
+
+
+def add_stage_pool_options(parser: argparse.ArgumentParser) -> None:
+    """Where the model stages run on a Ray cluster: each in its own actor pool (`pipelines/stage_pools.py`)."""
+    parser.add_argument("--num-gpus", type=float, default=0,
+                        help="GPUs per actor of every model stage's pool (fractions share a GPU; default 0)")
+    parser.add_argument("--stage-pool", dest="stage_pools", type=stage_pool, action="append", default=[],
+                        metavar="NAME=num_gpus=G,actors=N",
+                        help="one model stage's pool, by name (e.g. grounding_dino, llmdet, sam, vlm)")
+
+
 def print_vl_summary(summary: dict[str, Any], console: Console, title: str) -> None:
     """The counts of one VL run (relabel or VL ingest)."""
     table = Table(title=f"{title}: {summary['dataset']} ({summary['task']}) -> {summary['shards']} shards")

@@ -17,6 +17,7 @@ from vlaforge.datasets.source import WorkUnit
 from vlaforge.flows.failures import NOT_TRANSIENT
 from vlaforge.pipelines import job as jobs
 from vlaforge.pipelines.job import Job, UnitSummary
+from vlaforge.pipelines.object_mirror import mirror_of
 from vlaforge.pipelines.runners import make_runner
 
 
@@ -45,7 +46,8 @@ def plan_units(job: Job) -> list[dict[str, Any]]:
 
 @task(name="run-units", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io_error)
 def run_units(job: Job, units: list[dict[str, Any]], runner: str, ray_address: str | None, workers: int | None,
-              num_gpus_per_worker: float, progress: bool) -> list[dict[str, Any]]:
+              num_gpus_per_worker: float, progress: bool,
+              stage_pools: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
     logger = get_run_logger()
     bar = progress_bar(len(units)) if progress else None
 
@@ -55,7 +57,8 @@ def run_units(job: Job, units: list[dict[str, Any]], runner: str, ray_address: s
         logger.info("unit %d done: %d samples%s", summary.unit, summary.samples_written,
                     " (finished earlier)" if summary.resumed else "")
 
-    chosen = make_runner(runner, address=ray_address, num_workers=workers, num_gpus_per_worker=num_gpus_per_worker)
+    chosen = make_runner(runner, address=ray_address, num_workers=workers, num_gpus_per_worker=num_gpus_per_worker,
+                         stage_pools=stage_pools)
     summaries = jobs.run_units(job, [WorkUnit.from_dict(u) for u in units], chosen, on_done)
     if bar is not None:
         bar.close()
@@ -71,27 +74,37 @@ def finalize(job: Job, units: list[dict[str, Any]], runner: str, ray_address: st
 
 def run_job_tasks(job: Job, *, runner: str = "ray", ray_address: str | None = None, workers: int | None = None,
                   num_gpus_per_worker: float = 0, units_per_task: int = 64, progress: bool = False,
-                  overwrite: bool = False) -> dict[str, Any]:
+                  overwrite: bool = False, stage_pools: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """Claim the output (`pipelines/job.py`: `claimed`: one run at a time, the same options as before unless
     `overwrite`), then `run_claimed_job_tasks`; call inside a `@flow`. Returns the dataset's summary."""
     with jobs.claimed(job, overwrite=overwrite, command=command_line()) as owned:
         return run_claimed_job_tasks(owned, runner=runner, ray_address=ray_address, workers=workers,
                                      num_gpus_per_worker=num_gpus_per_worker, units_per_task=units_per_task,
-                                     progress=progress)
+                                     progress=progress, stage_pools=stage_pools)
 
 
 def run_claimed_job_tasks(job: Job, *, runner: str = "ray", ray_address: str | None = None,
                           workers: int | None = None, num_gpus_per_worker: float = 0, units_per_task: int = 64,
-                          progress: bool = False) -> dict[str, Any]:
+                          progress: bool = False, stage_pools: dict[str, dict[str, float]] | None = None
+                          ) -> dict[str, Any]:
     """Plan, run (a `run-units` task per `units_per_task` units: coarse and idempotent, so a retry or a rerun skips
-    what is done) and finalize a job that owns its output (`jobs.claimed`)."""
+    what is done) and finalize a job that owns its output (`jobs.claimed`). On Ray, the job's model stages run in
+    their own actor pools (`stage_pools`: name -> `StagePlacement` fields; `num_gpus_per_worker` is each pool actor's
+    default GPUs). An output mirrored from object storage (`pipelines/object_mirror.py`) is pushed after each group
+    of units, so what a crash leaves committed is in the bucket too."""
+    mirror = mirror_of(job.output)
     units = plan_units(job)
     summaries: list[dict[str, Any]] = []
     for start in range(0, len(units), max(units_per_task, 1)):
         summaries += run_units(job, units[start : start + units_per_task], runner, ray_address, workers,
-                               num_gpus_per_worker, progress)
+                               num_gpus_per_worker, progress, stage_pools)
+        if mirror is not None:
+            mirror.push()
     resumed = sum(bool(s["resumed"]) for s in summaries)
-    return finalize(job, units, runner, ray_address, workers, resumed)
+    report = finalize(job, units, runner, ray_address, workers, resumed)
+    if mirror is not None:
+        mirror.push()
+    return report
 
 
 def command_line() -> str:

@@ -36,6 +36,7 @@ def relabel(
     ray_address: str | None = None,
     workers: int | None = None,
     num_gpus_per_worker: float = 0,
+    stage_pools: dict[str, dict[str, float]] | None = None,
     progress: bool = False,
     overwrite: bool = False,
     judge: str | None = None,
@@ -51,7 +52,8 @@ def relabel(
                       shard_config=ShardConfig(max_samples=shard_samples, max_bytes=256 * 2**20),
                       judge=judge_backend, judge_threshold=judge_threshold)
     summary = run_job_tasks(job, runner=runner, ray_address=ray_address, workers=workers,
-                               num_gpus_per_worker=num_gpus_per_worker, progress=progress, overwrite=overwrite)
+                               num_gpus_per_worker=num_gpus_per_worker, stage_pools=stage_pools, progress=progress,
+                               overwrite=overwrite)
     get_run_logger().info("relabel %s of %s finished: %d samples, drops %s", generator, shards, summary["samples"],
                           summary["drops_by_reason"])
     return summary

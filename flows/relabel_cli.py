@@ -13,7 +13,13 @@ from typing import Any
 from rich.console import Console
 
 from vlaforge.annotators.generators import GENERATORS
-from vlaforge.flows.cli_options import add_overwrite_option, add_runner_options, key_value, print_vl_summary
+from vlaforge.flows.cli_options import (
+    add_overwrite_option,
+    add_runner_options,
+    add_stage_pool_options,
+    key_value,
+    print_vl_summary,
+)
 
 API_KEY_ENV = "VLAFORGE_VLM_API_KEY"
 
@@ -43,11 +49,12 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                                                         "split follows its episode's, by the same hash)")
     relabel.add_argument("--shards-per-unit", type=int, default=4, help="input shards per work unit (default 4)")
     relabel.add_argument("--shard-samples", type=int, default=2000, help="samples per output shard (default 2000)")
-    relabel.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per Ray worker (local models)")
+    relabel.add_argument("--num-gpus-per-worker", dest="num_gpus", type=float, help=argparse.SUPPRESS)  # old name
     relabel.add_argument("--set", dest="options", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                          help="a generator option, e.g. --set frames_per_episode=2 --set calibration=cal.json")
     add_runner_options(relabel)
     add_overwrite_option(relabel)
+    add_stage_pool_options(relabel)
 
 
 def vlm_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,8 +78,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         api_key=SecretStr(key) if key else None, dataset=args.dataset, options=dict(args.options),
         split=None if args.split == "all" else args.split, shards_per_unit=args.shards_per_unit,
         shard_samples=args.shard_samples, runner=args.runner, ray_address=args.ray_address, workers=args.workers,
-        num_gpus_per_worker=args.num_gpus_per_worker, progress=not args.no_progress, overwrite=args.overwrite,
-        judge=args.judge, judge_threshold=args.judge_threshold,
+        num_gpus_per_worker=args.num_gpus or 0, stage_pools=dict(args.stage_pools) or None,
+        progress=not args.no_progress, overwrite=args.overwrite, judge=args.judge,
+        judge_threshold=args.judge_threshold,
     )
     print_vl_summary(summary, console, f"relabel {args.generator}")
     return 0

@@ -2,7 +2,7 @@
 
     [[deployment]]
     name = "droid-nightly"                 # unique; the Prefect deployment is "<flow>/<name>"
-    flow = "ingest"                        # ingest | ingest-vl | relabel | annotate | train | pipeline
+    flow = "ingest"                        # ingest | ingest-vl | relabel | annotate | corpus | train | pipeline
     cron = "0 2 * * *"                     # or: interval_s = 3600; or neither: runs when triggered
     timezone = "UTC"                       # for cron (default UTC)
     tags = ["droid"]
@@ -33,6 +33,7 @@ FLOWS = {
     "annotate": ("vlaforge.flows.annotate", "annotate"),
     "train": ("vlaforge.flows.train", "train"),
     "pipeline": ("vlaforge.flows.pipeline", "pipeline"),
+    "corpus": ("vlaforge.flows.corpus", "corpus"),
 }
 """Flow name in a schedule file -> (module, function) of the Prefect flow."""
 

@@ -48,6 +48,7 @@ from vlaforge.pipelines.output_lock import LOCK_DIR, CommitGuard
 from vlaforge.pipelines.quarantine import write_quarantine
 from vlaforge.pipelines.runners import LocalRunner, RayRunner
 from vlaforge.pipelines.stage import Stage, StageConfig
+from vlaforge.pipelines.stage_pools import StagePools
 
 logger = logging.getLogger(__name__)
 
@@ -182,10 +183,14 @@ def read_marker(output: pathlib.Path, unit: int) -> UnitSummary | None:
 
 
 class UnitWorker:
-    """Runs units of one job. Built once per worker process; `setup()` loads what the stages need (models)."""
+    """Runs units of one job. Built once per worker process; `setup()` loads what the stages need (models).
 
-    def __init__(self, job: Job) -> None:
+    With `pools` (a cluster run, `stage_pools.py`), the pooled stages are not set up here: each unit calls their
+    actor pools instead."""
+
+    def __init__(self, job: Job, pools: StagePools | None = None) -> None:
         self.job = job
+        self.pools = pools
         self.output = pathlib.Path(job.output)
         self.source = job.source.build()
         self.stages: list[Stage] = [config.build() for config in job.stages]
@@ -194,8 +199,9 @@ class UnitWorker:
         self.guard = CommitGuard(self.output, job.owner)
 
     def setup(self) -> None:
-        for stage in self.stages:
-            stage.setup()
+        for index, stage in enumerate(self.stages):
+            if self.pools is None or index not in self.pools.pools:
+                stage.setup()
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         """The runner's entry point: a `WorkUnit` as a dict in, its `UnitSummary` as a dict out."""
@@ -213,6 +219,9 @@ class UnitWorker:
         return summary
 
     def _run(self, unit: WorkUnit) -> UnitSummary:
+        if self.pools is not None:
+            for index, remote in self.pools.remote_stages(self.job.stages, unit.index).items():
+                self.stages[index] = remote
         self._remove_stale_temporaries(unit)
         self._take_tables()  # rows left by a unit that failed in this worker belong to no summary
         summary = UnitSummary(unit=unit.index)
@@ -304,14 +313,30 @@ def plan_units(job: Job) -> list[WorkUnit]:
 
 def run_units(job: Job, units: list[WorkUnit], runner: Runner,
               on_done: Callable[[UnitSummary], None] | None = None) -> list[UnitSummary]:
-    """Run units (skipping finished ones) and return their summaries, in unit order."""
+    """Run units (skipping finished ones) and return their summaries, in unit order. On Ray, a job with pooled
+    stages runs stage by stage: each pooled stage in its own actor pool, the units as tasks (`stage_pools.py`)."""
+    pools = _start_pools(job, runner)
     summaries = []
-    for result in runner.map(functools.partial(UnitWorker, job), [u.as_dict() for u in units]):
-        summary = UnitSummary.from_dict(result)
-        summaries.append(summary)
-        if on_done is not None:
-            on_done(summary)
+    try:
+        items = [u.as_dict() for u in units]
+        for result in runner.map(functools.partial(UnitWorker, job, pools), items, tasks=pools is not None):
+            summary = UnitSummary.from_dict(result)
+            summaries.append(summary)
+            if on_done is not None:
+                on_done(summary)
+    finally:
+        if pools is not None:
+            pools.shutdown()
     return sorted(summaries, key=lambda s: s.unit)
+
+
+def _start_pools(job: Job, runner: Runner) -> StagePools | None:
+    if not isinstance(runner, RayRunner) or not runner.stage_pools:
+        return None
+    if not any(config.build().pooled for config in job.stages):
+        return None
+    runner.connect()
+    return StagePools.start(job.stages, runner.placements, runner.default_placement)
 
 
 def finalize_job(job: Job, units: list[WorkUnit], runner: Runner, units_resumed: int = 0) -> dict[str, Any]:

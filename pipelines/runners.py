@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vlaforge.pipelines.stage_pools import StagePlacement
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,7 +30,8 @@ WorkerFactory = Callable[[], DictWorker]
 class LocalRunner:
     """Runs every item in this process, in order."""
 
-    def map(self, make_worker: WorkerFactory, items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def map(self, make_worker: WorkerFactory, items: list[dict[str, Any]], *,
+            tasks: bool = False) -> Iterator[dict[str, Any]]:
         worker = make_worker()
         worker.setup()
         for item in items:
@@ -57,40 +60,57 @@ _OS_ERROR = "__os_error__"
 that a full disk is reported as one (and a flaky mount is retried by the flow's tasks) as in-process."""
 
 
+def _ray_task(batch: dict[str, np.ndarray], make_worker: WorkerFactory) -> dict[str, np.ndarray]:
+    """A Ray Data task: builds the worker for its batch of items (no model to keep: pooled stages run elsewhere)."""
+    return _RayBatchWorker(make_worker)(batch)
+
+
 class RayRunner:
-    """Runs items on Ray Data with an actor pool: `ray.init()` starts a local cluster unless `address` is given."""
+    """Runs items on Ray Data: `ray.init()` starts a local cluster unless `address` (or RAY_ADDRESS) names one.
+
+    Items run on an actor pool (a worker per actor, set up once), or as tasks when the job's model stages run in
+    their own pools (`stage_pools.py`; `placements` by stage pool name, else `default_placement`)."""
 
     def __init__(self, *, address: str | None = None, num_workers: int | None = None, num_cpus_per_worker: float = 1,
-                 num_gpus_per_worker: float = 0):
+                 num_gpus_per_worker: float = 0, stage_pools: bool = True,
+                 placements: dict[str, StagePlacement] | None = None):
         self.address = address
         self.num_workers = num_workers
         self.num_cpus_per_worker = num_cpus_per_worker
-        self.num_gpus_per_worker = num_gpus_per_worker  # for model stages; a fraction shares one GPU between workers
+        self.num_gpus_per_worker = num_gpus_per_worker
+        """GPUs per unit worker when the job runs without stage pools; else each pooled stage actor's default."""
+        self.stage_pools = stage_pools
+        self.placements = dict(placements or {})
+        self.default_placement = StagePlacement(num_gpus=num_gpus_per_worker)
 
-    def _ensure_ray(self) -> None:
+    def connect(self) -> None:
+        """Join (or start) the cluster, once per process."""
         import ray
 
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
 
-    def map(self, make_worker: WorkerFactory, items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def map(self, make_worker: WorkerFactory, items: list[dict[str, Any]], *,
+            tasks: bool = False) -> Iterator[dict[str, Any]]:
         if not items:
             return
         import ray
 
-        self._ensure_ray()
+        self.connect()
         workers = self.num_workers or max(1, int(ray.available_resources().get("CPU", 1) // self.num_cpus_per_worker))
         workers = min(workers, len(items))
         dataset = ray.data.from_items([{"item": json.dumps(item)} for item in items], override_num_blocks=len(items))
+        strategy = ray.data.TaskPoolStrategy(size=workers) if tasks else ray.data.ActorPoolStrategy(size=workers)
+        udf = {"fn": _ray_task, "fn_kwargs": {"make_worker": make_worker}} if tasks else {
+            "fn": _RayBatchWorker, "fn_constructor_kwargs": {"make_worker": make_worker}}
         results = dataset.map_batches(
-            _RayBatchWorker,
-            fn_constructor_kwargs={"make_worker": make_worker},
+            **udf,
             batch_size=1,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            compute=strategy,
             num_cpus=self.num_cpus_per_worker,
-            num_gpus=self.num_gpus_per_worker or None,
+            num_gpus=None if tasks else self.num_gpus_per_worker or None,
         )
         logger.info("running %d items on Ray with %d workers", len(items), workers)
         for row in results.iter_rows():
@@ -101,10 +121,13 @@ class RayRunner:
 
 
 def make_runner(kind: str, *, address: str | None = None, num_workers: int | None = None,
-                num_gpus_per_worker: float = 0) -> LocalRunner | RayRunner:
-    """A runner by name: "local" or "ray"."""
+                num_gpus_per_worker: float = 0,
+                stage_pools: dict[str, dict[str, Any]] | None = None) -> LocalRunner | RayRunner:
+    """A runner by name: "local" or "ray". `stage_pools` places pooled stages by name (`StagePlacement` fields)."""
     if kind == "local":
         return LocalRunner()
     if kind == "ray":
-        return RayRunner(address=address, num_workers=num_workers, num_gpus_per_worker=num_gpus_per_worker)
+        placements = {name: StagePlacement(**fields) for name, fields in (stage_pools or {}).items()}
+        return RayRunner(address=address, num_workers=num_workers, num_gpus_per_worker=num_gpus_per_worker,
+                         placements=placements)
     raise ValueError(f"unknown runner {kind!r}; use 'local' or 'ray'")

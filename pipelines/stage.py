@@ -27,6 +27,9 @@ class Stage(Configurable, abc.ABC):
     """Maps a batch to a batch. Subclasses nest a `Config(StageConfig)` dataclass (see `datasets/configurable.py`)."""
 
     Config: ClassVar[type[StageConfig]] = StageConfig
+    pooled: ClassVar[bool] = False
+    """Whether the stage runs in its own actor pool on a Ray cluster (`stage_pools.py`): it loads a model, or holds
+    a quota all units share. Its pool is then sized apart from the CPU stages (GPUs per actor, actors)."""
 
     def __init__(self, config: StageConfig) -> None:
         self.config = config
@@ -48,3 +51,8 @@ class Stage(Configurable, abc.ABC):
         """Side-table rows recorded since the last call, by table name (the job writes them per unit and gathers
         each table into `<name>.parquet` beside the manifest). The default records none."""
         return {}
+
+    @property
+    def pool_name(self) -> str:
+        """The name its pool's placement is given under (`--stage-pool NAME=...`)."""
+        return type(self).__name__

@@ -50,6 +50,7 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from vlaforge.pipelines.object_mirror import mirror_of
 from vlaforge.training import flops
 from vlaforge.training.checkpoint_engine import SafeCheckpointEngine
 from vlaforge.training.data.collate import CorpusBatch
@@ -126,6 +127,7 @@ class Trainer:
         self.metrics: MetricsLog | None = None
         self.param_counts: flops.ParamCounts | None = None
         self.peak_tflops: float | None = None
+        self.mirror = mirror_of(self.output)
 
     @property
     def module(self) -> PhaseModel:
@@ -252,6 +254,7 @@ class Trainer:
                     self.save()
         if self.metrics is not None:
             self.metrics.close()
+        self.push()
         return records
 
     def evaluate(self) -> dict[str, Any]:
@@ -367,6 +370,7 @@ class Trainer:
         # an output embedding tied to a frozen input embedding is still saved.)
         self.engine.save_checkpoint(str(self.config.checkpoint_dir), tag=tag, client_state={"step": self.step},
                                     exclude_frozen_parameters=True)
+        self.push()
         return directory
 
     def export(self, target: pathlib.Path | None = None) -> pathlib.Path | None:
@@ -384,7 +388,19 @@ class Trainer:
             self.module.train()  # Policy() switched the shared model to eval mode
         if self.world_size > 1:
             dist.barrier()
+        self.push()
         return target
+
+    def push(self) -> None:
+        """An output mirrored from object storage (`pipelines/object_mirror.py`; `vlaforge train --output s3://...`):
+        once every rank has written its files, rank 0 uploads what changed, checkpoint files before `latest`. Every
+        rank must call it. (The ranks' files must be on rank 0's disk: one node, or a shared file system.)"""
+        if self.mirror is None:
+            return
+        if self.world_size > 1:
+            dist.barrier()
+        if self.rank == 0:
+            self.mirror.push()
 
     def _export_choice(self, directory: pathlib.Path) -> None:
         head = self.module.choice
