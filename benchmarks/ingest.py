@@ -339,6 +339,22 @@ def verdict(ratio: float, target: float, at_least: bool = True) -> str:
     return "PASS" if (ratio >= target if at_least else ratio <= target) else "MISS"
 
 
+def steps_per_cpu_s(runs: list[Run]) -> float:
+    """Steps per CPU-second of the units (read, filter, build samples, write shards): `vlaforge plan`'s per-core
+    ingest rate."""
+    return runs[0].steps / median([r.units.cpu for r in runs])
+
+
+def write_rates(path: pathlib.Path, rates: dict[str, float]) -> None:
+    """`{"rates": {name: value}, "measured_on": ...}`, the JSON `vlaforge plan --rates FILE` reads."""
+    import json
+    import platform
+
+    path.write_text(json.dumps({"rates": rates, "measured_on": f"{platform.node()}, {os.cpu_count()} cores, "
+                                f"{time.strftime('%Y-%m-%d')}"}, indent=1))
+    print(f"rates for vlaforge plan --rates: {path}")
+
+
 def steps_table(rows: dict[str, tuple[int, list[Run]]]) -> None:
     body = []
     for name, (episodes, runs) in rows.items():
@@ -443,6 +459,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the median is shown)")
     parser.add_argument("--tmp", type=pathlib.Path, default=None, help="where to write the data (default: $TMPDIR)")
     parser.add_argument("--only-checks", action="store_true", help="only table 5, the JPEG checks")
+    parser.add_argument("--json", type=pathlib.Path, help="write the measured rates here, for `vlaforge plan --rates`")
     parser.add_argument("--rss-child", nargs=3, metavar=("SOURCE", "INPUT", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -471,6 +488,9 @@ def main() -> None:
         }
         steps_table({"DROID": (sizes.droid, droid.runs), "LeRobot v3.0": (sizes.lerobot_v30, v30.runs),
                      "LeRobot v2.1": (sizes.lerobot_v21, v21.runs)})
+        if args.json:
+            write_rates(args.json, {"ingest.droid.steps_per_core_s": steps_per_cpu_s(droid.runs),
+                                    "ingest.lerobot.steps_per_core_s": steps_per_cpu_s(v30.runs)})
         floor_table(droid)
         decode_table({"LeRobot v3.0": v30, "LeRobot v2.1": v21})
         rss_table(rss)

@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller data (about a minute)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (the median is shown)")
     parser.add_argument("--tmp", type=pathlib.Path, default=None, help="where to write the data (default: $TMPDIR)")
+    parser.add_argument("--json", type=pathlib.Path, help="write the measured rates here, for `vlaforge plan --rates`")
     args = parser.parse_args()
     sizes = Sizes.for_mode(args.quick)
     with tempfile.TemporaryDirectory(prefix="vlaforge-teleop-bench-", dir=args.tmp) as tmp:
@@ -228,6 +229,10 @@ def main() -> None:
             rss_rows[name] = (rss(source, short, work), rss(source, long, work))
         speed_tables(results)
         rss_table(rss_rows, sizes.rss_seconds)
+        if args.json:
+            ingest_benchmark.write_rates(args.json, {
+                f"ingest.{source}.steps_per_core_s": ingest_benchmark.steps_per_cpu_s(results[name].runs)
+                for name, (source, _) in data.items() if name != "HDF5 raw"})  # ALOHA records JPEGs
         print(f"\ntotal {time.perf_counter() - started:.0f} s, {args.repeats} timed runs each")
 
 

@@ -48,8 +48,11 @@ def _read_rates(path: pathlib.Path) -> dict[str, float]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"--rates {path}: cannot read a JSON object of rates ({error})") from None
+    if isinstance(data, dict) and isinstance(data.get("rates"), dict):
+        data = data["rates"]  # a benchmark's --json output: its measured rates, beside its tables
     if not isinstance(data, dict):
-        raise ValueError(f"--rates {path}: must hold a JSON object {{rate name: value}}")
+        raise ValueError(f"--rates {path}: must hold a JSON object {{rate name: value}}, or a benchmark's --json "
+                         "output with one under \"rates\"")
     return data
 
 

@@ -162,3 +162,32 @@ def mujoco_renders():
     problem = offscreen_rendering_problem("egl")
     if problem is not None:
         pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server (`moto_server`, an S3-compatible server) on 127.0.0.1 in its own process, as a user starts a
+    local stand-in for S3; yields its endpoint URL."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)

@@ -40,7 +40,7 @@ def test_the_image_holds_every_code_folder_the_package_maps(dockerfile):
     folders = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
     copied = set(re.findall(r"^COPY (\S+) \1$", dockerfile.read_text(), flags=re.MULTILINE))
     assert folders <= copied, f"{dockerfile.name} does not copy {sorted(folders - copied)}"
-    assert "pip install '.[train]'" in dockerfile.read_text()
+    assert "pip install '.[train,eval]'" in dockerfile.read_text()
 
 
 def test_ray_up_accepts_the_cluster_config():

@@ -4,10 +4,6 @@ resume, each with `s3://` inputs and outputs, each rerun from an empty local cac
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,34 +13,6 @@ from vlaforge.pipelines.object_mirror import ObjectMirror, commit_tier
 
 pytestmark = pytest.mark.slow
 BUCKET = "lake"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """moto's S3 server on 127.0.0.1, in its own process; the bucket `lake` made."""
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.2)
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=30)
 
 
 @pytest.fixture

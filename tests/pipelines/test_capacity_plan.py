@@ -83,3 +83,17 @@ def test_the_command_prints_the_assumptions_and_writes_the_plan(tmp_path, capsys
     assert written["rates"]["train.mfu"]["source"] == "--set" and written["cluster"]["gpus"] == 8
     assert main(["plan", "--set", "train.muf=0.5"]) == 2
     assert "did you mean 'train.mfu'" in capsys.readouterr().err
+
+
+def test_a_benchmarks_json_output_gives_the_plan_its_measured_rates(tmp_path, capsys):
+    # What benchmarks/ingest.py, teleop.py and soak.py write with --json: their rates beside the tables.
+    bench = tmp_path / "ingest.json"
+    bench.write_text(json.dumps({"rates": {"ingest.droid.steps_per_core_s": 2345.0,
+                                           "ingest.lerobot.steps_per_core_s": 321.0},
+                                 "measured_on": "host, 2 cores, 2026-12-06", "ingest": [{"steps": 10}]}))
+    assert main(["plan", "--rates", str(bench), "--json", str(tmp_path / "plan.json")]) == 0
+    rates = json.loads((tmp_path / "plan.json").read_text())["rates"]
+    assert rates["ingest.droid.steps_per_core_s"] == {"value": 2345.0, "unit": "steps/s/core",
+                                                      "source": f"file: {bench}"}
+    assert rates["ingest.lerobot.steps_per_core_s"]["value"] == 321.0
+    capsys.readouterr()
