@@ -1,5 +1,5 @@
-"""The VLM backends, by name: the registry behind `--vlm local:DIR` and `--vlm http:URL`. Adding a backend is one
-module implementing `VlmClient` and one line here."""
+"""The VLM backends, by name: the registry behind `--vlm local:DIR`, `--vlm http:URL` and `--vlm ray-llm:MODEL`.
+Adding a backend is one module implementing `VlmClient` and one line here."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from typing import Any
 from vlaforge.annotators.vlm_client import VlmBackendConfig, VlmClient
 from vlaforge.annotators.vlm_http import HttpVlm
 from vlaforge.annotators.vlm_local import LocalVlm
+from vlaforge.annotators.vlm_ray_llm import RayLlmVlm
 from vlaforge.datasets.configurable import lookup
 
 BACKENDS: dict[str, tuple[type[VlmClient], str]] = {
     "local": (LocalVlm, "path"),
     "http": (HttpVlm, "base_url"),
+    "ray-llm": (RayLlmVlm, "model"),
 }
 """Backend name -> (client class, the Config field the spec's target fills)."""
 
@@ -27,5 +29,5 @@ def backend_config(spec: str, **options: Any) -> VlmBackendConfig:
     try:
         client, field = lookup(BACKENDS, kind, what="backend")
     except ValueError as error:
-        raise ValueError(f"VLM spec {spec!r}: {error} Use local:DIR or http:URL") from None
+        raise ValueError(f"VLM spec {spec!r}: {error} Use local:DIR, http:URL or ray-llm:MODEL") from None
     return client.Config(**{field: target}, **options)

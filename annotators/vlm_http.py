@@ -143,7 +143,7 @@ class HttpVlm(VlmClient):
     def _answer(self, request: VlmRequest) -> VlmAnswer:
         body = {
             "model": self.model_id,
-            "messages": [_openai_message(m, request.images) for m in _with_image_indices(request.messages)],
+            "messages": openai_messages(request),
             "max_tokens": request.max_new_tokens,
             "temperature": request.temperature,
         }
@@ -227,6 +227,11 @@ class HttpVlm(VlmClient):
 
 class _Refused(Exception):
     """The server refused this one request (HTTP 4xx other than auth, or an unreadable reply)."""
+
+
+def openai_messages(request: VlmRequest) -> list[dict[str, Any]]:
+    """The request's messages as OpenAI chat-completions messages (images as base64 data URLs)."""
+    return [_openai_message(m, request.images) for m in _with_image_indices(request.messages)]
 
 
 def _with_image_indices(messages: list[Message]) -> list[tuple[Message, list[int]]]:

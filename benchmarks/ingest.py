@@ -264,8 +264,8 @@ class CheckComparison:
 
 def droid_frames(root: pathlib.Path) -> list[bytes]:
     """Every camera frame of the DROID dataset, as stored (read through the source without a check)."""
-    from vlaforge.datasets.drops import DropLedger
     from vlaforge.datasets.droid_rlds import DroidRldsSource
+    from vlaforge.datasets.drops import DropLedger
     from vlaforge.datasets.frames import FrameConfig
 
     source = DroidRldsSource.Config(root=str(root), frames=FrameConfig(verify="header")).build()

@@ -29,7 +29,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     relabel.add_argument("--shards", required=True, help="robot dataset dir (vlaforge ingest output) or a VL dataset")
     relabel.add_argument("--output", required=True, help="the VL dataset directory to write")
     relabel.add_argument("--generator", required=True, choices=list(GENERATORS), help="what to generate")
-    relabel.add_argument("--vlm", help="local:DIR_OR_HUB_ID or http:URL (e.g. http:http://127.0.0.1:8000/v1); "
+    relabel.add_argument("--vlm", help="local:DIR_OR_HUB_ID, http:URL (e.g. http:http://127.0.0.1:8000/v1) or "
+                                       "ray-llm:MODEL (Ray Data LLM: vLLM engines on a GPU cluster); "
                                        "not needed for trajectory")
     relabel.add_argument("--vlm-model", help="http: the served model name (default: the first of /v1/models)")
     relabel.add_argument("--vlm-revision", help="the model revision recorded in provenance")
@@ -40,6 +41,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     relabel.add_argument("--vlm-batch-size", type=int, help="local: requests per generate call (default 8)")
     relabel.add_argument("--vlm-dtype", choices=("auto", "float32", "bfloat16", "float16"), help="local: dtype")
     relabel.add_argument("--vlm-device", help="local: auto, cpu, cuda or cuda:N")
+    relabel.add_argument("--vlm-set", dest="vlm_settings", type=key_value, action="append", default=[],
+                         metavar="KEY=VALUE", help="any other field of the backend's config, VALUE as JSON, e.g. "
+                         "--vlm-set engine=http --vlm-set url=http://vlm:8000/v1 (ray-llm)")
     relabel.add_argument("--judge", metavar="SPEC", help="a VLM judge (local:DIR or http:URL) scoring every kept "
                          "answer against its image; samples below --judge-threshold are dropped")
     relabel.add_argument("--judge-threshold", type=float, default=7.0, help="lowest judge score (1-10) kept "
@@ -63,8 +67,10 @@ def vlm_options(args: argparse.Namespace) -> dict[str, Any]:
             "timeout_s": args.vlm_timeout, "max_retries": args.vlm_retries, "api_key_block": args.vlm_key_block}
     local = {"revision": args.vlm_revision, "batch_size": args.vlm_batch_size, "dtype": args.vlm_dtype,
              "device": args.vlm_device}
-    chosen = http if (args.vlm or "").startswith("http:") else local
-    return {key: value for key, value in chosen.items() if value is not None}
+    ray_llm = {"revision": args.vlm_revision, "batch_size": args.vlm_batch_size, "concurrency": args.vlm_concurrency}
+    kind = (args.vlm or "").partition(":")[0]
+    chosen = {"http": http, "ray-llm": ray_llm}.get(kind, local)
+    return {**{key: value for key, value in chosen.items() if value is not None}, **dict(args.vlm_settings)}
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

@@ -153,3 +153,16 @@ def test_request_and_config_validation_name_the_field():
         backend_config("grpc:host")
     config = backend_config("http:http://127.0.0.1:8000/v1", model="m", concurrency=32)
     assert isinstance(config, HttpVlm.Config) and config.concurrency == 32
+
+
+@pytest.mark.parametrize("in_flight", [1, 8, 32])
+def test_the_http_backend_keeps_as_many_requests_in_flight_as_configured(in_flight):
+    # Relabelling at cluster scale sends many requests at once to a vLLM / SGLang server: 1, 8 and 32 in flight.
+    with ScriptedVlmServer(lambda body: request_text(body).upper(), latency_s=0.3) as server:
+        client = _client(server, concurrency=in_flight)
+        answers = client.generate([_ask(f"question {i}") for i in range(2 * in_flight)])
+        client.close()
+    assert [a.text for a in answers] == [f"QUESTION {i}" for i in range(2 * in_flight)]  # request order kept
+    assert len(server.requests) == 2 * in_flight  # each request sent once
+    # Never more than configured; and (each answer taking 0.3 s) most of them at once, not one after another.
+    assert max(1, in_flight // 2) <= server.max_in_flight <= in_flight
