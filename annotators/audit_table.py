@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import json
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -226,20 +227,24 @@ def _clip(box: list[float], height: int, width: int) -> list[float]:
 
 
 def read_audit(directory: str | pathlib.Path, table: AuditTable, *, columns: list[str] | None = None,
-               filters: Any = None) -> pa.Table:
+               filters: Any = None, dictionary: Sequence[str] = ()) -> pa.Table:
     """`<directory>/<table>.parquet` in its schema (only `columns`, only rows passing the Parquet `filters` when
     given); an empty table when the run produced no rows of it. Columns added since older tables were written
-    read as nulls (`image_kept` from whether the JPEG is there)."""
+    read as nulls (`image_kept` from whether the JPEG is there). String columns named in `dictionary` stay
+    dictionary-encoded, as Parquet stores them: a column repeating a few long values (`config`) then takes its
+    values' size once, not once per row."""
     path = pathlib.Path(directory) / f"{table.value}.parquet"
     schema = SCHEMAS[table]
     names = columns or schema.names
-    schema = pa.schema([schema.field(name) for name in names])
+    schema = pa.schema([pa.field(name, pa.dictionary(pa.int32(), schema.field(name).type))
+                        if name in dictionary else schema.field(name) for name in names])
     if not path.exists():
         return schema.empty_table()
     present = set(pq.ParquetFile(path).schema_arrow.names)
     wanted = [n for n in names if n in present] + (["image_jpeg"] if "image_kept" in names and
                                                    "image_kept" not in present and "image_jpeg" not in names else [])
-    read = pq.read_table(path, columns=wanted, filters=filters)
+    read = pq.read_table(path, columns=wanted, filters=filters,
+                         read_dictionary=[name for name in wanted if name in dictionary] or None)
     for name in ADDED_COLUMNS & set(names) - present:
         value = pc.is_valid(read.column("image_jpeg")) if name == "image_kept" else pa.nulls(
             read.num_rows, schema.field(name).type)

@@ -370,10 +370,17 @@ def _majority_mask(masks: list[np.ndarray | None]) -> np.ndarray | None:
 
 def _detail(c: Candidate, config: ConsensusStage.Config, greedy: bool) -> str:
     """One sentence an auditor reads: who agrees on the box and on the mask, who failed a score test, who failed."""
-    boxes = c.box_agreeing if len(c.box_agreeing) > 1 else []
-    parts = [f"{len(boxes)} of {c.detectors_total} detectors agree on the box ({', '.join(boxes)})" if boxes else
-             f"no two of {c.detectors_total} detectors agree on the box",
-             f"voters: {', '.join(v.detector for v in c.votes)}"]
+    # With min_votes 1 one detector's box is enough, and the sentence must say so rather than "no two agree".
+    alone = len(c.box_agreeing) == 1 and config.min_votes == 1
+    boxes = c.box_agreeing if len(c.box_agreeing) > 1 or alone else []
+    if alone:
+        opening = (f"1 of {c.detectors_total} detectors boxes it ({boxes[0]}), and min_votes 1 takes a single "
+                   "detector's box")
+    elif boxes:
+        opening = f"{len(boxes)} of {c.detectors_total} detectors agree on the box ({', '.join(boxes)})"
+    else:
+        opening = f"no two of {c.detectors_total} detectors agree on the box"
+    parts = [opening, f"voters: {', '.join(v.detector for v in c.votes)}"]
     if config.mask_iou is None:
         parts.append("masks not judged (box-only consensus)")
     elif boxes:
@@ -381,8 +388,8 @@ def _detail(c: Candidate, config: ConsensusStage.Config, greedy: bool) -> str:
         if unmasked:
             parts.append(f"masks missing for {', '.join(unmasked)}")
         else:
-            parts.append(f"{len(c.agreeing)} of them agree on the mask" if len(c.agreeing) > 1 else
-                         "their masks do not agree")
+            parts.append("its mask is kept" if alone else f"{len(c.agreeing)} of them agree on the mask"
+                         if len(c.agreeing) > 1 else "their masks do not agree")
     if c.box_iou is not None:
         parts.append(f"min box IoU {c.box_iou:.2f}")
     if c.mask_iou is not None:

@@ -71,7 +71,8 @@ def load_audit(directories: Sequence[pathlib.Path]) -> tuple[pa.Table, pa.Table]
     if unknown:
         raise ValueError(f"report: no {AuditTable.FRAMES.value}.parquet or {SUMMARY_NAME} in {unknown}; run `vlaforge "
                          "annotate` (or `relabel`) there first (or point at its per-dataset directories)")
-    candidates = pa.concat_tables([read_audit(d, AuditTable.CANDIDATES, columns=_COLUMNS) for d in directories])
+    candidates = pa.concat_tables([read_audit(d, AuditTable.CANDIDATES, columns=_COLUMNS, dictionary=("config",))
+                                   for d in directories])
     frames = pa.concat_tables([read_audit(d, AuditTable.FRAMES, columns=["dataset", "image_key", "detectors"])
                                for d in directories])
     return candidates, frames

@@ -8,14 +8,17 @@ The tables are synthetic but shaped like a real run's (written column-wise with 
 so that writing them takes seconds): three detectors, every candidate with its detections and pairs, 30 phrases,
 the decisions and reasons in a real run's proportions, and the JPEG kept for flagged images and a 5% sample of
 accepted ones. Reported: seconds to build the report (the page, the gallery's data and images), the baseline's
-seconds, their ratio, the gallery's size and the page's size (what the browser loads first).
+seconds, their ratio, the peak memory of each (the tables are written by a child process, so that the build's
+peak is its own), the gallery's size and the page's size (what the browser loads first).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import pathlib
+import resource
 import tempfile
 import time
 
@@ -99,6 +102,11 @@ def write_tables(directory: pathlib.Path, candidates: int, per_image: int = 4, s
     pq.write_table(frames.cast(FRAME_SCHEMA), directory / "audit_frames.parquet", row_group_size=50_000)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", type=int, default=1_000_000)
@@ -109,22 +117,30 @@ def main() -> None:
         audit = pathlib.Path(work) / "droid"
         audit.mkdir()
         started = time.perf_counter()
-        write_tables(audit, candidates)
+        writer = multiprocessing.get_context("spawn").Process(target=write_tables, args=(audit, candidates))
+        writer.start()
+        writer.join()
+        if writer.exitcode != 0:
+            raise SystemExit(f"writing the tables failed (exit code {writer.exitcode})")
         written_s = time.perf_counter() - started
+        started = time.perf_counter()
+        summary = build_report([audit], pathlib.Path(work) / "report")
+        build_s = time.perf_counter() - started
+        build_peak_mb = peak_rss_mb()
         started = time.perf_counter()
         rows = pq.read_table(audit / "audit.parquet").to_pylist()
         baseline_s = time.perf_counter() - started
         del rows
-        started = time.perf_counter()
-        summary = build_report([audit], pathlib.Path(work) / "report")
-        build_s = time.perf_counter() - started
+        baseline_peak_mb = peak_rss_mb()
         page_kb = (pathlib.Path(work) / "report" / "index.html").stat().st_size / 1024
         data = list((pathlib.Path(work) / "report" / "data").iterdir())
     print(f"\nThe report over {candidates:,} candidates on {summary.images:,} images (tables written in "
           f"{written_s:.1f} s)")
     rows_out = [["build the report (page + gallery data + images)", f"{build_s:.1f}"],
                 ["baseline: read the candidates as Python rows", f"{baseline_s:.1f}"],
-                ["ratio (baseline / build)", f"{baseline_s / build_s:.2f}"]]
+                ["ratio (baseline / build)", f"{baseline_s / build_s:.2f}"],
+                ["peak memory of the build, MB", f"{build_peak_mb:.0f}"],
+                ["peak memory once the baseline ran too, MB", f"{baseline_peak_mb:.0f}"]]
     width = max(len(r[0]) for r in rows_out)
     for what, value in rows_out:
         print(f"  {what.ljust(width)}  {value}")

@@ -54,7 +54,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
                         help="leave out some of: gdino,llmdet,hosted,sam")
     models.add_argument("--detector", dest="extra_detectors", type=_detector_option, action="append", default=[],
                         metavar="KIND=MODEL", help="one more detector of any registered kind (annotators/detectors.py),"
-                        " e.g. owlv2=DIR or grounding_dino_original=DIR (repeat)")
+                        " e.g. owlv2=DIR or owlvit=DIR (repeat)")
     models.add_argument("--box-threshold", type=float, default=0.35, help="local detectors' box threshold")
     models.add_argument("--text-threshold", type=float, default=0.25, help="local detectors' text threshold")
     models.add_argument("--batch-size", type=int, default=4, help="images per forward pass")

@@ -44,3 +44,15 @@ def test_read_audit_casts_to_the_schema_and_names_missing_columns(tmp_path):
     pq.write_table(pa.table({"candidate_id": ["x"]}), tmp_path / "audit.parquet")
     with pytest.raises(ValueError, match="lacks columns"):
         read_audit(tmp_path, AuditTable.CANDIDATES)
+
+
+def test_columns_read_dictionary_encoded_hold_the_same_values(tmp_path):
+    config = '{"box_iou": 0.6, "mask_iou": null}'
+    pq.write_table(pa.table({"candidate_id": ["a", "b", "c"], "config_hash": ["h1", "h1", "h2"],
+                             "config": [config, config, None]}), tmp_path / "audit.parquet")
+    plain = read_audit(tmp_path, AuditTable.CANDIDATES, columns=["candidate_id", "config"])
+    encoded = read_audit(tmp_path, AuditTable.CANDIDATES, columns=["candidate_id", "config"], dictionary=("config",))
+    assert pa.types.is_dictionary(encoded.schema.field("config").type)
+    assert encoded.column("config").to_pylist() == plain.column("config").to_pylist() == [config, config, None]
+    empty = read_audit(tmp_path / "none", AuditTable.CANDIDATES, columns=["config"], dictionary=("config",))
+    assert empty.num_rows == 0 and pa.types.is_dictionary(empty.schema.field("config").type)

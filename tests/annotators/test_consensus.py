@@ -160,6 +160,10 @@ def test_min_votes_one_accepts_a_single_detector():
     f = frame(run("gdino", det("mug", MUG)), run("llmdet"), phrases=("mug",))
     (c,) = decide_frame(f, ConsensusStage.Config(min_votes=1))
     assert c.decision == Decision.ACCEPTED
+    assert c.detail.startswith("1 of 2 detectors boxes it (gdino), and min_votes 1 takes a single detector's box")
+    assert "its mask is kept" in c.detail
+    (lone,) = decide_frame(f, ConsensusStage.Config())
+    assert lone.decision == Decision.REJECTED and lone.detail.startswith("no two of 2 detectors agree on the box")
 
 
 def test_detector_weights_pull_the_fused_box():

@@ -95,3 +95,25 @@ def test_a_table_without_the_required_columns_is_refused_before_work_starts(tmp_
     write_detections_jsonl(tmp_path / "t.jsonl", [{"image": "a.jpg", "label": "cup", "bbox": [0, 0, 1, 1]}])
     with pytest.raises(SourceError, match=r"lacks columns \['phrase', 'detector', 'box', 'score'\]"):
         DetectionTableSource.Config(root=str(tmp_path / "t.jsonl"), images=str(tmp_path)).build().plan()
+
+
+def test_compressed_coco_rle_as_pycocotools_writes_it(tmp_path):
+    """Masks exported by COCO tools come as pycocotools' compressed counts strings (runs stored as differences,
+    negative ones among them): the table reader decodes them to the very masks pycocotools encoded."""
+    mask_util = pytest.importorskip("pycocotools.mask")
+    images = write_detection_images(tmp_path / "images", n=1)
+    rng = np.random.default_rng(3)
+    masks = [np.zeros((72, 96), bool), np.ones((72, 96), bool), rng.random((72, 96)) < 0.5]
+    masks[0][10:40, 5:70] = True
+    masks[0][50:60, 80:90] = True
+    table = []
+    for i, mask in enumerate(masks):
+        rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+        table.append({"image": "photo_0.jpg", "phrase": "cup", "detector": f"d{i}", "box": CUP, "score": 0.5,
+                      "mask": {"size": rle["size"], "counts": rle["counts"].decode("ascii")}})
+    frames, drops = read_all(DetectionTableSource.Config(
+        root=str(write_detections_jsonl(tmp_path / "t.jsonl", table)), images=str(images)))
+    assert not drops
+    decoded = {r.detector: r.detections[0].mask for r in frames[0].runs}
+    for i, mask in enumerate(masks):
+        assert np.array_equal(decoded[f"d{i}"], mask), f"mask {i}"

@@ -109,6 +109,30 @@ def test_the_gallery_samples_per_stratum_with_a_seed_and_writes_data_beside_the_
         "synth | shelf | needs_review", "molmoact | red mug | rejected"}  # every stratum shown
 
 
+def test_each_card_shows_its_own_image_across_row_groups_and_batches(audit_dir, tmp_path, monkeypatch):
+    """The gallery reads the chosen images' JPEGs a batch at a time: with row groups of two frames, batches of one
+    and the first image not kept (so the rows read are not the first ones), every card still gets its own image's
+    bytes and size."""
+    from vlaforge.annotators import report_gallery
+
+    frames = pq.read_table(audit_dir / "audit_frames.parquet")
+    kept = pa.array([False, True, True])
+    frames = frames.set_column(frames.schema.get_field_index("image_kept"), "image_kept", kept)
+    jpeg = frames.schema.get_field_index("image_jpeg")
+    frames = frames.set_column(jpeg, frames.schema.field(jpeg), pa.array(
+        [None, *frames.column("image_jpeg").to_pylist()[1:]], frames.schema.field(jpeg).type))
+    pq.write_table(frames, audit_dir / "audit_frames.parquet", row_group_size=2)
+    monkeypatch.setattr(report_gallery, "_FRAME_BATCH", 1)
+    build_report([audit_dir], tmp_path / "report")
+    by_key = {f["image_key"]: f for f in frames.to_pylist()}
+    cards = json.loads((tmp_path / "report" / "data" / "cards-00000.json").read_text())
+    assert sorted(c["image_key"] for c in cards) == sorted(list(by_key)[1:])
+    for card in cards:
+        frame = by_key[card["image_key"]]
+        assert (tmp_path / "report" / card["image"]).read_bytes() == frame["image_jpeg"]
+        assert (card["width"], card["height"]) == (frame["image_width"], frame["image_height"])
+
+
 def test_colours_stay_distinct_for_any_number_of_detectors():
     colors = detector_colors([f"det{i:02d}" for i in range(40)])
     assert len(set(colors.values())) == 40

@@ -70,6 +70,9 @@ def test_json_generators_name_non_json_answers(vlm):
 
 
 def test_plan_from_the_local_model_has_one_line_per_segment(vlm):
-    _, [sample] = _run(PlanGenerator.Config(dataset="plans", vlm=vlm, max_new_tokens=4, validation=ANYTHING))
+    _, [sample, *following] = _run(PlanGenerator.Config(dataset="plans", vlm=vlm, max_new_tokens=4,
+                                                        validation=ANYTHING))
     plan = json.loads(sample.members["conversation.json"])[1]["content"][0]["text"]
     assert [line.split(".", 1)[0] for line in plan.splitlines()] == ["1", "2", "3", "4"]
+    # Then the next sub-task from the frame where each starts, one per line of the plan.
+    assert [json.loads(s.members["meta.json"])["extra"]["variant"] for s in following] == ["next"] * 4

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -124,6 +125,34 @@ def test_without_sam_the_cli_asks_for_box_only_consensus(droid_shards, tmp_path,
     assert main(["annotate", "--shards", str(robot), "--output", str(tmp_path), "--without", "sam",
                  "--mask-iou", "0.5"]) == 2
     assert "--without sam runs no SAM" in capsys.readouterr().err
+
+
+def test_a_whole_run_without_sam_accepts_boxes_and_says_masks_were_not_judged(prefect_server, droid_shards, tmp_path,
+                                                                                capsys, monkeypatch):
+    """`--without sam` end to end: before box-only consensus, the CLI's mask rule sent every box to
+    needs_review / missing_mask. One scripted hosted detector and --min-votes 1 (no model to load)."""
+    robot, _ = droid_shards
+
+    def responder(pixels, phrases):
+        height, width = pixels.shape[:2]
+        return [{"bbox": [0, 0, width / 2, height / 2], "score": 0.9, "category": phrases[0]}]
+
+    monkeypatch.setenv("DDS_API_TOKEN", TOKEN)
+    output = tmp_path / "out"
+    with ScriptedDetectionServer(responder, token=TOKEN) as server, temporary_settings(
+            updates={PREFECT_API_URL: prefect_server}):
+        code = main(["annotate", "--shards", str(robot), "--output", str(output), "--without", "sam,gdino,llmdet",
+                     "--hosted-url", server.url, "--hosted-poll-interval", "0.01", "--hosted-rate", "100",
+                     "--min-votes", "1", "--frames", "first", "--cameras", "wrist", "--class", "table",
+                     "--split", "all", "--runner", "local", "--no-progress", "--set", "shards.max_samples=10"])
+        APILogWorker.drain_all(timeout=10)
+    assert code == 0, capsys.readouterr().err
+    audit = pq.read_table(output / robot.name / "audit.parquet").to_pylist()
+    assert audit and all(r["decision"] == "accepted" and r["reason"] != "missing_mask" for r in audit)
+    assert all(r["detail"].startswith("1 of 1 detectors boxes it (gdino_1_5), and min_votes 1 takes a single")
+               and "masks not judged" in r["detail"] for r in audit), audit[0]["detail"]
+    summary = json.loads((output / robot.name / "summary.json").read_text())
+    assert summary["samples"] >= 1
 
 
 def test_an_original_sam_checkpoint_goes_to_meta_s_package():

@@ -47,6 +47,19 @@ def prefect_api(prefect_server):
         yield
 
 
+def read_by_coco_tools(path, coco):
+    """The export as pycocotools (the COCO API the review tools' importers follow) reads it: the ground truth
+    indexed by image and category, and the same annotations loaded as scored detections (results)."""
+    coco_api = pytest.importorskip("pycocotools.coco")
+    truth = coco_api.COCO(str(path))
+    assert sorted(truth.getAnnIds()) == sorted(a["id"] for a in coco["annotations"])
+    assert {truth.loadCats(i)[0]["name"] for i in truth.getCatIds()} == {c["name"] for c in coco["categories"]}
+    results = truth.loadRes([{k: a[k] for k in ("image_id", "category_id", "bbox", "score")}
+                             for a in coco["annotations"]])
+    assert sorted(a["score"] for a in results.loadAnns(results.getAnnIds())) == sorted(
+        a["score"] for a in coco["annotations"])
+
+
 def test_export_review_import_and_rerun(prefect_api, tmp_path, capsys):
     images = write_detection_images(tmp_path / "images", n=1)
     detections = write_detections_jsonl(tmp_path / "faces.jsonl", rows())
@@ -59,6 +72,7 @@ def test_export_review_import_and_rerun(prefect_api, tmp_path, capsys):
     assert main(["report", "export-review", str(tmp_path / "first"), "--output", str(coco_path),
                  "--decision", "needs_review,accepted"]) == 0
     coco = json.loads(coco_path.read_text())
+    read_by_coco_tools(coco_path, coco)
     assert {c["name"] for c in coco["categories"]} == {"cup", "plate"} and len(coco["annotations"]) == 2
     (image,) = coco["images"]
     assert (coco_path.parent / image["file_name"]).read_bytes()[:2] == b"\xff\xd8" and image["width"] == 96
