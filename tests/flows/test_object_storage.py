@@ -1,6 +1,7 @@
 """Object storage end to end, against moto's S3 server started as its own process (`moto_server`), as a user would
-start a local S3-compatible server: an ingest, an annotate, a corpus build and a training run with a checkpoint and a
-resume, each with `s3://` inputs and outputs, each rerun from an empty local cache (a new machine)."""
+start a local S3-compatible server: an ingest, an annotate, a corpus build, a training run with a checkpoint and a
+resume, and an offline evaluation, each with `s3://` inputs and outputs; reruns start from an empty local cache (a new
+machine)."""
 
 import json
 import os
@@ -155,3 +156,20 @@ def test_corpus_build_and_training_from_s3_checkpoint_and_resume_elsewhere(small
     assert log[:2] == first
     assert s3.cat_file(f"{BUCKET}/runs/a/checkpoints/latest").decode().strip().endswith("3")
     assert "AWS_SECRET_ACCESS_KEY" not in os.environ.get("VLAFORGE_MIRRORS", "")
+
+
+def test_offline_evaluation_reads_a_policy_and_a_corpus_from_s3_and_writes_its_results_there(droid_shards, tmp_path,
+                                                                                          s3):
+    from vlaforge.flows.sample_data.tiny_policy import TinyPolicySpec, write_tiny_policy
+
+    robot, _ = droid_shards
+    s3.put(str(robot) + "/", f"{BUCKET}/shards/droid/", recursive=True)
+    corpus = f"s3://{BUCKET}/corpora/droid.json"
+    assert main(["corpus", "build", "--robot", f"droid=s3://{BUCKET}/shards/droid", "--output", corpus]) == 0
+    statistics = json.loads((robot / "stats.json").read_text())
+    policy = write_tiny_policy(tmp_path / "policy", TinyPolicySpec(statistics=statistics))
+    s3.put(str(policy) + "/", f"{BUCKET}/policies/tiny/", recursive=True)
+    assert main(["eval", "offline", "--policy", f"s3://{BUCKET}/policies/tiny", "--corpus", corpus,
+                 "--max-samples", "2", "--image-size", "32x32", "--output", f"s3://{BUCKET}/evals/offline"]) == 0
+    results = json.loads(s3.cat_file(f"{BUCKET}/evals/offline/offline_results.json"))
+    assert results["embodiments"]["franka_droid"]["samples"] == 2
