@@ -12,8 +12,8 @@ from its checkpoints. A phase starts from the previous phase's exported policy: 
 post-training from its `policy/`; the first phase starts from `vlm`.
 
 Evaluation is a hook: `evaluation` names an entry of `EVALUATIONS` (policy directory, corpus URL, output directory
--> metrics). The only entry here is "none", which runs nothing and says so in the summary; the evaluation area
-(policy server, simulators, offline metrics) plugs its runs in as further entries.
+-> metrics): "offline" (errors on held-out episodes), "aloha-transfer-cube" and "aloha-insertion" (closed loop in
+gym-aloha through the policy server, `evaluation/`), or "none", which runs nothing and says so in the summary.
 """
 
 from __future__ import annotations
@@ -32,7 +32,34 @@ from vlaforge.flows.vl_ingest import ingest_vl
 from vlaforge.pipelines.corpus_manifest import ComponentKind, CorpusConfig, CorpusInput, build_corpus, write_corpus
 
 Evaluation = Callable[[str, str, str], dict[str, Any]]
-EVALUATIONS: dict[str, Evaluation | None] = {"none": None}
+
+
+def offline_evaluation(policy: str, corpus: str, output: str) -> dict[str, Any]:
+    """The policy's errors on the corpus's held-out episodes, per embodiment (`vlaforge eval offline`)."""
+    from vlaforge.evaluation.offline_evaluation import OfflineEvalConfig, evaluate_offline
+
+    config = OfflineEvalConfig(policy=pathlib.Path(policy), corpus=corpus, output=pathlib.Path(output) / "offline")
+    return {"output": str(config.output), "embodiments": evaluate_offline(config)["embodiments"]}
+
+
+def sim_evaluation(env: str) -> Evaluation:
+    """50 asynchronous closed-loop episodes in `env` through the policy server (`vlaforge eval sim`)."""
+
+    def run(policy: str, corpus: str, output: str) -> dict[str, Any]:
+        from vlaforge.evaluation.sim_evaluation import SimEvalConfig, evaluate_in_sim
+
+        config = SimEvalConfig(policy=policy, env=env, output=pathlib.Path(output) / env, mode="async")
+        return {"output": str(config.output), "overall": evaluate_in_sim(config)["overall"]}
+
+    return run
+
+
+EVALUATIONS: dict[str, Evaluation | None] = {
+    "none": None,
+    "offline": offline_evaluation,
+    "aloha-transfer-cube": sim_evaluation("aloha-transfer-cube"),
+    "aloha-insertion": sim_evaluation("aloha-insertion"),
+}
 """Evaluation name -> the function a finished pipeline runs on its policy (policy dir, corpus URL, output dir);
 "none" evaluates nothing (the summary records it as skipped)."""
 
