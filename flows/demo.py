@@ -67,7 +67,9 @@ def run_demo(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     started = time.monotonic()
     output = pathlib.Path(args.output)
     sizes = DemoSizes.quick() if args.quick else DemoSizes()
-    flow_run = {"runner": args.runner, "ray_address": args.ray_address, "workers": args.workers,
+    # overwrite: each run of the demo writes its outputs anew (after a `git pull` the code that shapes the bytes has
+    # changed, and an output refuses a rerun by other code: see pipelines/output_claim.py).
+    flow_run = {"runner": args.runner, "ray_address": args.ray_address, "workers": args.workers, "overwrite": True,
                 "progress": not args.no_progress}
     datasets = ingest_robot(output, sizes, flow_run, console)
     datasets.append(ingest_general_vl(output, sizes, flow_run, console))

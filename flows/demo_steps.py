@@ -221,7 +221,7 @@ def build_demo_corpus(output: pathlib.Path, datasets: list[DemoDataset], sizes: 
     path = output / "corpus" / "corpus.json"
     inputs = [CorpusInput(path=d.path, kind=d.kind, name=d.name) for d in included]
     manifest = build_corpus(inputs, path, CorpusConfig())
-    write_corpus(manifest, path)
+    write_corpus(manifest, path, overwrite=True)  # each run of the demo builds it anew
     console.print(f"wrote {path}: {len(manifest.components)} components, "
                   f"{sum(len(c.shards) for c in manifest.components)} shards", markup=False)
     console.print(f"$ vlaforge corpus inspect {path} --samples 0 --steps {sizes.batches} "

@@ -8,9 +8,11 @@ place). A rerun skips shards that have a commit record; `write_manifest` gathers
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import pathlib
+import subprocess
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,9 +24,21 @@ MANIFEST_NAME = "manifest.parquet"
 COMMITS_DIR = "_commits"
 
 
+@functools.cache
 def code_version() -> str:
-    """The code that wrote a shard, as recorded in the manifest."""
-    return f"vlaforge=={importlib.metadata.version('vlaforge')}"
+    """The code that wrote a shard, as recorded in the manifest and in an output's options: the package version, and
+    the git commit when the package runs from a checkout (`vlaforge==0.1.0+g1a2b3c4d5e6f`), so a rerun by other code
+    into an output is refused rather than mixing bytes of two versions. (Uncommitted edits are not seen.)"""
+    version = f"vlaforge=={importlib.metadata.version('vlaforge')}"
+    root = pathlib.Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return version  # an installed wheel (the images): the version names the code
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{commit}" if commit else version
 
 
 @dataclasses.dataclass(frozen=True)

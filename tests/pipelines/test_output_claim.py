@@ -83,3 +83,32 @@ def test_secrets_and_speed_only_options_are_not_recorded():
 @dataclasses.dataclass(frozen=True)
 class _Source:
     root: str
+
+
+def test_a_rerun_by_other_code_is_refused(droid_dataset, tmp_path, monkeypatch):
+    # The code that shapes the bytes is an option too: after a `git pull`, a rerun into an old output must not
+    # append shards of the new code to those of the old one.
+    from vlaforge.pipelines.shards import manifest
+
+    output = tmp_path / "out"
+    _ingest(droid_dataset, output)
+    assert read_options(output)["code_version"] == manifest.code_version()
+    monkeypatch.setattr(manifest, "code_version", lambda: "vlaforge==0.1.0+g0123456789ab")
+    monkeypatch.setattr("vlaforge.pipelines.output_claim.code_version", manifest.code_version)
+    refused = r"code_version: .* \(recorded\) -> \"vlaforge==0.1.0\+g0123456789ab\""
+    with pytest.raises(OptionsChangedError, match=refused):
+        _ingest(droid_dataset, output)
+
+
+def test_the_code_version_names_the_commit_in_a_checkout():
+    import pathlib
+    import subprocess
+
+    from vlaforge.pipelines.shards.manifest import code_version
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout: the code version is the package version alone")
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert code_version().endswith(f"+g{commit}")
