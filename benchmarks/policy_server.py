@@ -12,6 +12,12 @@ Overhead = round trip - the policy's `infer_ms` as the server reports it, so it 
 the server's observation mapping (the resize of three frames) and scheduling. The target is under 5 ms. Two frame
 sizes: ALOHA's native 480x640, which the server resizes to the training size, and 224x224, resized on the client
 before sending as openpi's ALOHA and LIBERO clients do.
+
+On a CPU, the in-process worker and the server's inference thread each drive their own OpenMP team, and with the
+paths taking turns one team may still spin while the other computes: the served policy then looks slower than the
+in-process one (2.5x measured here with 2 threads, equal with OMP_NUM_THREADS=1). The overhead columns do not
+depend on it (each is a request's round trip less that request's own policy time); the ratio column does, so
+compare ratios under OMP_NUM_THREADS=1.
 """
 
 from __future__ import annotations
