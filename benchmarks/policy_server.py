@@ -3,7 +3,7 @@ sizes of an ALOHA robot (three 480x640 cameras and a 14-D state), against the sa
 
     .venv/bin/python benchmarks/policy_server.py [--requests 50] [--quick] [--device cuda --dtype bfloat16]
 
-Rows, all on one machine, side by side:
+Rows, all on one machine, side by side (the paths take turns request by request):
 - in-process: `Session.infer` called directly on a worker thread, as the server calls it (observation mapping, the
   frames resized, the policy): the baseline, no socket and no serialization;
 - our client -> server and openpi-client -> server: the same observations over the websocket (msgpack-numpy);
@@ -12,17 +12,25 @@ Overhead = round trip - the policy's `infer_ms` as the server reports it, so it 
 the server's observation mapping (the resize of three frames) and scheduling. The target is under 5 ms. Two frame
 sizes: ALOHA's native 480x640, which the server resizes to the training size, and 224x224, resized on the client
 before sending as openpi's ALOHA and LIBERO clients do.
+
+On a CPU, the in-process worker and the server's inference thread each drive their own OpenMP team, and with the
+paths taking turns one team may still spin while the other computes: the served policy then looks slower than the
+in-process one (2.5x measured here with 2 threads, equal with OMP_NUM_THREADS=1). The overhead columns do not
+depend on it (each is a request's round trip less that request's own policy time); the ratio column does, so
+compare ratios under OMP_NUM_THREADS=1.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import pathlib
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -32,6 +40,11 @@ from vlaforge.training.policy.observation_map import ObservationMap
 from vlaforge.training.policy.policy import Policy
 from vlaforge.training.policy.served_policy import ACTIONS, INFER_MS, POLICY_TIMING, ServedPolicy
 from vlaforge.training.policy.server import PolicyServer
+
+try:
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+except ImportError:  # openpi-client is a test dependency; without it, only our client's rows
+    WebsocketClientPolicy = None
 
 CAMERAS = {"images/cam_high": "exterior_1", "images/cam_left_wrist": "left_wrist",
            "images/cam_right_wrist": "right_wrist"}
@@ -60,17 +73,20 @@ class NullEndpoint:
         return {ACTIONS: np.zeros((8, 14), np.float32), POLICY_TIMING: {INFER_MS: 0.0}}
 
 
-def measure(call, observations: list[dict]) -> tuple[list[float], list[float]]:
-    """(round trips ms, policy infer ms) per request; the first requests warm up and are left out."""
+def measure(paths: dict[str, Callable[[dict], dict]], observations: list[dict]) -> dict[str, tuple[list, list]]:
+    """Per path, (round trips ms, policy infer ms) per request. The paths take turns request by request, so a load
+    change on a shared machine hits every row alike; the first 3 requests of each warm up and are left out."""
     for obs in observations[:3]:
-        call(obs)
-    trips, infers = [], []
+        for call in paths.values():
+            call(obs)
+    measured: dict[str, tuple[list, list]] = {name: ([], []) for name in paths}
     for obs in observations[1:]:
-        started = time.perf_counter()
-        response = call(obs)
-        trips.append((time.perf_counter() - started) * 1e3)
-        infers.append(response[POLICY_TIMING][INFER_MS])
-    return trips, infers
+        for name, call in paths.items():
+            started = time.perf_counter()
+            response = call(obs)
+            measured[name][0].append((time.perf_counter() - started) * 1e3)
+            measured[name][1].append(response[POLICY_TIMING][INFER_MS])
+    return measured
 
 
 def row(name: str, trips: list[float], infers: list[float], baseline: float | None) -> list[str]:
@@ -82,28 +98,24 @@ def row(name: str, trips: list[float], infers: list[float], baseline: float | No
 
 def compare(served: ServedPolicy, observations: list[dict], note: str) -> list[list[str]]:
     """The in-process baseline, then each client against the server with the tiny and the null policy."""
+    servers = {name: PolicyServer(endpoint, port=0) for name, endpoint in
+               (("tiny policy", served), ("null policy", NullEndpoint(served)))}
     # On a worker thread, as the server runs inference: torch's CPU kernels run at different speeds on the main
     # thread and on others on a loaded machine, and the comparison must not measure that.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker:
+    with contextlib.ExitStack() as stack:
+        worker = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=1))
         session = served.session()
-        trips, infers = measure(lambda obs: worker.submit(session.infer, obs).result(), observations)
-    baseline = statistics.median(trips)
-    rows = [row(f"{note}: in-process (baseline)", trips, infers, None)]
-    for name, endpoint in (("tiny policy", served), ("null policy", NullEndpoint(served))):
-        server = PolicyServer(endpoint, port=0)
-        url = server.start()
-        try:
-            with PolicyClient(url) as client:
-                rows.append(row(f"{note}: vlaforge client, {name}", *measure(client.infer, observations), baseline))
-            try:
-                from openpi_client.websocket_client_policy import WebsocketClientPolicy
-            except ImportError:
-                continue
-            openpi = WebsocketClientPolicy(url)
-            rows.append(row(f"{note}: openpi-client, {name}", *measure(openpi.infer, observations), baseline))
-        finally:
-            server.stop()
-    return rows
+        paths = {"in-process (baseline)": lambda obs: worker.submit(session.infer, obs).result()}
+        for name, server in servers.items():
+            url = server.start()
+            stack.callback(server.stop)
+            paths[f"vlaforge client, {name}"] = stack.enter_context(PolicyClient(url)).infer
+            if WebsocketClientPolicy is not None:
+                paths[f"openpi-client, {name}"] = WebsocketClientPolicy(url).infer
+        measured = measure(paths, observations)
+    baseline = statistics.median(measured["in-process (baseline)"][0])
+    return [row(f"{note}: {name}", *measured[name], None if name.startswith("in-process") else baseline)
+            for name in paths]
 
 
 def main() -> int:

@@ -51,6 +51,12 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(statistics.fmean(present)) if present else None
 
 
+def _own_time(server_ms: float | None, policy_ms: float | None) -> float | None:
+    """The part of a round trip that is the policy's: its own time where the server reports it (ours), else the
+    server's whole inference time (openpi's servers). The rest of the round trip is transport."""
+    return policy_ms if policy_ms is not None else server_ms
+
+
 def summarize(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
     """The metrics of one group of episodes (see the module docstring)."""
     successes = sum(r.success for r in records)
@@ -60,7 +66,9 @@ def summarize(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
     policy = [v for r in records for v in r.policy_infer_ms]
     steps = sum(r.length for r in records)
     wall = sum(r.wall_s for r in records)
-    transport_ms = sum(rt - s for rt, s in zip(latencies, server) if s is not None)
+    own = [(rt, _own_time(s, p)) for rt, s, p in zip(latencies, server, policy)]
+    policy_ms = sum(o for _, o in own if o is not None)
+    transport_ms = sum(rt - o for rt, o in own if o is not None)
     return {
         "episodes": len(records),
         "successes": successes,
@@ -76,7 +84,7 @@ def summarize(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
         "jerk_at_switch": _mean([r.jerk_at_switch for r in records]),
         "jerk_within_chunk": _mean([r.jerk_within for r in records]),
         "time_s": {"wall": wall, "env": sum(r.env_s for r in records),
-                   "policy": sum(v for v in policy if v is not None) / 1e3, "transport": transport_ms / 1e3},
+                   "policy": policy_ms / 1e3, "transport": transport_ms / 1e3},
         "steps": steps,
         "steps_per_s": steps / wall if wall > 0 else None,
     }

@@ -1,6 +1,8 @@
 """The policy server against the real `openpi-client` (PyPI): openpi's robot clients get actions from an exported
 policy unchanged, a bad observation gets an error naming the key and the shape, and the connection stays usable."""
 
+import logging
+import threading
 import urllib.request
 
 import numpy as np
@@ -116,3 +118,39 @@ def test_a_bfloat16_policy_is_served_in_float32_robot_units(tiny_policy_dir, cam
     assert response["actions"].dtype == np.float32 and response["actions"].shape == (8, 14)
     prefix = response["actions"][:2]
     assert np.array_equal(served.session().infer({**observation, "action_prefix": prefix})["actions"][:2], prefix)
+
+
+class HeldEndpoint:
+    """Answers only once the test releases it, so the client can leave while its request is being served."""
+
+    metadata = {"server": "held"}
+
+    def __init__(self):
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def session(self):
+        return self
+
+    def infer(self, observation):
+        self.started.set()
+        self.release.wait(timeout=60)
+        return {"actions": np.zeros((2, 2), np.float32)}
+
+
+def test_a_client_that_leaves_before_its_answer_is_no_server_error(caplog):
+    caplog.set_level(logging.INFO)
+    endpoint = HeldEndpoint()
+    server = PolicyServer(endpoint, port=0)
+    url = server.start()
+    try:
+        with connect(url, compression=None, max_size=None) as connection:
+            msgpack_numpy.unpackb(connection.recv())
+            connection.send(msgpack_numpy.packb({"state": np.zeros(2)}))
+            assert endpoint.started.wait(timeout=60)
+        endpoint.release.set()  # the answer is ready only after the client closed the connection
+        client = WebsocketClientPolicy(host="127.0.0.1", port=server.port)
+        assert client.infer({"state": np.zeros(2)})["actions"].shape == (2, 2)  # the server serves on
+    finally:
+        server.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert any("closed the connection before its answer was sent" in r.getMessage() for r in caplog.records)

@@ -122,8 +122,10 @@ class PolicyServer:
                 else:
                     await connection.send(reply)
                 previous_total_ms = (time.perf_counter() - started) * 1e3
-        except websockets.ConnectionClosedError:
-            pass  # the client went away mid-message; nothing to answer
+        except websockets.ConnectionClosed:
+            # The client went away mid-message or before its answer was ready (a robot script stopped at the end of
+            # an episode): nothing to answer, and not a server error.
+            log.info("client %s closed the connection before its answer was sent", connection.remote_address)
         log.info("client %s disconnected", connection.remote_address)
 
     async def _answer(self, loop: asyncio.AbstractEventLoop, session: Any, message: bytes | str) -> dict | str:
