@@ -11,7 +11,9 @@ def ray_local():
     """A small local Ray cluster shared by the tests that need one."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # Logical CPUs, not cores: a job with model stages holds one actor per pool (a CPU each) beside its unit tasks,
+    # as on a cluster; four pools and two workers must fit.
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
