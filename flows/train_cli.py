@@ -212,7 +212,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             return completed.returncode
     log_file = args.output / "train_log.jsonl"
     if log_file.exists():
-        console.print(_log_table(log_file))
+        for table in _log_tables(log_file):
+            console.print(table)
     if args.eval_sim:
         console.print(_policy_eval_table(args.output, args.eval_sim))
     return 0
@@ -265,22 +266,34 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def _log_table(log_file: pathlib.Path) -> Table:
-    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
-    table = Table(title=f"{log_file}: losses averaged over micro batches and ranks")
-    columns = {"step": "step", "loss": "loss", "flow_matching": "flow", "choice": "choice", "next_token": "VL NTP",
-               "robot_samples": "robot", "vl_samples": "VL", "grad_norm": "grad norm", "seconds": "s",
-               "data_wait_share": "data wait", "samples_per_s": "samples/s"}
-    for label in columns.values():
-        table.add_column(label, justify="right", no_wrap=True)
-    for line in lines[-20:]:
-        table.add_row(*(_shown(line.get(key)) for key in columns))
-    return table
+def _log_tables(log_file: pathlib.Path) -> list[Table]:
+    """The last 20 steps: the losses, then the optimizer and the clock. Two tables, so each fits an 80-column
+    terminal: rich cuts cells that do not fit, which would cut the losses themselves."""
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()][-20:]
+    losses = {"step": "step", "loss": "loss", "flow_matching": "flow", "choice": "choice", "next_token": "VL NTP",
+              "robot_samples": "robot", "vl_samples": "VL"}
+    timing = {"step": "step", "lr": "lr", "grad_norm": "grad norm", "seconds": "s", "data_wait_share": "data wait",
+              "samples_per_s": "samples/s"}
+    tables = []
+    for title, columns in ((f"{log_file}: losses averaged over micro batches and ranks", losses),
+                           ("the optimizer and the clock (rank 0's step time; data wait: its share of the step)",
+                            timing)):
+        table = Table(title=title)
+        for label in columns.values():
+            table.add_column(label, justify="right", no_wrap=True)
+        for line in lines:
+            table.add_row(*(_shown(line.get(key), key) for key in columns))
+        tables.append(table)
+    return tables
 
 
-def _shown(value) -> str:
+def _shown(value, key: str = "") -> str:
     if value is None:
         return "-"
+    if key == "data_wait_share":
+        return f"{value:.1%}"
+    if key == "lr":
+        return f"{value:.2e}"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 

@@ -193,3 +193,20 @@ def test_on_bad_sample_sets_the_loaders_policy_and_budget():
     assert TrainerConfig.from_dict(skipping.to_dict()).loader == skipping.loader  # what torchrun's ranks read back
     with pytest.raises(SystemExit):
         parser.parse_args([*common, "--on-bad-sample", "ignore"])
+
+
+def test_the_closing_tables_show_every_loss_whole_in_an_80_column_terminal(tmp_path):
+    from rich.console import Console
+
+    log = tmp_path / "train_log.jsonl"
+    record = {"loss": 13.694012, "flow_matching": None, "choice": 12.123456, "next_token": 10.5432109,
+              "robot_samples": 100, "vl_samples": 20, "lr": 1e-4, "grad_norm": 123.4567, "seconds": 1234.5678,
+              "data_wait_share": 0.0123, "samples_per_s": 1234.5678}
+    log.write_text("\n".join(json.dumps({"step": step, **record}) for step in (1, 2, 3)))
+    console = Console(width=80, record=True)
+    for table in train_cli._log_tables(log):
+        console.print(table)
+    shown = console.export_text()
+    assert "…" not in shown  # rich cuts cells that do not fit
+    assert shown.count("13.6940") == shown.count("12.1235") == shown.count("10.5432") == 3
+    assert shown.count("1.2%") == 3 and shown.count("123.4567") == 3
