@@ -84,14 +84,14 @@ def test_serve_registers_the_schedule_and_runs_the_flow_on_a_real_server(prefect
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     output = tmp_path / "shards"
-    path = _write(tmp_path, INGEST.format(name="droid-nightly", timing='cron = "0 2 * * *"', input=droid_dataset,
+    path = _write(tmp_path, INGEST.format(name="droid-served", timing='cron = "0 2 * * *"', input=droid_dataset,
                                           output=output))
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     serving = subprocess.Popen([sys.executable, "-m", "vlaforge.flows.cli", "serve", "--schedules", str(path)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
-            deployment = _wait_for_deployment(get_client, "ingest/droid-nightly")
+            deployment = _wait_for_deployment(get_client, "ingest/droid-served")
             assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
             assert deployment.parameters["input_path"] == str(droid_dataset)
 
@@ -106,7 +106,7 @@ def test_serve_registers_the_schedule_and_runs_the_flow_on_a_real_server(prefect
             assert runs and all(r.state.is_scheduled() for r in runs)  # the server's scheduler queued 02:00 runs
             assert {r.expected_start_time.hour for r in runs} == {2}
 
-            run = run_deployment("ingest/droid-nightly", timeout=240)  # what `prefect deployment run` does
+            run = run_deployment("ingest/droid-served", timeout=240)  # what `prefect deployment run` does
         assert run.state.is_completed(), run.state
         assert (output / "manifest.parquet").is_file() and (output / "stats.json").is_file()
     finally:
