@@ -10,6 +10,7 @@ import json
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from vlaforge.flows.pipeline import pipeline
@@ -39,6 +40,7 @@ def test_the_train_flow_streams_its_log_and_publishes_the_final_metrics(prefect_
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
         summary = train("step2_dit_tiny", str(small_corpus), str(tmp_path / "run"), vlm=str(vlm_dir),
                         overrides={**SMALL, "export": False})
+        APILogWorker.drain_all(timeout=10)  # the flow's log lines reach the server before they are read back
         logs, artifacts = asyncio.run(_records("train-metrics"))
     assert summary["last_step"]["step"] == 2 and summary["run"]["precision"] == "fp32" and summary["policy"] is None
     messages = [log.message for log in logs]
