@@ -28,9 +28,12 @@ def vlm_dir(tmp_path_factory):
     return write_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny-qwen3-vl"))
 
 
-async def _records(key: str):
+async def _records(key: str, flow_run_id=None):
+    """The artifacts under `key`, and the log lines of one flow run (the session's server holds every test's)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
     async with get_client() as client:
-        logs = await client.read_logs()
+        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
         artifacts = [a for a in await client.read_artifacts() if a.key == key]
     return logs, artifacts
 
@@ -38,10 +41,11 @@ async def _records(key: str):
 def test_the_train_flow_streams_its_log_and_publishes_the_final_metrics(prefect_server, small_corpus, vlm_dir,
                                                                         tmp_path):
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
-        summary = train("step2_dit_tiny", str(small_corpus), str(tmp_path / "run"), vlm=str(vlm_dir),
-                        overrides={**SMALL, "export": False})
+        state = train("step2_dit_tiny", str(small_corpus), str(tmp_path / "run"), vlm=str(vlm_dir),
+                      overrides={**SMALL, "export": False}, return_state=True)
+        summary = state.result()
         APILogWorker.drain_all(timeout=10)  # the flow's log lines reach the server before they are read back
-        logs, artifacts = asyncio.run(_records("train-metrics"))
+        logs, artifacts = asyncio.run(_records("train-metrics", state.state_details.flow_run_id))
     assert summary["last_step"]["step"] == 2 and summary["run"]["precision"] == "fp32" and summary["policy"] is None
     messages = [log.message for log in logs]
     assert any("step 1:" in m for m in messages) and any("step 2:" in m for m in messages)
