@@ -28,6 +28,7 @@ from vlaforge.annotators.annotate_recipe import (
     uses_hosted,
 )
 from vlaforge.flows.job_tasks import run_job_tasks
+from vlaforge.flows.object_arguments import local_input, local_output
 from vlaforge.pipelines.atomic_files import atomic_write_bytes
 
 TOKEN_ENV = "DDS_API_TOKEN"
@@ -89,6 +90,21 @@ def annotate(
     """Ground each robot dataset in `shards`; returns {"datasets": {name: VL summary}, "report": path or None}."""
     recipe = recipe or default_recipe()
     token = os.environ.get(TOKEN_ENV) if uses_hosted(recipe) else None
+    output, mirror = local_output(output, overwrite=overwrite)  # s3:// given to a deployment: work in its mirror
+    try:
+        return _annotate([local_input(url) for url in shards], output, recipe, token, runner=runner,
+                         ray_address=ray_address, workers=workers, num_gpus_per_worker=num_gpus_per_worker,
+                         stage_pools=stage_pools, units_per_task=units_per_task, progress=progress, report=report,
+                         overwrite=overwrite)
+    finally:
+        if mirror is not None:
+            mirror.push()  # what the run committed reaches the bucket, finished or not
+
+
+def _annotate(shards: list[str], output: str, recipe: dict[str, Any], token: str | None, *, runner: str,
+              ray_address: str | None, workers: int | None, num_gpus_per_worker: float,
+              stage_pools: dict[str, dict[str, float]] | None, units_per_task: int, progress: bool, report: bool,
+              overwrite: bool) -> dict[str, Any]:
     roots = [local_root(url) for url in shards]
     names = [root.name for root in roots]
     if len(set(names)) != len(names):

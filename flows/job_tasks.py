@@ -16,9 +16,10 @@ from prefect.cache_policies import NO_CACHE
 
 from vlaforge.datasets.source import WorkUnit
 from vlaforge.flows.failures import NOT_TRANSIENT
+from vlaforge.flows.object_arguments import local_output
 from vlaforge.pipelines import job as jobs
 from vlaforge.pipelines.job import Job, UnitSummary
-from vlaforge.pipelines.object_mirror import ObjectMirror, is_object_url, mirror_of, register
+from vlaforge.pipelines.object_mirror import is_object_url, mirror_of
 from vlaforge.pipelines.runners import make_runner
 
 
@@ -79,12 +80,7 @@ def run_job_tasks(job: Job, *, runner: str = "ray", ray_address: str | None = No
     """Claim the output (`pipelines/job.py`: `claimed`: one run at a time, the same options as before unless
     `overwrite`), then `run_claimed_job_tasks`; call inside a `@flow`. Returns the dataset's summary."""
     if is_object_url(job.output):  # a flow run given s3:// (a deployment): the job works in the output's mirror
-        mirror = ObjectMirror.of(job.output)
-        if overwrite:
-            mirror.clear()
-        mirror.pull(skip_suffixes=(".tar",))
-        register(mirror)
-        job = dataclasses.replace(job, output=str(mirror.local))
+        job = dataclasses.replace(job, output=local_output(job.output, overwrite=overwrite)[0])
     with jobs.claimed(job, overwrite=overwrite, command=command_line()) as owned:
         return run_claimed_job_tasks(owned, runner=runner, ray_address=ray_address, workers=workers,
                                      num_gpus_per_worker=num_gpus_per_worker, units_per_task=units_per_task,

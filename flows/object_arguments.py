@@ -92,3 +92,25 @@ def _split_name(value: str) -> tuple[str, str]:
     if sep and is_object_url(tail) and "/" not in head:
         return head, tail
     return "", value
+
+
+def local_output(url: str, *, overwrite: bool = False) -> tuple[str, ObjectMirror | None]:
+    """For a flow given an output path directly (a deployment): an `s3://` output becomes its pulled, registered
+    mirror (the job tasks then push as units finish; the caller pushes at the end); a local path stays as it is."""
+    if not is_object_url(url):
+        return url, None
+    mirror = ObjectMirror.of(url)
+    if overwrite:
+        mirror.clear()
+    mirror.pull(skip_suffixes=(".tar",))
+    register(mirror)
+    return str(mirror.local), mirror
+
+
+def local_input(url: str, *, skip_suffixes: tuple[str, ...] = ()) -> str:
+    """For a flow given an input path directly: an `s3://` dataset pulled to its mirror; a local path as it is."""
+    if not is_object_url(url):
+        return url
+    mirror = ObjectMirror.of(url)
+    mirror.pull(skip_suffixes=skip_suffixes)
+    return str(mirror.local)

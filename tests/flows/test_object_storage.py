@@ -173,3 +173,29 @@ def test_offline_evaluation_reads_a_policy_and_a_corpus_from_s3_and_writes_its_r
                  "--max-samples", "2", "--image-size", "32x32", "--output", f"s3://{BUCKET}/evals/offline"]) == 0
     results = json.loads(s3.cat_file(f"{BUCKET}/evals/offline/offline_results.json"))
     assert results["embodiments"]["franka_droid"]["samples"] == 2
+
+
+def test_the_annotate_and_corpus_flows_take_s3_paths_as_deployments_pass_them(droid_shards, tmp_path, s3):
+    # A deployment hands its parameters to the flow as they are: no command line mirrors them first.
+    from vlaforge.flows.annotate import annotate
+    from vlaforge.flows.corpus import corpus
+    from vlaforge.flows.sample_data.tiny_detectors import write_tiny_detector, write_tiny_sam
+
+    robot, _ = droid_shards
+    s3.put(str(robot) + "/", f"{BUCKET}/shards/droid/", recursive=True)
+    models = {"gdino": write_tiny_detector(tmp_path / "models" / "gdino"),
+              "sam": write_tiny_sam(tmp_path / "models" / "sam")}
+    recipe = {"detectors": [{"kind": "grounding_dino", "model": str(models["gdino"]), "device": "cpu"}],
+              "sam": {"model": str(models["sam"]), "device": "cpu"},
+              "frames": {"policies": ["first"], "cameras": ["wrist"]}, "phrases": {"ontology": ["table"]},
+              "consensus": {"min_votes": 1}}
+    result = annotate(shards=[f"s3://{BUCKET}/shards/droid"], output=f"s3://{BUCKET}/grounding-flow", recipe=recipe,
+                      runner="local", report=False)
+    assert result["datasets"]["droid"]["units"] > 0
+    keys = {k.removeprefix(f"{BUCKET}/grounding-flow/") for k in s3.find(f"{BUCKET}/grounding-flow")}
+    assert {"droid/manifest.parquet", "droid/audit.parquet", "droid/annotate_recipe.json"} <= keys
+
+    counts = corpus(output=f"s3://{BUCKET}/corpora/flow.json", robot={"droid": f"s3://{BUCKET}/shards/droid"})
+    assert counts["components"] == 1
+    document = json.loads(s3.cat_file(f"{BUCKET}/corpora/flow.json"))
+    assert document["components"][0]["shards"][0]["url"].startswith("../shards/droid/")
