@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -128,6 +129,9 @@ def make_runner(kind: str, *, address: str | None = None, num_workers: int | Non
         return LocalRunner()
     if kind == "ray":
         placements = {name: StagePlacement(**fields) for name, fields in (stage_pools or {}).items()}
+        # Pools size model stages apart on a cluster. On one machine's own Ray (no address, no placement, no GPU)
+        # each worker runs a unit's stages itself, as a pool actor per model needs a CPU more than a laptop has.
+        pooled = bool(address or os.environ.get("RAY_ADDRESS") or placements or num_gpus_per_worker)
         return RayRunner(address=address, num_workers=num_workers, num_gpus_per_worker=num_gpus_per_worker,
-                         placements=placements)
+                         placements=placements, stage_pools=pooled)
     raise ValueError(f"unknown runner {kind!r}; use 'local' or 'ray'")
